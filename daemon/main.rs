@@ -1,1 +1,87 @@
-fn main(){}
+//! streamd: parses its flags, sets up logging and runs the daemon until SIGINT or SIGTERM.
+
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use streamhandler::{config::Config, services::Environment};
+use tokio::net::TcpListener;
+
+/// Supervises long-running services and streams their events over gRPC.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address of the gRPC control plane.
+    #[arg(long, env = "STREAMD_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// TOML file that changes services, intervals and what starts at boot.
+    #[arg(long, env = "STREAMD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the daemon keeps its files [default: the platform's data directory].
+    #[arg(long, env = "STREAMD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("streamd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(|| {
+        dirs::data_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("streamd")
+    });
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let env = Environment { data_dir };
+    let config = match &args.config {
+        Some(path) => Config::load(path, &env).map_err(|e| anyhow::anyhow!("bad config: {e}"))?,
+        None => Config::builtin(),
+    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(
+        "listening on {}",
+        listener.local_addr().unwrap_or(args.listen)
+    );
+    streamhandler::run(listener, config, env, shutdown_signal()).await
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler succeeds on unix");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,433 @@
+//! The daemon's configuration: built-in defaults, changed by an optional TOML file.
+//!
+//! ```toml
+//! start = ["streamer", "system"]      # services to start at boot
+//!
+//! [supervisor]
+//! max_restarts = 5                    # restarts allowed within restart_window
+//! restart_window = "60s"
+//! initial_backoff = "200ms"
+//! max_backoff = "30s"
+//! stop_timeout = "5s"
+//!
+//! [services.streamer]                 # a built-in service: change its interval
+//! interval = "1s"
+//!
+//! [services.sonnets]                  # another service of an existing kind
+//! kind = "reader"
+//! interval = "10s"
+//! params = { dir = "/srv/sonnets" }
+//! ```
+//!
+//! A bad file is refused as a whole, with its path, the line and the key at fault.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{
+    services::{self, Environment, Params},
+    supervisor::{RestartPolicy, ServiceSpec, Settings},
+};
+
+/// Everything the daemon is configured with.
+#[derive(Debug)]
+pub struct Config {
+    /// Every service, built-in and added, in name order.
+    pub services: Vec<ServiceSpec>,
+    /// Services to start at boot.
+    pub start: Vec<String>,
+    pub settings: Settings,
+}
+
+impl Config {
+    /// The built-in services with their defaults, nothing started at boot.
+    pub fn builtin() -> Self {
+        Self {
+            services: services::KINDS
+                .iter()
+                .map(|kind| ServiceSpec {
+                    name: kind.name.to_owned(),
+                    kind,
+                    interval: kind.default_interval,
+                    params: Params::new(),
+                })
+                .collect(),
+            start: Vec::new(),
+            settings: Settings::default(),
+        }
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path, env: &Environment) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, env).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: e.span.map(|span| line_of(&text, span.start)),
+            key: e.key,
+            message: e.message,
+        })
+    }
+
+    fn parse(text: &str, env: &Environment) -> Result<Self, Problem> {
+        let file: File = toml::from_str(text).map_err(|e| Problem {
+            span: e.span(),
+            key: String::new(),
+            message: e.message().trim_end().to_owned(),
+        })?;
+        let mut config = Self::builtin();
+        apply_supervisor(&file.supervisor, &mut config.settings)?;
+        for (name, service) in &file.services {
+            apply_service(name, service, &mut config.services, env)?;
+        }
+        config.services.sort_by(|a, b| a.name.cmp(&b.name));
+        for name in &file.start {
+            if !config.services.iter().any(|s| s.name == **name.get_ref()) {
+                return Err(Problem::at(
+                    name,
+                    "start",
+                    format!("no service named {:?}", name.get_ref()),
+                ));
+            }
+            config.start.push(name.get_ref().clone());
+        }
+        Ok(config)
+    }
+}
+
+fn apply_supervisor(file: &SupervisorFile, settings: &mut Settings) -> Result<(), Problem> {
+    let restart: &mut RestartPolicy = &mut settings.restart;
+    if let Some(n) = &file.max_restarts {
+        restart.max_restarts = *n.get_ref();
+    }
+    let durations = [
+        (&file.restart_window, "restart_window", &mut restart.window),
+        (
+            &file.initial_backoff,
+            "initial_backoff",
+            &mut restart.initial_backoff,
+        ),
+        (&file.max_backoff, "max_backoff", &mut restart.max_backoff),
+        (
+            &file.stop_timeout,
+            "stop_timeout",
+            &mut settings.stop_timeout,
+        ),
+    ];
+    for (value, key, target) in durations {
+        if let Some(value) = value {
+            *target = positive_duration(value, &format!("supervisor.{key}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_service(
+    name: &Spanned<String>,
+    file: &ServiceFile,
+    specs: &mut Vec<ServiceSpec>,
+    env: &Environment,
+) -> Result<(), Problem> {
+    let key = format!("services.{}", name.get_ref());
+    if let Err(message) = check_name(name.get_ref()) {
+        return Err(Problem::at(name, &key, message));
+    }
+    let existing = specs.iter().position(|s| s.name == *name.get_ref());
+    let kind = match (&file.kind, existing) {
+        (Some(kind), Some(i)) if *kind.get_ref() != specs[i].kind.name => {
+            return Err(Problem::at(
+                kind,
+                &format!("{key}.kind"),
+                format!(
+                    "{:?} is the built-in {} service; give another kind's service another name",
+                    name.get_ref(),
+                    specs[i].kind.name
+                ),
+            ));
+        }
+        (_, Some(i)) => specs[i].kind,
+        (Some(kind), None) => services::kind(kind.get_ref()).ok_or_else(|| {
+            let known: Vec<_> = services::KINDS.iter().map(|k| k.name).collect();
+            Problem::at(
+                kind,
+                &format!("{key}.kind"),
+                format!(
+                    "unknown kind {:?}; kinds: {}",
+                    kind.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })?,
+        (None, None) => {
+            return Err(Problem::at(
+                name,
+                &key,
+                "a new service needs a `kind`".to_owned(),
+            ));
+        }
+    };
+    let interval = match &file.interval {
+        Some(value) => positive_duration(value, &format!("{key}.interval"))?,
+        None => kind.default_interval,
+    };
+    let mut params = Params::new();
+    for (param, value) in &file.params {
+        let text = match value.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                value.get_ref().to_string()
+            }
+            _ => {
+                return Err(Problem::at(
+                    value,
+                    &format!("{key}.params.{}", param.get_ref()),
+                    "must be a string, number or boolean".to_owned(),
+                ));
+            }
+        };
+        params.insert(param.get_ref().clone(), text);
+    }
+    if let Err(services::Build::Param(e)) = kind.build(&params, env) {
+        let span = file
+            .params
+            .iter()
+            .find(|(k, _)| *k.get_ref() == e.key)
+            .map(|(k, _)| k.span());
+        return Err(Problem {
+            span,
+            key: format!("{key}.params.{}", e.key),
+            message: e.message,
+        });
+    }
+    let spec = ServiceSpec {
+        name: name.get_ref().clone(),
+        kind,
+        interval,
+        params,
+    };
+    match existing {
+        Some(i) => specs[i] = spec,
+        None => specs.push(spec),
+    }
+    Ok(())
+}
+
+/// Service names are topics too, so they follow the topic rules.
+pub fn check_name(name: &str) -> Result<(), String> {
+    crate::server::check_topic(name)
+}
+
+fn positive_duration(value: &Spanned<String>, key: &str) -> Result<Duration, Problem> {
+    match humantime::parse_duration(value.get_ref()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(Problem::at(value, key, "must be greater than zero".into())),
+        Err(e) => Err(Problem::at(
+            value,
+            key,
+            format!(
+                "{:?} is not a duration like \"500ms\" or \"2s\" ({e})",
+                value.get_ref()
+            ),
+        )),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A problem found while parsing, before the file's path is known.
+struct Problem {
+    span: Option<std::ops::Range<usize>>,
+    key: String,
+    message: String,
+}
+
+impl Problem {
+    fn at<T>(value: &Spanned<T>, key: &str, message: String) -> Self {
+        Self {
+            span: Some(value.span()),
+            key: key.to_owned(),
+            message,
+        }
+    }
+}
+
+/// A configuration file that was refused.
+#[derive(Debug, PartialEq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    /// The dotted key at fault; empty when the file as a whole is.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    start: Vec<Spanned<String>>,
+    #[serde(default)]
+    supervisor: SupervisorFile,
+    #[serde(default)]
+    services: BTreeMap<Spanned<String>, ServiceFile>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SupervisorFile {
+    max_restarts: Option<Spanned<u32>>,
+    restart_window: Option<Spanned<String>>,
+    initial_backoff: Option<Spanned<String>>,
+    max_backoff: Option<Spanned<String>>,
+    stop_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    kind: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    params: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment {
+        Environment {
+            data_dir: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    fn error(text: &str) -> (Option<usize>, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("streamd.toml");
+        std::fs::write(&path, text).unwrap();
+        let e = Config::load(&path, &env()).unwrap_err();
+        assert_eq!(e.path, path);
+        (e.line, e.key, e.message)
+    }
+
+    #[test]
+    fn no_file_means_every_card_stopped() {
+        let config = Config::builtin();
+        let names: Vec<_> = config.services.iter().map(|s| s.name.as_str()).collect();
+        for card in [
+            "activities",
+            "aq",
+            "emojis",
+            "images",
+            "kraken",
+            "leaderboard",
+            "reader",
+            "slugs",
+            "streamer",
+            "system",
+        ] {
+            assert!(names.contains(&card), "{card} missing from {names:?}");
+        }
+        assert!(config.start.is_empty());
+    }
+
+    #[test]
+    fn a_file_changes_intervals_adds_instances_and_names_boot_services() {
+        let text = r#"
+            start = ["poems", "streamer"]
+            [supervisor]
+            max_restarts = 2
+            stop_timeout = "1500ms"
+            [services.streamer]
+            interval = "250ms"
+            [services.poems]
+            kind = "reader"
+            interval = "10s"
+            params = { dir = "/srv/poems" }
+        "#;
+        let config = Config::parse(text, &env()).ok().unwrap();
+        assert_eq!(config.start, ["poems", "streamer"]);
+        assert_eq!(config.settings.restart.max_restarts, 2);
+        assert_eq!(config.settings.stop_timeout, Duration::from_millis(1500));
+        let find = |n: &str| config.services.iter().find(|s| s.name == n).unwrap();
+        assert_eq!(find("streamer").interval, Duration::from_millis(250));
+        assert_eq!(find("poems").kind.name, "reader");
+        assert_eq!(find("poems").params["dir"], "/srv/poems");
+        assert_eq!(find("reader").params, Params::new());
+    }
+
+    #[test]
+    fn bad_files_name_line_and_key() {
+        let (line, key, message) = error("[services.streamer]\ninterval = \"fast\"\n");
+        assert_eq!(
+            (line, key.as_str()),
+            (Some(2), "services.streamer.interval")
+        );
+        assert!(message.contains("\"fast\""), "{message}");
+
+        let (line, _, message) = error("\n[services.streamer]\nintervall = \"1s\"\n");
+        assert_eq!(line, Some(3));
+        assert!(message.contains("intervall"), "{message}");
+
+        let (line, key, message) = error("[services.x]\nkind = \"nope\"\n");
+        assert_eq!((line, key.as_str()), (Some(2), "services.x.kind"));
+        assert!(message.contains("streamer"), "{message}");
+
+        let (line, key, _) = error("[services.x]\ninterval = \"1s\"\n");
+        assert_eq!((line, key.as_str()), (Some(1), "services.x"));
+
+        let (line, key, _) = error("start = [\"streamer\",\n  \"ghost\"]\n");
+        assert_eq!((line, key.as_str()), (Some(2), "start"));
+
+        let (line, key, message) = error("[services.streamer.params]\n\nbogus = 1\n");
+        assert_eq!(
+            (line, key.as_str()),
+            (Some(3), "services.streamer.params.bogus")
+        );
+        assert!(message.contains("unknown parameter"), "{message}");
+
+        let (line, key, _) = error("[supervisor]\nstop_timeout = \"0s\"\n");
+        assert_eq!((line, key.as_str()), (Some(2), "supervisor.stop_timeout"));
+
+        let (line, _, message) = error("start = [");
+        assert!(line.is_some(), "{message}");
+    }
+
+    #[test]
+    fn an_unreadable_file_says_so() {
+        let e = Config::load(Path::new("/nonexistent/streamd.toml"), &env()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/streamd.toml: cannot read"),
+            "{e}"
+        );
+    }
+}

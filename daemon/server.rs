@@ -1,0 +1,187 @@
+//! The gRPC control plane: the `streamhandler.v1.StreamHandler` service, gRPC health
+//! and server reflection, served until shutdown.
+
+use std::{future::Future, pin::Pin};
+
+use futures::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    bus::{EncodedEvent, TopicFilter},
+    pb::{self, event::Payload},
+    supervisor::{Overrides, Supervisor},
+};
+
+/// The server side of the API as the daemon implements it: identical on the wire to
+/// the one in `pb`, but its Subscribe stream yields pre-encoded events.
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/daemon/streamhandler.v1.rs"));
+}
+
+use generated::stream_handler_server::{StreamHandler, StreamHandlerServer};
+
+/// Serves the control plane on `listener` until `shutdown` resolves, then stops every
+/// service, ends every Subscribe stream and returns once all connections are closed.
+pub async fn serve(
+    listener: TcpListener,
+    supervisor: Supervisor,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let streams_end = CancellationToken::new();
+    let control = StreamHandlerServer::new(ControlPlane {
+        supervisor: supervisor.clone(),
+        streams_end: streams_end.clone(),
+    });
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<StreamHandlerServer<ControlPlane>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the descriptor sets are built by build.rs and tonic-health");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the descriptor sets are built by build.rs and tonic-health");
+
+    let stop = async move {
+        shutdown.await;
+        tracing::info!("shutting down: stopping services");
+        health
+            .set_not_serving::<StreamHandlerServer<ControlPlane>>()
+            .await;
+        supervisor.shutdown().await;
+        streams_end.cancel();
+    };
+    tonic::transport::Server::builder()
+        .add_service(control)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        .await
+}
+
+struct ControlPlane {
+    supervisor: Supervisor,
+    /// Cancelled at shutdown, after the services have stopped, to end Subscribe streams.
+    streams_end: CancellationToken,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl StreamHandler for ControlPlane {
+    async fn start_service(
+        &self,
+        request: Request<pb::StartServiceRequest>,
+    ) -> Result<Response<pb::StartServiceResponse>, Status> {
+        let request = request.into_inner();
+        let interval = request
+            .interval
+            .map(|d| {
+                std::time::Duration::try_from(d)
+                    .map_err(|_| Status::invalid_argument("interval: must be greater than zero"))
+            })
+            .transpose()?;
+        let started = self
+            .supervisor
+            .start(
+                &request.name,
+                Overrides {
+                    interval,
+                    params: request.params.into_iter().collect(),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::StartServiceResponse {
+            already_running: started.already_running,
+            service: Some(started.service),
+        }))
+    }
+
+    async fn stop_service(
+        &self,
+        request: Request<pb::StopServiceRequest>,
+    ) -> Result<Response<pb::StopServiceResponse>, Status> {
+        let stopped = self.supervisor.stop(&request.into_inner().name).await?;
+        Ok(Response::new(pb::StopServiceResponse {
+            was_running: stopped.was_running,
+            forced: stopped.forced,
+            service: Some(stopped.service),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        Ok(Response::new(pb::ListServicesResponse {
+            services: self.supervisor.services(),
+        }))
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let request = request.into_inner();
+        let filter = TopicFilter::new(&request.topics).map_err(Status::invalid_argument)?;
+        let events = self
+            .supervisor
+            .bus()
+            .subscribe(filter, request.last)
+            .take_until(self.streams_end.clone().cancelled_owned())
+            .map(Ok);
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let request = request.into_inner();
+        check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
+        if self.supervisor.has_service(&request.topic) {
+            return Err(Status::invalid_argument(format!(
+                "topic: {:?} belongs to the service of that name; publish to a topic of your own",
+                request.topic
+            )));
+        }
+        let data = request
+            .data
+            .ok_or_else(|| Status::invalid_argument("data: missing"))?;
+        let seq = self
+            .supervisor
+            .bus()
+            .publish(&request.topic, Payload::Data(data))
+            .map_err(|e| Status::invalid_argument(format!("data: {e}")))?;
+        Ok(Response::new(pb::PublishResponse { seq }))
+    }
+}
+
+/// Topic names: 1 to 128 characters from letters, digits and `._-/:`, so that they
+/// never contain glob syntax.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 128 {
+        return Err(format!("{topic:?} must be 1 to 128 characters long"));
+    }
+    match topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-/:".contains(*c)))
+    {
+        Some(c) => Err(format!(
+            "{topic:?} has {c:?}; use letters, digits and ._-/: only"
+        )),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,108 @@
+//! `images`: each step publishes a random image file from a directory (param `dir`; the
+//! built-in avatars otherwise) with its size, media type and pixel dimensions, read
+//! from the file's header.
+
+use std::{path::PathBuf, time::Duration};
+
+use async_trait::async_trait;
+use imagesize::ImageType;
+use rand::seq::IndexedRandom;
+use tokio::io::AsyncReadExt;
+
+use super::{Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker};
+use crate::pb::{self, event::Payload};
+
+pub const KIND: Kind = Kind {
+    name: "images",
+    description: "a random image from a directory, with its size and dimensions",
+    default_interval: Duration::from_secs(1),
+    params: &[ParamSpec {
+        name: "dir",
+        help: "directory of images (default: the built-in avatars)",
+    }],
+    build: Some(build),
+};
+
+/// Enough of a file to hold the header of every format `imagesize` reads.
+const HEADER_BYTES: u64 = 64 * 1024;
+
+/// The file name extensions of the formats whose media types are known here.
+const EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "webp", "bmp", "ico", "tif", "tiff", "avif", "heic", "heif",
+];
+
+const AVATARS: &[(&str, &[u8])] = &[
+    ("bee.png", include_bytes!("../assets/images/bee.png")),
+    ("crab.png", include_bytes!("../assets/images/crab.png")),
+    ("fox.png", include_bytes!("../assets/images/fox.png")),
+    ("frog.png", include_bytes!("../assets/images/frog.png")),
+    ("owl.png", include_bytes!("../assets/images/owl.png")),
+    ("whale.png", include_bytes!("../assets/images/whale.png")),
+];
+
+pub(super) fn install_builtin(data_dir: &std::path::Path) -> std::io::Result<()> {
+    super::install_files(&data_dir.join("images"), AVATARS)
+}
+
+fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, ParamError> {
+    let dir = params
+        .get("dir")
+        .map_or_else(|| env.data_dir.join("images"), PathBuf::from);
+    Ok(Box::new(Images { dir }))
+}
+
+struct Images {
+    dir: PathBuf,
+}
+
+#[async_trait]
+impl Worker for Images {
+    async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+        let files = super::files_in(&self.dir, |path, _| {
+            path.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .await?;
+        let path = files.choose(&mut rand::rng()).ok_or_else(|| {
+            StepError::Step(format!(
+                "{}: no image files ({})",
+                self.dir.display(),
+                EXTENSIONS.join(", ")
+            ))
+        })?;
+        let failed =
+            |e: &dyn std::fmt::Display| StepError::Step(format!("{}: {e}", path.display()));
+        let file = tokio::fs::File::open(path).await.map_err(|e| failed(&e))?;
+        let size_bytes = file.metadata().await.map_err(|e| failed(&e))?.len();
+        let mut header = Vec::new();
+        file.take(HEADER_BYTES)
+            .read_to_end(&mut header)
+            .await
+            .map_err(|e| failed(&e))?;
+        let kind = imagesize::image_type(&header)
+            .map_err(|_| failed(&"not an image this service can read"))?;
+        let size = imagesize::blob_size(&header).map_err(|e| failed(&e))?;
+        ctx.publish(Payload::Image(pb::Image {
+            path: path.display().to_string(),
+            size_bytes,
+            media_type: media_type(kind).to_owned(),
+            width: u32::try_from(size.width).unwrap_or(u32::MAX),
+            height: u32::try_from(size.height).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+fn media_type(kind: ImageType) -> &'static str {
+    match kind {
+        ImageType::Png => "image/png",
+        ImageType::Jpeg => "image/jpeg",
+        ImageType::Gif => "image/gif",
+        ImageType::Webp => "image/webp",
+        ImageType::Bmp => "image/bmp",
+        ImageType::Ico => "image/vnd.microsoft.icon",
+        ImageType::Tiff => "image/tiff",
+        ImageType::Heif(_) => "image/heif",
+        _ => "application/octet-stream",
+    }
+}

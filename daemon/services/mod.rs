@@ -1,0 +1,251 @@
+//! Service kinds: what a service does, one module per kind behind the [`Worker`] trait.
+//!
+//! A kind turns parameters into a worker; the supervisor runs the worker's steps on a
+//! timer. Workers never see gRPC or the supervisor's bookkeeping: a step gets a
+//! [`StepContext`] to publish through and to notice a stop request.
+
+mod images;
+mod reader;
+mod streamer;
+mod system;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::{pb::event::Payload, supervisor::Publisher, supervisor::Supervisor};
+
+/// A service's parameters: names to raw values, parsed by its kind.
+pub type Params = BTreeMap<String, String>;
+
+/// What a kind needs from the daemon to build a worker.
+#[derive(Clone, Debug)]
+pub struct Environment {
+    /// The daemon's data directory, which holds the built-in texts and images.
+    pub data_dir: PathBuf,
+}
+
+/// Does a service's work, one step at a time.
+#[async_trait]
+pub trait Worker: Send {
+    /// Does one step's work and publishes its results. Services that hold a connection
+    /// or follow a file may keep one step going until `ctx.cancelled()` fires.
+    async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError>;
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// This step failed; the service reports it and carries on at its next tick.
+    #[error("{0}")]
+    Step(String),
+    /// The worker cannot go on; the supervisor restarts it with a fresh worker.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// A parameter that a kind could not accept.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("params.{key}: {message}")]
+pub struct ParamError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ParamError {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a step can use.
+pub struct StepContext {
+    pub(crate) publisher: Publisher,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) supervisor: Supervisor,
+}
+
+impl StepContext {
+    /// Publishes a data event on the service's topic.
+    pub fn publish(&self, payload: Payload) -> Result<(), StepError> {
+        self.publisher
+            .publish(payload)
+            .map(drop)
+            .map_err(|e| StepError::Step(format!("event not published: {e}")))
+    }
+
+    /// Reports a problem as an error event without ending the step, for steps that
+    /// carry on through it (a missing file being followed, a dropped connection).
+    pub fn report(&self, message: String) {
+        self.publisher.error(message)
+    }
+
+    /// Resolves when the service is asked to stop. Long-running steps return soon after.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// The daemon this service runs in, for services that report on it.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+}
+
+/// One parameter a kind accepts.
+#[derive(Debug)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+/// Builds a worker from its parameters: parses and checks them, does no I/O.
+pub type BuildFn = fn(&Params, &Environment) -> Result<Box<dyn Worker>, ParamError>;
+
+/// A kind of service.
+#[derive(Debug)]
+pub struct Kind {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub default_interval: Duration,
+    pub params: &'static [ParamSpec],
+    /// None for a card of the original dashboard that has no service yet.
+    pub build: Option<BuildFn>,
+}
+
+impl Kind {
+    /// Checks the parameter names against the kind's, then builds a worker.
+    pub fn build(&self, params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
+        let build = self.build.ok_or(Build::Unavailable)?;
+        if let Some(unknown) = params
+            .keys()
+            .find(|k| !self.params.iter().any(|p| p.name == k.as_str()))
+        {
+            let known: Vec<_> = self.params.iter().map(|p| p.name).collect();
+            let message = if known.is_empty() {
+                format!("{} takes no parameters", self.name)
+            } else {
+                format!(
+                    "unknown parameter; {} takes {}",
+                    self.name,
+                    known.join(", ")
+                )
+            };
+            return Err(Build::Param(ParamError::new(unknown, message)));
+        }
+        build(params, env).map_err(Build::Param)
+    }
+}
+
+/// Why a kind built no worker.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Build {
+    #[error("not available yet")]
+    Unavailable,
+    #[error(transparent)]
+    Param(#[from] ParamError),
+}
+
+const fn planned(name: &'static str, description: &'static str, interval_ms: u64) -> Kind {
+    Kind {
+        name,
+        description,
+        default_interval: Duration::from_millis(interval_ms),
+        params: &[],
+        build: None,
+    }
+}
+
+/// Every kind, and so every card of the dashboard: each kind has a service of its own
+/// name out of the box.
+pub static KINDS: &[Kind] = &[
+    planned("activities", "a random activity from an HTTP API", 2000),
+    planned("aq", "air quality readings from OpenAQ", 2000),
+    planned("emojis", "a random emoji from an HTTP API", 2000),
+    images::KIND,
+    planned("kraken", "Kraken's live ticker, spread and book", 5000),
+    planned("leaderboard", "user scores kept in a database", 1000),
+    reader::KIND,
+    planned("slugs", "random strings from an HTTP API", 2000),
+    streamer::KIND,
+    system::KIND,
+];
+
+/// Looks a kind up by name.
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// Writes the built-in texts and images into the data directory, where the reader and
+/// images services find them by default, unless they are there already.
+pub fn install_assets(data_dir: &std::path::Path) -> std::io::Result<()> {
+    reader::install_builtin(data_dir)?;
+    images::install_builtin(data_dir)
+}
+
+/// Creates `dir` holding the given files, unless `dir` exists already (then it is the
+/// user's to change).
+fn install_files(dir: &Path, files: &[(&str, &[u8])]) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes)?;
+    }
+    Ok(())
+}
+
+/// The regular, non-hidden files in `dir` that `keep` accepts given their path and
+/// size, in name order.
+async fn files_in(
+    dir: &Path,
+    keep: impl Fn(&Path, u64) -> bool,
+) -> Result<Vec<PathBuf>, StepError> {
+    let failed = |e: std::io::Error| StepError::Step(format!("{}: {e}", dir.display()));
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(failed)?;
+    let mut files = Vec::new();
+    while let Some(entry) = entries.next_entry().await.map_err(failed)? {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        // Follows symbolic links, as a user listing the directory would expect.
+        if let Ok(metadata) = tokio::fs::metadata(&path).await
+            && metadata.is_file()
+            && !hidden
+            && keep(&path, metadata.len())
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Parses a whole-number parameter within bounds.
+fn parse_count(
+    key: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ParamError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            ParamError::new(
+                key,
+                format!(
+                    "{value:?} is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}

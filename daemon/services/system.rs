@@ -1,0 +1,61 @@
+//! `system`: the daemon's own dashboard card. Each step publishes a snapshot of every
+//! service's state and counters, the subscriber count, the process's memory and CPU,
+//! and its uptime.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{Environment, Kind, ParamError, Params, StepContext, StepError, Worker};
+use crate::pb::{self, event::Payload};
+
+pub const KIND: Kind = Kind {
+    name: "system",
+    description: "a snapshot of streamd itself: services, subscribers, memory, CPU",
+    default_interval: Duration::from_secs(2),
+    params: &[],
+    build: Some(build),
+};
+
+fn build(_: &Params, _: &Environment) -> Result<Box<dyn Worker>, ParamError> {
+    Ok(Box::new(System { last_cpu: None }))
+}
+
+struct System {
+    /// CPU time used and when it was read, to compute usage since the last step.
+    last_cpu: Option<(Duration, Instant)>,
+}
+
+/// The process's resident set size and CPU time so far, from /proc.
+fn process_usage() -> Result<(u64, Duration), procfs::ProcError> {
+    let stat = procfs::process::Process::myself()?.stat()?;
+    let ticks = procfs::ticks_per_second() as f64;
+    let cpu = Duration::from_secs_f64((stat.utime + stat.stime) as f64 / ticks);
+    Ok((stat.rss * procfs::page_size(), cpu))
+}
+
+#[async_trait]
+impl Worker for System {
+    async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+        let (rss_bytes, cpu) = process_usage()
+            .map_err(|e| StepError::Step(format!("cannot read process statistics: {e}")))?;
+        let now = Instant::now();
+        let cpu_percent = match self.last_cpu.replace((cpu, now)) {
+            Some((before, then)) if now > then => {
+                100.0 * cpu.saturating_sub(before).as_secs_f64() / (now - then).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let supervisor = ctx.supervisor();
+        let metrics = tokio::runtime::Handle::current().metrics();
+        ctx.publish(Payload::System(pb::SystemSnapshot {
+            services: supervisor.services(),
+            subscribers: u32::try_from(supervisor.bus().subscribers()).unwrap_or(u32::MAX),
+            rss_bytes,
+            cpu_percent,
+            uptime: prost_types::Duration::try_from(supervisor.uptime()).ok(),
+            worker_threads: u32::try_from(metrics.num_workers()).unwrap_or(u32::MAX),
+            tasks: metrics.num_alive_tasks() as u64,
+        }))
+    }
+}
