@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::SystemTime,
 };
@@ -79,6 +79,14 @@ struct Published {
     encoded: EncodedEvent,
 }
 
+/// What travels through the ring: events, then at shutdown one last word that ends
+/// every subscription after the events before it.
+#[derive(Clone, Debug)]
+enum Frame {
+    Event(Published),
+    Closed,
+}
+
 struct Topic {
     /// The topic's name, shared by its events so they need no copy of it.
     name: Arc<str>,
@@ -100,9 +108,11 @@ impl Topic {
 
 /// A publish the bus refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("the event is {size} bytes encoded; the limit is {MAX_EVENT_BYTES}")]
-pub struct TooLarge {
-    pub size: usize,
+pub enum Refused {
+    #[error("the event is {0} bytes encoded; the limit is {MAX_EVENT_BYTES}")]
+    TooLarge(usize),
+    #[error("the daemon is shutting down")]
+    Closed,
 }
 
 /// Which topics a subscriber wants: names or glob patterns, or every topic when empty.
@@ -134,13 +144,15 @@ pub struct Bus {
 }
 
 struct Shared {
-    sender: broadcast::Sender<Published>,
+    sender: broadcast::Sender<Frame>,
     /// Held while a sequence number is given out and the event sent, so that each
     /// topic's events enter the ring in sequence order, and while a subscriber joins, so
     /// that its snapshot and its live events neither overlap nor leave a gap. A std
     /// mutex: it is never held across an await.
     topics: Mutex<HashMap<Arc<str>, Topic>>,
     subscribers: AtomicUsize,
+    /// Set by [`Bus::close`]; read and written under the `topics` lock.
+    closed: AtomicBool,
 }
 
 impl Default for Bus {
@@ -150,6 +162,7 @@ impl Default for Bus {
                 sender: broadcast::channel(BUS_CAPACITY).0,
                 topics: Mutex::default(),
                 subscribers: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
             }),
         }
     }
@@ -159,10 +172,13 @@ impl Bus {
     /// Publishes a payload on a topic and returns its sequence number. Data events are
     /// retained as the topic's latest; lifecycle events are not, so that a subscriber
     /// asking for the latest events sees data.
-    pub fn publish(&self, topic: &str, payload: Payload) -> Result<u64, TooLarge> {
+    pub fn publish(&self, topic: &str, payload: Payload) -> Result<u64, Refused> {
         let retain = !matches!(payload, Payload::Lifecycle(_));
         let time = Some(SystemTime::now().into());
         let mut topics = lock(&self.shared.topics);
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(Refused::Closed);
+        }
         if !topics.contains_key(topic) {
             let name: Arc<str> = topic.into();
             topics.insert(name.clone(), Topic::new(name));
@@ -176,9 +192,7 @@ impl Bus {
             payload: Some(payload),
         });
         if encoded.0.len() > MAX_EVENT_BYTES {
-            return Err(TooLarge {
-                size: encoded.0.len(),
-            });
+            return Err(Refused::TooLarge(encoded.0.len()));
         }
         state.seq = seq;
         let published = Published {
@@ -189,21 +203,31 @@ impl Bus {
             state.latest = Some(published.clone());
         }
         // An error only means nobody is subscribed right now.
-        let _ = self.shared.sender.send(published);
+        let _ = self.shared.sender.send(Frame::Event(published));
         Ok(seq)
+    }
+
+    /// Refuses further events and ends every subscription once it has received the
+    /// events published before.
+    pub fn close(&self) {
+        let _topics = lock(&self.shared.topics);
+        if !self.shared.closed.swap(true, Ordering::Relaxed) {
+            let _ = self.shared.sender.send(Frame::Closed);
+        }
     }
 
     /// Subscribes to the topics the filter matches. With `last`, the stream starts with
     /// the latest data event of each matching topic. The stream ends when the bus is
-    /// dropped; callers end it earlier by dropping it.
+    /// closed; callers end it earlier by dropping it.
     pub fn subscribe(
         &self,
         filter: TopicFilter,
         last: bool,
     ) -> impl Stream<Item = EncodedEvent> + Send + 'static {
         let guard = SubscriberGuard::new(self.shared.clone());
-        let (receiver, mut snapshot) = {
+        let (receiver, mut snapshot, closed) = {
             let topics = lock(&self.shared.topics);
+            let closed = self.shared.closed.load(Ordering::Relaxed);
             let receiver = self.shared.sender.subscribe();
             let snapshot: Vec<_> = if last {
                 topics
@@ -215,18 +239,21 @@ impl Bus {
             } else {
                 Vec::new()
             };
-            (receiver, snapshot)
+            (receiver, snapshot, closed)
         };
         snapshot.sort_by(|a, b| a.0.cmp(&b.0));
         let live = stream::unfold(
             (receiver, filter, guard),
-            |(mut receiver, filter, guard)| async move {
+            move |(mut receiver, filter, guard)| async move {
+                if closed {
+                    return None;
+                }
                 loop {
                     let event = match receiver.recv().await {
-                        Ok(p) if filter.matches(&p.topic) => p.encoded,
-                        Ok(_) => continue,
+                        Ok(Frame::Event(p)) if filter.matches(&p.topic) => p.encoded,
+                        Ok(Frame::Event(_)) => continue,
+                        Ok(Frame::Closed) | Err(RecvError::Closed) => return None,
                         Err(RecvError::Lagged(missed)) => lagged(missed),
-                        Err(RecvError::Closed) => return None,
                     };
                     return Some((event, (receiver, filter, guard)));
                 }
@@ -353,6 +380,20 @@ mod tests {
         });
         assert!(bus.publish("t", big).is_err());
         assert_eq!(bus.publish("t", data(0.0)), Ok(1));
+    }
+
+    #[tokio::test]
+    async fn closing_ends_subscriptions_after_the_events_before_it() {
+        let bus = Bus::default();
+        let mut s = Box::pin(bus.subscribe(TopicFilter::default(), false));
+        bus.publish("t", data(1.0)).unwrap();
+        bus.close();
+        assert_eq!(bus.publish("t", data(2.0)), Err(Refused::Closed));
+        assert_eq!(decode(&s.next().await.unwrap()).seq, 1);
+        assert_eq!(s.next().await, None);
+        let mut late = Box::pin(bus.subscribe(TopicFilter::default(), true));
+        assert_eq!(decode(&late.next().await.unwrap()).seq, 1);
+        assert_eq!(late.next().await, None);
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::{future::Future, pin::Pin};
 
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -30,10 +30,8 @@ pub async fn serve(
     supervisor: Supervisor,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let streams_end = CancellationToken::new();
     let control = StreamHandlerServer::new(ControlPlane {
         supervisor: supervisor.clone(),
-        streams_end: streams_end.clone(),
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -43,6 +41,10 @@ pub async fn serve(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
     };
     let reflection_v1 = reflection()
         .build_v1()
@@ -51,6 +53,7 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the descriptor sets are built by build.rs and tonic-health");
 
+    let (closed, bus_closed) = oneshot::channel();
     let stop = async move {
         shutdown.await;
         tracing::info!("shutting down: stopping services");
@@ -58,21 +61,37 @@ pub async fn serve(
             .set_not_serving::<StreamHandlerServer<ControlPlane>>()
             .await;
         supervisor.shutdown().await;
-        streams_end.cancel();
+        // Subscribe streams end once they have sent the services' last events.
+        supervisor.bus().close();
+        let _ = closed.send(());
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(control)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-        .await
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+    // A subscriber that stopped reading would hold its stream open forever.
+    let drain_deadline = async {
+        match bus_closed.await {
+            Ok(()) => tokio::time::sleep(DRAIN_TIMEOUT).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = drain_deadline => {
+            tracing::warn!("subscribers still connected {DRAIN_TIMEOUT:?} after shutdown; closing");
+            Ok(())
+        }
+    }
 }
+
+/// How long subscribers get to receive the last events at shutdown.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct ControlPlane {
     supervisor: Supervisor,
-    /// Cancelled at shutdown, after the services have stopped, to end Subscribe streams.
-    streams_end: CancellationToken,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
@@ -140,7 +159,6 @@ impl StreamHandler for ControlPlane {
             .supervisor
             .bus()
             .subscribe(filter, request.last)
-            .take_until(self.streams_end.clone().cancelled_owned())
             .map(Ok);
         Ok(Response::new(Box::pin(events)))
     }

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    bus::{Bus, TooLarge, lock},
+    bus::{Bus, Refused, lock},
     error::Error,
     pb::{self, ServiceState, event::Payload, lifecycle},
     services::{Build, Environment, Kind, Params, StepContext, StepError, Worker},
@@ -357,7 +357,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn publish(&self, payload: Payload) -> Result<u64, TooLarge> {
+    pub fn publish(&self, payload: Payload) -> Result<u64, Refused> {
         let seq = self.bus.publish(&self.slot.spec.name, payload)?;
         let mut status = lock(&self.slot.status);
         status.events += 1;
@@ -510,7 +510,8 @@ impl Runner {
 }
 
 fn publish_lifecycle(bus: &Bus, slot: &Slot, event: pb::Lifecycle) {
-    // Lifecycle events are far below the size limit, which is the only way to fail.
+    // Lifecycle events are far below the size limit, and after the bus closes there is
+    // nobody left to tell.
     let _ = bus.publish(&slot.spec.name, Payload::Lifecycle(event));
 }
 

@@ -1,0 +1,185 @@
+//! streamctl as a user runs it in a shell.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+};
+
+use crate::harness::{Daemon, text};
+
+#[test]
+fn start_list_stop_one_service() {
+    let daemon = Daemon::start();
+    let output = daemon.ctl(&[
+        "start",
+        "streamer",
+        "--interval",
+        "200ms",
+        "--set",
+        "series=3",
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "streamer: started");
+
+    let (stdout, _) = text(&daemon.ctl(&["start", "streamer"]));
+    assert_eq!(stdout.trim(), "streamer: already running");
+
+    let output = daemon.ctl(&["list"]);
+    let (stdout, _) = text(&output);
+    assert!(output.status.success());
+    let row = stdout.lines().find(|l| l.starts_with("streamer")).unwrap();
+    assert!(row.contains("running") && row.contains("200ms"), "{row}");
+    for card in ["activities", "kraken", "leaderboard", "system"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(card)),
+            "{card} missing:\n{stdout}"
+        );
+    }
+
+    let (stdout, _) = text(&daemon.ctl(&["stop", "streamer"]));
+    assert_eq!(stdout.trim(), "streamer: stopped");
+    let (stdout, _) = text(&daemon.ctl(&["stop", "streamer"]));
+    assert_eq!(stdout.trim(), "streamer: was not running");
+}
+
+#[test]
+fn start_all_and_stop_all() {
+    let daemon = Daemon::start();
+    let output = daemon.ctl(&["start", "all"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    for name in ["images", "reader", "streamer", "system"] {
+        assert!(stdout.contains(&format!("{name}: started")), "{stdout}");
+    }
+    assert!(stdout.contains("slugs: skipped"), "{stdout}");
+
+    let (stdout, _) = text(&daemon.ctl(&["list"]));
+    let running = stdout.lines().filter(|l| l.contains("running")).count();
+    assert_eq!(running, 4, "{stdout}");
+
+    let output = daemon.ctl(&["stop", "all"]);
+    assert!(output.status.success());
+    let (stdout, _) = text(&daemon.ctl(&["list"]));
+    assert!(!stdout.contains("running"), "{stdout}");
+}
+
+#[test]
+fn server_errors_are_one_line_and_fail() {
+    let daemon = Daemon::start();
+    for (args, expected) in [
+        (&["start", "nope"][..], "no service named \"nope\""),
+        (
+            &["start", "streamer", "--set", "bogus=1"][..],
+            "params.bogus",
+        ),
+        (&["start", "kraken"][..], "not available yet"),
+    ] {
+        let output = daemon.ctl(args);
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("streamctl: ") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_daemon_that_is_not_running_is_one_clear_line() {
+    // A port that was free a moment ago: nothing listens there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for args in [&["list"][..], &["start", "streamer"], &["subscribe"]] {
+        let output = crate::harness::streamctl_at(&addr.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("not running") && stderr.contains(&addr.to_string()),
+            "{stderr}"
+        );
+        assert!(stderr.contains("streamd"), "says how to start it: {stderr}");
+    }
+}
+
+#[test]
+fn subscribe_prints_one_line_per_event() {
+    let daemon = Daemon::start();
+    let mut child = daemon
+        .streamctl()
+        .args(["subscribe", "reader", "images"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        daemon
+            .ctl(&["start", "images", "--interval", "100ms"])
+            .status
+            .success()
+    );
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(lines.next().unwrap().unwrap());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen[0].contains("images") && seen[0].contains("started"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].contains("64x64") && seen[1].contains("image/png"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.concat().contains('\x1b'),
+        "no colour when NO_COLOR is set"
+    );
+}
+
+#[test]
+fn subscribe_json_is_one_object_per_line() {
+    let daemon = Daemon::start();
+    assert!(
+        daemon
+            .ctl(&["start", "system", "--interval", "100ms"])
+            .status
+            .success()
+    );
+    let mut child = daemon
+        .streamctl()
+        .args(["subscribe", "--last", "--output", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        let line = lines.next().unwrap().unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["topic"], "system");
+        assert!(event["seq"].is_u64(), "{line}");
+        assert!(event["system"]["services"].is_array(), "{line}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn publish_from_the_shell() {
+    let daemon = Daemon::start();
+    let output = daemon.ctl(&["publish", "notes", r#"{"text": "hello", "n": 2}"#]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "published notes #1");
+    let output = daemon.ctl(&["publish", "notes", "[1, 2]"]);
+    assert_eq!(output.status.code(), Some(1));
+}

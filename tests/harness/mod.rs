@@ -1,0 +1,229 @@
+//! Starts the real `streamd` binary on a free port with its own data directory, and
+//! drives it with a tonic client and the real `streamctl` binary.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use streamhandler::pb::{self, stream_handler_client::StreamHandlerClient};
+use tonic::transport::Channel;
+
+pub const STREAMD: &str = env!("CARGO_BIN_EXE_streamd");
+pub const STREAMCTL: &str = env!("CARGO_BIN_EXE_streamctl");
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    /// Everything the daemon has written to stderr so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts streamd with no configuration.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts streamd with extra arguments, on a free port, and waits until it listens.
+    pub fn start_with(args: &[&str]) -> Self {
+        Self::try_start(args, "127.0.0.1:0")
+            .unwrap_or_else(|log| panic!("streamd did not start:\n{log}"))
+    }
+
+    /// Starts streamd listening on `listen`; on failure returns what it wrote.
+    pub fn try_start(args: &[&str], listen: &str) -> Result<Self, String> {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(STREAMD)
+            .args(["--listen", listen, "--data-dir"])
+            .arg(data_dir.path())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("STREAMD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (listening, addr) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = listening.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        match addr.recv_timeout(PATIENCE) {
+            Ok(addr) => Ok(Self {
+                child,
+                addr,
+                data_dir,
+                log,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(log.lock().unwrap().clone())
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub async fn client(&self) -> StreamHandlerClient<Channel> {
+        StreamHandlerClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    /// A `streamctl` command aimed at this daemon.
+    pub fn streamctl(&self) -> Command {
+        streamctl_at(&self.addr.to_string())
+    }
+
+    /// Runs `streamctl ARGS` and returns what it did.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.streamctl().args(args).output().unwrap()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.wait()
+    }
+
+    /// Waits for the daemon to exit by itself.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamd did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `streamctl` command aimed at `addr`, with colour off.
+pub fn streamctl_at(addr: &str) -> Command {
+    let mut command = Command::new(STREAMCTL);
+    command
+        .env("STREAMD_ADDR", addr)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
+}
+
+/// stdout and stderr of a finished command, for assertions and failure messages.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A live Subscribe stream.
+pub struct Events(tonic::Streaming<pb::Event>);
+
+impl Events {
+    pub async fn open(
+        client: &mut StreamHandlerClient<Channel>,
+        topics: &[&str],
+        last: bool,
+    ) -> Self {
+        let request = pb::SubscribeRequest {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            last,
+        };
+        Self(client.subscribe(request).await.unwrap().into_inner())
+    }
+
+    /// The next event; fails the test if none comes within [`PATIENCE`].
+    pub async fn next(&mut self) -> pb::Event {
+        tokio::time::timeout(PATIENCE, self.0.next())
+            .await
+            .expect("no event in time")
+            .expect("stream ended")
+            .expect("stream failed")
+    }
+
+    /// The next event that `want` accepts, skipping others.
+    pub async fn next_where(&mut self, want: impl Fn(&pb::Event) -> bool) -> pb::Event {
+        loop {
+            let event = self.next().await;
+            if want(&event) {
+                return event;
+            }
+        }
+    }
+
+    /// The next event if one comes within `wait`.
+    pub async fn within(&mut self, wait: Duration) -> Option<pb::Event> {
+        match tokio::time::timeout(wait, self.0.next()).await {
+            Ok(Some(Ok(event))) => Some(event),
+            _ => None,
+        }
+    }
+
+    /// Whether the stream ends (cleanly) within [`PATIENCE`], draining events before.
+    pub async fn ends_cleanly(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.0.next()).await {
+                Ok(Some(Ok(_))) => continue,
+                Ok(None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+pub fn is_lifecycle(event: &pb::Event, kind: pb::lifecycle::Kind) -> bool {
+    matches!(&event.payload, Some(pb::event::Payload::Lifecycle(l)) if l.kind() == kind)
+}
+
+pub fn is_data(event: &pb::Event) -> bool {
+    !matches!(
+        event.payload,
+        Some(pb::event::Payload::Lifecycle(_) | pb::event::Payload::Lagged(_))
+    )
+}
+
+/// Writes a file into `dir` and returns its path.
+pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}

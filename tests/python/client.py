@@ -1,0 +1,96 @@
+"""A Python client of streamd, built on stubs generated from proto/ by grpc_tools.
+
+Run by tests/foreign.rs with the generated stubs on PYTHONPATH:
+
+    client.py ADDR streamer   start streamer, read 3 Points events, stop it
+    client.py ADDR publish    publish a Struct to py/hello and receive it back
+
+Prints one JSON line summarising what it saw and exits 0; any failed check raises, so
+the exit status is non-zero and the traceback lands on stderr. Every call has a
+deadline, so the script ends on its own even when the daemon never answers.
+"""
+
+import json
+import sys
+
+import grpc
+from google.protobuf import duration_pb2, json_format, struct_pb2
+
+from streamhandler.v1 import streamhandler_pb2 as pb
+from streamhandler.v1 import streamhandler_pb2_grpc as pb_grpc
+
+# Seconds any one call may take; the whole stream read shares STREAM_DEADLINE.
+CALL_DEADLINE = 10
+STREAM_DEADLINE = 20
+
+
+def streamer(stub):
+    interval = duration_pb2.Duration()
+    interval.FromMilliseconds(200)
+    stub.StartService(
+        pb.StartServiceRequest(name="streamer", interval=interval), timeout=CALL_DEADLINE
+    )
+
+    events = stub.Subscribe(pb.SubscribeRequest(topics=["streamer"]), timeout=STREAM_DEADLINE)
+    seqs, series_counts = [], []
+    for event in events:
+        assert event.topic == "streamer", f"event from another topic: {event}"
+        if event.WhichOneof("payload") != "points":
+            continue
+        series = event.points.series
+        assert len(series) == 10, f"expected 10 series, got {len(series)}"
+        for one in series:
+            assert one.points, "a series without points"
+            for p in one.points:
+                assert 0 <= p.x <= 3 and 0 <= p.y <= 6, f"point out of range: {p}"
+        seqs.append(event.seq)
+        series_counts.append(len(series))
+        if len(seqs) == 3:
+            break
+    # Leave the stream before stopping, so the Stopped event goes nowhere.
+    events.cancel()
+
+    stopped = stub.StopService(pb.StopServiceRequest(name="streamer"), timeout=CALL_DEADLINE)
+    assert stopped.was_running, f"streamer was not running when stopped: {stopped}"
+    return {"points_events": len(seqs), "seqs": seqs, "series": series_counts}
+
+
+def publish(stub):
+    sent = {
+        "greeting": "hello from python",
+        "n": 42.5,
+        "ok": True,
+        "nothing": None,
+        "list": [1, "two", False],
+        "nested": {"depth": 2},
+    }
+    data = struct_pb2.Struct()
+    data.update(sent)
+
+    events = stub.Subscribe(pb.SubscribeRequest(topics=["py/hello"]), timeout=STREAM_DEADLINE)
+    # The daemon answers with headers only once the subscription is in place, so
+    # waiting for them means the event published next cannot slip past it.
+    events.initial_metadata()
+
+    reply = stub.Publish(pb.PublishRequest(topic="py/hello", data=data), timeout=CALL_DEADLINE)
+    event = next(events)
+    events.cancel()
+
+    assert event.topic == "py/hello", f"event from another topic: {event}"
+    assert event.WhichOneof("payload") == "data", f"not a data event: {event}"
+    assert event.seq == reply.seq, f"published as seq {reply.seq}, received {event.seq}"
+    received = json_format.MessageToDict(event.data)
+    assert received == sent, f"sent {sent}, received {received}"
+    return {"published_seq": reply.seq, "received_seq": event.seq, "data": received}
+
+
+def main():
+    addr, mode = sys.argv[1], sys.argv[2]
+    with grpc.insecure_channel(addr) as channel:
+        stub = pb_grpc.StreamHandlerStub(channel)
+        summary = {"streamer": streamer, "publish": publish}[mode](stub)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

