@@ -30,6 +30,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // A panicking service is restarted by its supervisor; its panic belongs in the log.
+    std::panic::set_hook(Box::new(|panic| tracing::error!("{panic}")));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

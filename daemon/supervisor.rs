@@ -558,3 +558,352 @@ fn redacted(key: &str, value: &str) -> String {
         value.to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use futures::StreamExt;
+    use prost::Message;
+
+    use super::*;
+    use crate::{bus::TopicFilter, services::ParamError};
+
+    /// Panics on every step.
+    struct Panics;
+    #[async_trait]
+    impl Worker for Panics {
+        async fn step(&mut self, _: &StepContext) -> Result<(), StepError> {
+            panic!("boom")
+        }
+    }
+
+    /// Fails its first step fatally, once per process, then publishes.
+    static FLAKY_CRASHED: AtomicBool = AtomicBool::new(false);
+    struct Flaky;
+    #[async_trait]
+    impl Worker for Flaky {
+        async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+            if !FLAKY_CRASHED.swap(true, Ordering::SeqCst) {
+                return Err(StepError::Fatal("lost my marbles".into()));
+            }
+            ctx.publish(Payload::Text(pb::Text::default()))
+        }
+    }
+
+    /// Fails every other step, and publishes on the others.
+    struct Stumbles(usize);
+    #[async_trait]
+    impl Worker for Stumbles {
+        async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+            self.0 += 1;
+            if self.0 % 2 == 1 {
+                return Err(StepError::Step(format!("stumble {}", self.0)));
+            }
+            ctx.publish(Payload::Text(pb::Text::default()))
+        }
+    }
+
+    /// Takes 300 ms per step, ignoring stop requests, then publishes.
+    static SLOW_STEPS: AtomicUsize = AtomicUsize::new(0);
+    struct Slow;
+    #[async_trait]
+    impl Worker for Slow {
+        async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+            SLOW_STEPS.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ctx.publish(Payload::Text(pb::Text::default()))
+        }
+    }
+
+    macro_rules! kind {
+        ($name:ident, $worker:expr) => {
+            static $name: Kind = Kind {
+                name: stringify!($name),
+                description: "test",
+                default_interval: Duration::from_millis(10),
+                params: &[],
+                build: Some(
+                    |_: &Params, _: &Environment| -> Result<Box<dyn Worker>, ParamError> {
+                        Ok(Box::new($worker))
+                    },
+                ),
+            };
+        };
+    }
+    kind!(PANICS, Panics);
+    kind!(FLAKY, Flaky);
+    kind!(STUMBLES, Stumbles(0));
+    kind!(SLOW, Slow);
+
+    fn supervisor(stop_timeout: Duration) -> Supervisor {
+        let specs = [
+            &PANICS,
+            &FLAKY,
+            &STUMBLES,
+            &SLOW,
+            crate::services::kind("streamer").unwrap(),
+        ]
+        .into_iter()
+        .map(|kind| ServiceSpec {
+            name: kind.name.to_ascii_lowercase(),
+            kind,
+            interval: kind.default_interval,
+            params: Params::new(),
+        })
+        .collect();
+        let settings = Settings {
+            restart: RestartPolicy {
+                max_restarts: 3,
+                window: Duration::from_secs(60),
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(40),
+            },
+            stop_timeout,
+        };
+        let env = Environment {
+            data_dir: "/nonexistent".into(),
+        };
+        Supervisor::new(Bus::default(), env, settings, specs)
+    }
+
+    fn info(supervisor: &Supervisor, name: &str) -> pb::ServiceInfo {
+        supervisor
+            .services()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap()
+    }
+
+    /// The lifecycle events of one topic, decoded, until `until` matches one.
+    async fn lifecycles_until(
+        events: &mut (impl futures::Stream<Item = crate::bus::EncodedEvent> + Unpin),
+        until: lifecycle::Kind,
+    ) -> Vec<pb::Lifecycle> {
+        let mut seen = Vec::new();
+        while let Some(encoded) = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("event in time")
+        {
+            let event = pb::Event::decode(encoded.bytes().clone()).unwrap();
+            if let Some(Payload::Lifecycle(l)) = event.payload {
+                let done = l.kind() == until;
+                seen.push(l);
+                if done {
+                    break;
+                }
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_crashing_service_restarts_with_backoff_then_fails_alone() {
+        let supervisor = supervisor(Duration::from_secs(1));
+        let mut events = Box::pin(
+            supervisor
+                .bus()
+                .subscribe(TopicFilter::new(&["panics"]).unwrap(), false),
+        );
+        let mut streamer = Box::pin(
+            supervisor
+                .bus()
+                .subscribe(TopicFilter::new(&["streamer"]).unwrap(), false),
+        );
+        supervisor
+            .start("streamer", Overrides::default())
+            .await
+            .unwrap();
+        supervisor
+            .start("panics", Overrides::default())
+            .await
+            .unwrap();
+
+        let seen = lifecycles_until(&mut events, lifecycle::Kind::Failed).await;
+        let kinds: Vec<_> = seen.iter().map(|l| l.kind()).collect();
+        use lifecycle::Kind::*;
+        assert_eq!(kinds, [Started, Restarting, Restarting, Restarting, Failed]);
+        let attempts: Vec<_> = seen[1..4].iter().map(|l| l.attempt).collect();
+        assert_eq!(attempts, [1, 2, 3]);
+        for (l, cap) in seen[1..4].iter().zip([10, 20, 40]) {
+            let backoff = Duration::try_from(l.backoff.unwrap()).unwrap();
+            assert!(
+                backoff <= Duration::from_millis(cap) && backoff >= Duration::from_millis(cap / 2)
+            );
+            assert!(l.message.contains("panicked: boom"), "{}", l.message);
+        }
+        assert!(
+            seen[4].message.contains("crashed 4 times"),
+            "{}",
+            seen[4].message
+        );
+
+        let panics = info(&supervisor, "panics");
+        assert_eq!(panics.state(), ServiceState::Failed);
+        assert_eq!(panics.restarts, 3);
+        assert!(panics.last_error.contains("boom"));
+        // The neighbour never noticed.
+        assert_eq!(info(&supervisor, "streamer").state(), ServiceState::Running);
+        assert!(streamer.next().await.is_some());
+
+        // A failed service can be started again, with a clean restart history.
+        let started = supervisor
+            .start("panics", Overrides::default())
+            .await
+            .unwrap();
+        assert!(!started.already_running);
+        assert_eq!(started.service.restarts, 0);
+        supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_fatal_error_restarts_a_fresh_worker_that_then_runs() {
+        let supervisor = supervisor(Duration::from_secs(1));
+        let mut events = Box::pin(
+            supervisor
+                .bus()
+                .subscribe(TopicFilter::new(&["flaky"]).unwrap(), false),
+        );
+        supervisor
+            .start("flaky", Overrides::default())
+            .await
+            .unwrap();
+        let seen = lifecycles_until(&mut events, lifecycle::Kind::Restarting).await;
+        assert_eq!(seen[1].message, "lost my marbles");
+        // Data flows after the restart.
+        loop {
+            let event = pb::Event::decode(events.next().await.unwrap().bytes().clone()).unwrap();
+            if matches!(event.payload, Some(Payload::Text(_))) {
+                break;
+            }
+        }
+        let flaky = info(&supervisor, "flaky");
+        assert_eq!(
+            (flaky.state(), flaky.restarts, flaky.errors),
+            (ServiceState::Running, 1, 1)
+        );
+        supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_is_reported_and_the_service_carries_on() {
+        let supervisor = supervisor(Duration::from_secs(1));
+        let mut events = Box::pin(
+            supervisor
+                .bus()
+                .subscribe(TopicFilter::new(&["stumbles"]).unwrap(), false),
+        );
+        supervisor
+            .start("stumbles", Overrides::default())
+            .await
+            .unwrap();
+        let (mut errors, mut data) = (0, 0);
+        while errors < 3 || data < 3 {
+            let event = pb::Event::decode(events.next().await.unwrap().bytes().clone()).unwrap();
+            match event.payload {
+                Some(Payload::Lifecycle(l)) if l.kind() == lifecycle::Kind::Error => {
+                    assert!(l.message.starts_with("stumble "));
+                    errors += 1;
+                }
+                Some(Payload::Lifecycle(l)) => assert_eq!(l.kind(), lifecycle::Kind::Started),
+                _ => data += 1,
+            }
+        }
+        let stumbles = info(&supervisor, "stumbles");
+        assert_eq!(
+            (stumbles.state(), stumbles.restarts),
+            (ServiceState::Running, 0)
+        );
+        assert!(stumbles.errors >= 3 && stumbles.events_published >= 3);
+        supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn stop_lets_the_current_step_finish_within_the_timeout() {
+        let supervisor = supervisor(Duration::from_secs(5));
+        let mut events = Box::pin(
+            supervisor
+                .bus()
+                .subscribe(TopicFilter::new(&["slow"]).unwrap(), false),
+        );
+        let steps_before = SLOW_STEPS.load(Ordering::SeqCst);
+        supervisor
+            .start("slow", Overrides::default())
+            .await
+            .unwrap();
+        while SLOW_STEPS.load(Ordering::SeqCst) == steps_before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let stopped = supervisor.stop("slow").await.unwrap();
+        assert!(stopped.was_running && !stopped.forced);
+        let kinds: Vec<_> = (0..3)
+            .map(|_| {
+                pb::Event::decode(
+                    futures::executor::block_on(events.next())
+                        .unwrap()
+                        .bytes()
+                        .clone(),
+                )
+                .unwrap()
+            })
+            .map(|e| match e.payload {
+                Some(Payload::Lifecycle(l)) => format!("{:?}", l.kind()),
+                _ => "data".into(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["Started", "data", "Stopped"],
+            "the step's event comes before the stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_that_outlasts_the_stop_timeout_is_cancelled() {
+        let supervisor = supervisor(Duration::from_millis(50));
+        supervisor
+            .start("slow", Overrides::default())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let stopped = supervisor.stop("slow").await.unwrap();
+        assert!(stopped.was_running && stopped.forced);
+        assert_eq!(stopped.service.state(), ServiceState::Stopped);
+        let again = supervisor.stop("slow").await.unwrap();
+        assert!(!again.was_running);
+    }
+
+    #[test]
+    fn backoff_doubles_within_its_cap_with_jitter() {
+        let policy = RestartPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..RestartPolicy::default()
+        };
+        for _ in 0..100 {
+            for (attempt, full) in [
+                (1, 100),
+                (2, 200),
+                (3, 400),
+                (4, 800),
+                (5, 1000),
+                (60, 1000),
+            ] {
+                let backoff = policy.backoff(attempt);
+                let full = Duration::from_millis(full);
+                assert!(
+                    backoff <= full && backoff >= full / 2,
+                    "{attempt}: {backoff:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn secret_looking_params_are_redacted() {
+        assert_eq!(redacted("api_key", "hunter2"), "<redacted>");
+        assert_eq!(redacted("X-Auth-Token", "t"), "<redacted>");
+        assert_eq!(redacted("dir", "/srv"), "/srv");
+    }
+}

@@ -123,20 +123,22 @@ async fn grpcurl_lists_describes_and_checks_health_through_reflection() {
     let list = grpcurl.ok(None, &["list"]).await;
     let services: Vec<&str> = list.lines().collect();
     for want in ["streamhandler.v1.StreamHandler", "grpc.health.v1.Health"] {
-        assert!(services.contains(&want), "{want} missing from `list`:\n{list}");
+        assert!(
+            services.contains(&want),
+            "{want} missing from `list`:\n{list}"
+        );
     }
 
     let event = grpcurl
         .ok(None, &["describe", "streamhandler.v1.Event"])
         .await;
     assert!(
-        event.contains("message Event {") && event.contains(".streamhandler.v1.Points points = 20;"),
+        event.contains("message Event {")
+            && event.contains(".streamhandler.v1.Points points = 20;"),
         "`describe streamhandler.v1.Event` shows no Event with its Points payload:\n{event}"
     );
 
-    let health = grpcurl
-        .ok(None, &["grpc.health.v1.Health/Check"])
-        .await;
+    let health = grpcurl.ok(None, &["grpc.health.v1.Health/Check"]).await;
     let health: Value = serde_json::from_str(&health)
         .unwrap_or_else(|e| panic!("Health/Check printed no JSON ({e}):\n{health}"));
     assert_eq!(health["status"], "SERVING", "{health}");
@@ -156,7 +158,10 @@ async fn grpcurl_lists_every_service_as_json() {
         .map(|service| service["name"].as_str().unwrap_or_default())
         .collect();
     for want in SERVICES {
-        assert!(names.contains(&want), "{want} missing from ListServices: {names:?}");
+        assert!(
+            names.contains(&want),
+            "{want} missing from ListServices: {names:?}"
+        );
     }
 }
 
@@ -169,7 +174,10 @@ async fn grpcurl_streams_points_as_readable_json() {
     let started = grpcurl
         .call("StartService", r#"{"name":"streamer","interval":"0.2s"}"#)
         .await;
-    assert_eq!(started["service"]["state"], "SERVICE_STATE_RUNNING", "{started:#}");
+    assert_eq!(
+        started["service"]["state"], "SERVICE_STATE_RUNNING",
+        "{started:#}"
+    );
 
     // A Subscribe never ends by itself: grpcurl's -max-time cuts it off after some
     // 15 ticks, so a deadline error is the expected way for it to stop.
@@ -214,8 +222,14 @@ async fn grpcurl_streams_points_as_readable_json() {
         );
     }
 
-    let points: Vec<&Value> = events.iter().filter(|e| e.get("points").is_some()).collect();
-    assert!(!points.is_empty(), "no points events in 3 s:\n{stdout}\n{stderr}");
+    let points: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.get("points").is_some())
+        .collect();
+    assert!(
+        !points.is_empty(),
+        "no points events in 3 s:\n{stdout}\n{stderr}"
+    );
     for event in points {
         let x = &event["points"]["series"][0]["points"][0]["x"];
         assert!(x.is_number(), "x is not a JSON number in {event:#}");
@@ -231,7 +245,10 @@ async fn grpcurl_reports_an_unknown_service_as_not_found() {
     let start = ["streamhandler.v1.StreamHandler/StartService"];
     let output = grpcurl.run(10, Some(r#"{"name":"nope"}"#), &start).await;
     let (stdout, stderr) = text(&output);
-    assert!(!output.status.success(), "starting `nope` succeeded:\n{stdout}");
+    assert!(
+        !output.status.success(),
+        "starting `nope` succeeded:\n{stdout}"
+    );
     assert!(
         stderr.contains("NotFound"),
         "starting `nope` failed without NotFound ({}):\n{stderr}{stdout}",
@@ -288,8 +305,9 @@ async fn python_client(python: &str, daemon: &Daemon, mode: &str) -> Value {
         output.status,
         daemon.log()
     );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("client.py {mode} printed no JSON summary ({e}):\n{stdout}{stderr}"))
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("client.py {mode} printed no JSON summary ({e}):\n{stdout}{stderr}")
+    })
 }
 
 #[tokio::test]
@@ -305,10 +323,16 @@ async fn python_client_streams_points_then_stops_streamer() {
         .as_array()
         .unwrap_or_else(|| panic!("no seqs in {summary}"))
         .iter()
-        .map(|seq| seq.as_u64().unwrap_or_else(|| panic!("a seq that is not a number in {summary}")))
+        .map(|seq| {
+            seq.as_u64()
+                .unwrap_or_else(|| panic!("a seq that is not a number in {summary}"))
+        })
         .collect();
     assert_eq!(seqs.len(), 3, "{summary}");
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs not increasing: {summary}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seqs not increasing: {summary}"
+    );
 
     let services = daemon
         .client()
@@ -318,8 +342,10 @@ async fn python_client_streams_points_then_stops_streamer() {
         .expect("ListServices after the Python client")
         .into_inner()
         .services;
-    let states: BTreeMap<&str, pb::ServiceState> =
-        services.iter().map(|s| (s.name.as_str(), s.state())).collect();
+    let states: BTreeMap<&str, pb::ServiceState> = services
+        .iter()
+        .map(|s| (s.name.as_str(), s.state()))
+        .collect();
     assert_eq!(
         states.get("streamer"),
         Some(&pb::ServiceState::Stopped),
@@ -335,7 +361,10 @@ async fn python_client_publishes_a_struct_and_receives_it() {
     let daemon = Daemon::start();
 
     let summary = python_client(&python, &daemon, "publish").await;
-    assert_eq!(summary["published_seq"], summary["received_seq"], "{summary}");
+    assert_eq!(
+        summary["published_seq"], summary["received_seq"],
+        "{summary}"
+    );
     // Struct numbers are doubles, so the integers come back as floats; JSON compares
     // 2 and 2.0 as different, hence the explicit floats.
     let sent = serde_json::json!({

@@ -1,0 +1,270 @@
+//! The command line: streamctl's subcommands and options, and the parsers for the
+//! values that need more than clap's defaults (address, interval, `KEY=VALUE`).
+
+use std::{collections::HashMap, fmt, str::FromStr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Drive streamd from a shell: start, stop and list its services, publish events and
+/// follow the live event stream.
+#[derive(Debug, Parser)]
+#[command(name = "streamctl", version)]
+pub struct Cli {
+    /// streamd's address: `host:port` or an `http://` URL.
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMD_ADDR",
+        default_value = "127.0.0.1:50051",
+        value_name = "ADDR"
+    )]
+    pub addr: Addr,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start services by name, or every service with `all`.
+    Start(StartArgs),
+    /// Stop services by name, or every service with `all`.
+    Stop(StopArgs),
+    /// Show every service, its state and its counters.
+    List,
+    /// Publish a JSON object as an event on a topic of your own.
+    Publish(PublishArgs),
+    /// Print events as they arrive, until Ctrl-C.
+    Subscribe(SubscribeArgs),
+}
+
+/// Arguments of `streamctl start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Services to start, or `all`.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Tick interval for this run, e.g. `500ms` or `2s`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+
+    /// Override a parameter for this run; may be repeated.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+}
+
+impl StartArgs {
+    /// The `--set` overrides as the request's map; a repeated key keeps its last value.
+    pub fn params(&self) -> HashMap<String, String> {
+        self.set.iter().cloned().collect()
+    }
+}
+
+/// Arguments of `streamctl stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Services to stop, or `all`.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// Arguments of `streamctl publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The topic: letters, digits and `._-/:`, not a service's name.
+    pub topic: String,
+    /// The event's data: a JSON object, e.g. '{"temp": 21.5}'.
+    pub json: String,
+}
+
+/// Arguments of `streamctl subscribe`.
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// Topic names or glob patterns (`*`, `?`, `[abc]`); none means every topic.
+    #[arg(value_name = "PATTERN")]
+    pub topics: Vec<String>,
+
+    /// Start with the latest event of each matching topic.
+    #[arg(long)]
+    pub last: bool,
+
+    /// How to print events.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// The format `subscribe` prints events in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// One human-readable line per event.
+    Text,
+    /// One proto3 JSON object per line, as grpcurl prints them.
+    Json,
+}
+
+/// Which services a `start` or `stop` applies to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Targets<'a> {
+    /// Every service ListServices shows.
+    All,
+    /// These, in the order given.
+    Names(&'a [String]),
+}
+
+/// Reads `NAME...` as either the lone word `all` or a list of names.
+pub fn targets(names: &[String]) -> Result<Targets<'_>, String> {
+    match names {
+        [only] if only == "all" => Ok(Targets::All),
+        _ if names.iter().any(|name| name == "all") => {
+            Err("`all` cannot be combined with service names".into())
+        }
+        _ => Ok(Targets::Names(names)),
+    }
+}
+
+/// Where streamd listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr {
+    /// The URI to connect to, always `http://…`.
+    pub uri: String,
+    /// The address as the user wrote it, for messages.
+    pub display: String,
+}
+
+impl FromStr for Addr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let display = s.trim().trim_end_matches('/').to_string();
+        if display.is_empty() {
+            return Err("the address is empty".into());
+        }
+        let uri = if display.starts_with("http://") {
+            display.clone()
+        } else if display.contains("://") {
+            return Err(format!(
+                "unsupported address `{display}`: use host:port or an http:// URL"
+            ));
+        } else {
+            format!("http://{display}")
+        };
+        let parsed: tonic::transport::Uri = uri
+            .parse()
+            .map_err(|err| format!("invalid address `{display}`: {err}"))?;
+        if parsed.host().is_none_or(str::is_empty) {
+            return Err(format!("invalid address `{display}`: no host"));
+        }
+        Ok(Addr { uri, display })
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Parses a positive humantime duration such as `500ms`, `2s` or `1m 30s`.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(s).map_err(|err| err.to_string())?;
+    if duration.is_zero() {
+        return Err("the interval must be positive".into());
+    }
+    Ok(duration)
+}
+
+/// Parses `KEY=VALUE`; the value may be empty and may itself contain `=`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some(("", _)) => Err(format!("`{s}` has no key before `=`")),
+        Some((key, value)) => Ok((key.to_string(), value.to_string())),
+        None => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_value_pairs() {
+        assert_eq!(parse_key_value("n=10"), Ok(("n".into(), "10".into())));
+        assert_eq!(parse_key_value("q=a=b"), Ok(("q".into(), "a=b".into())));
+        assert_eq!(parse_key_value("empty="), Ok(("empty".into(), "".into())));
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn set_without_equals_is_a_usage_error() {
+        let err =
+            Cli::try_parse_from(["streamctl", "start", "streamer", "--set", "x"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn start_collects_interval_and_params() {
+        let cli = Cli::try_parse_from([
+            "streamctl",
+            "start",
+            "streamer",
+            "--interval",
+            "500ms",
+            "--set",
+            "series=3",
+            "--set",
+            "series=4",
+            "--set",
+            "seed=1",
+        ])
+        .unwrap();
+        let Command::Start(args) = cli.command else {
+            panic!("not start");
+        };
+        assert_eq!(args.interval, Some(Duration::from_millis(500)));
+        let params = args.params();
+        assert_eq!(params.len(), 2);
+        assert_eq!(params["series"], "4");
+        assert_eq!(params["seed"], "1");
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_interval("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        let addr: Addr = "127.0.0.1:50051".parse().unwrap();
+        assert_eq!(addr.uri, "http://127.0.0.1:50051");
+        assert_eq!(addr.display, "127.0.0.1:50051");
+        let addr: Addr = "http://localhost:9000/".parse().unwrap();
+        assert_eq!(addr.uri, "http://localhost:9000");
+        let addr: Addr = "[::1]:50051".parse().unwrap();
+        assert_eq!(addr.uri, "http://[::1]:50051");
+        assert!("https://example.com".parse::<Addr>().is_err());
+        assert!("".parse::<Addr>().is_err());
+    }
+
+    #[test]
+    fn all_stands_alone() {
+        let all = vec!["all".to_string()];
+        assert_eq!(targets(&all), Ok(Targets::All));
+        let names = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(targets(&names), Ok(Targets::Names(&names)));
+        let mixed = vec!["a".to_string(), "all".to_string()];
+        assert!(targets(&mixed).is_err());
+    }
+}

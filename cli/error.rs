@@ -1,0 +1,173 @@
+//! The ways a streamctl command can fail, each worded as the one line the user sees.
+
+use std::{error::Error as _, fmt, io};
+
+use tonic::Status;
+
+use crate::args::Addr;
+
+/// A failed command. `Display` gives the line printed after `streamctl: `.
+#[derive(Debug)]
+pub enum Error {
+    /// The daemon could not be reached at all.
+    NotRunning {
+        /// The address as the user gave it.
+        addr: String,
+        /// Why, in a few words, e.g. `connection refused`.
+        reason: String,
+    },
+    /// The daemon answered with an error; its message is shown as is.
+    Server(Status),
+    /// A problem on our side: bad input, or output that cannot be written.
+    Other(String),
+    /// Stdout was closed by its reader; the command ends quietly and successfully.
+    BrokenPipe,
+    /// Errors were already printed one by one; only the exit status remains.
+    Reported,
+}
+
+impl Error {
+    /// Classifies an RPC failure: a transport failure means the daemon went away (or
+    /// was never there), anything else is the server's own answer.
+    pub fn from_status(status: Status, addr: &Addr) -> Self {
+        match transport_reason(&status) {
+            Some(reason) => Error::NotRunning {
+                addr: addr.display.clone(),
+                reason,
+            },
+            None => Error::Server(status),
+        }
+    }
+
+    /// Maps a failed write to stdout: a closed pipe is a quiet end, not an error.
+    pub fn from_stdout(err: io::Error) -> Self {
+        if err.kind() == io::ErrorKind::BrokenPipe {
+            Error::BrokenPipe
+        } else {
+            Error::Other(format!("cannot write to stdout: {err}"))
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotRunning { addr, reason } => write!(
+                f,
+                "streamd is not running at {addr} ({reason}); start it with `streamd` \
+                 or point --addr/STREAMD_ADDR at a running daemon"
+            ),
+            Error::Server(status) => f.write_str(&status_message(status)),
+            Error::Other(message) => f.write_str(message),
+            Error::BrokenPipe => f.write_str("stdout was closed"),
+            Error::Reported => f.write_str("some operations failed"),
+        }
+    }
+}
+
+/// The server's message, or a description of the code when the server sent none.
+pub fn status_message(status: &Status) -> String {
+    if status.message().is_empty() {
+        status.code().description().to_lowercase()
+    } else {
+        status.message().to_string()
+    }
+}
+
+/// If the status stands for a broken or refused connection rather than an answer
+/// from the daemon, says why in a few words.
+pub fn transport_reason(status: &Status) -> Option<String> {
+    // Statuses decoded from the daemon's reply carry no source; tonic attaches one to
+    // those it makes up itself from a transport or HTTP/2 failure.
+    status.source().map(describe_error)
+}
+
+/// Describes the root cause of an error chain in a few lowercase words, preferring the
+/// underlying I/O error (`connection refused`) over the layers wrapped around it.
+pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = err;
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return describe_io(io);
+        }
+        innermost = e;
+        current = e.source();
+    }
+    innermost.to_string()
+}
+
+/// Words for the I/O errors a client meets when connecting, without the
+/// `(os error N)` suffix.
+fn describe_io(err: &io::Error) -> String {
+    use io::ErrorKind::*;
+    match err.kind() {
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset => "connection reset".into(),
+        ConnectionAborted => "connection aborted".into(),
+        TimedOut => "timed out".into(),
+        BrokenPipe => "connection closed".into(),
+        UnexpectedEof => "connection closed".into(),
+        AddrNotAvailable => "address not available".into(),
+        HostUnreachable => "host unreachable".into(),
+        NetworkUnreachable => "network unreachable".into(),
+        _ => {
+            let text = err.to_string();
+            match text.find(" (os error") {
+                Some(at) => text[..at].to_string(),
+                None => text,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_are_described_briefly() {
+        let err = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(describe_error(&err), "connection refused");
+        let err = io::Error::from_raw_os_error(2);
+        assert!(!describe_error(&err).contains("os error"));
+    }
+
+    #[test]
+    fn server_statuses_keep_their_message() {
+        let addr: Addr = "127.0.0.1:1".parse().unwrap();
+        let err = Error::from_status(Status::not_found("no service named \"x\""), &addr);
+        assert_eq!(err.to_string(), "no service named \"x\"");
+        let err = Error::from_status(Status::unavailable(""), &addr);
+        assert_eq!(err.to_string(), "the service is currently unavailable");
+    }
+
+    #[test]
+    fn transport_failures_mean_the_daemon_is_gone() {
+        let addr: Addr = "127.0.0.1:1".parse().unwrap();
+        let io = io::Error::from(io::ErrorKind::ConnectionReset);
+        let status = Status::from_error(Box::new(io));
+        assert_eq!(
+            transport_reason(&status).as_deref(),
+            Some("connection reset")
+        );
+        assert!(matches!(
+            Error::from_status(status, &addr),
+            Error::NotRunning { reason, .. } if reason == "connection reset"
+        ));
+        assert_eq!(transport_reason(&Status::internal("bug")), None);
+    }
+
+    #[test]
+    fn not_running_names_the_address_and_the_fix() {
+        let err = Error::NotRunning {
+            addr: "127.0.0.1:50051".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "streamd is not running at 127.0.0.1:50051 (connection refused); start it \
+             with `streamd` or point --addr/STREAMD_ADDR at a running daemon"
+        );
+    }
+}

@@ -1,0 +1,397 @@
+//! The human form of events, as `subscribe --output text` prints them:
+//! `HH:MM:SS.mmm TOPIC  RENDERING`, with a short rendering per payload kind and, for
+//! streamer's points, a braille plot on the lines below.
+
+use owo_colors::{AnsiColors, Style};
+use streamhandler::pb::{self, ServiceState, event::Payload, lifecycle::Kind};
+
+use crate::{
+    format,
+    json::from_struct,
+    plot::Canvas,
+    term::{Palette, styles},
+};
+
+/// Plot width in characters; each holds 2×4 dots.
+const PLOT_COLS: usize = 30;
+/// Plot height in characters.
+const PLOT_ROWS: usize = 4;
+/// streamer's documented x range.
+const PLOT_X: std::ops::RangeInclusive<f64> = 0.0..=3.0;
+/// streamer's documented y range.
+const PLOT_Y: std::ops::RangeInclusive<f64> = 0.0..=6.0;
+
+/// Colours given to successive series in a plot.
+const SERIES_COLOURS: [AnsiColors; 6] = [
+    AnsiColors::Cyan,
+    AnsiColors::Magenta,
+    AnsiColors::Yellow,
+    AnsiColors::Green,
+    AnsiColors::Blue,
+    AnsiColors::Red,
+];
+
+/// The narrowest the topic column gets; it widens to the longest topic seen.
+const MIN_TOPIC_WIDTH: usize = 8;
+
+/// Formats events one after another, keeping the topic column as wide as the longest
+/// topic seen so far so that renderings mostly line up.
+#[derive(Debug)]
+pub struct EventPrinter {
+    palette: Palette,
+    topic_width: usize,
+}
+
+impl EventPrinter {
+    /// A printer that colours with `palette`.
+    pub fn new(palette: Palette) -> Self {
+        EventPrinter {
+            palette,
+            topic_width: MIN_TOPIC_WIDTH,
+        }
+    }
+
+    /// The event's lines, joined by newlines, with its time shown in local time.
+    pub fn format(&mut self, event: &pb::Event) -> String {
+        self.format_at(&format::local_clock(event.time.as_ref()), event)
+    }
+
+    /// The event's lines with `clock` as its time of day.
+    fn format_at(&mut self, clock: &str, event: &pb::Event) -> String {
+        self.topic_width = self.topic_width.max(event.topic.chars().count());
+        let topic = format!("{:<width$}", event.topic, width = self.topic_width);
+        let lines = payload_lines(event.payload.as_ref(), &self.palette);
+        let mut text = format!(
+            "{} {}  {}",
+            self.palette.paint(clock, styles::dim()),
+            self.palette.paint(&topic, styles::topic()),
+            lines.first().map_or("", String::as_str),
+        );
+        // Continuation lines start under the first line's rendering.
+        let indent = " ".repeat(clock.chars().count() + 1 + self.topic_width + 2);
+        for line in lines.iter().skip(1) {
+            text.push('\n');
+            text.push_str(&indent);
+            text.push_str(line);
+        }
+        text
+    }
+}
+
+/// The rendering of a payload: its first line, then any lines to show beneath it.
+pub fn payload_lines(payload: Option<&Payload>, palette: &Palette) -> Vec<String> {
+    match payload {
+        None => vec![palette.paint("(no payload)", styles::dim())],
+        Some(Payload::Points(points)) => points_lines(points, palette),
+        Some(payload) => vec![one_line(payload, palette)],
+    }
+}
+
+/// The rendering of every payload kind that fits on one line.
+fn one_line(payload: &Payload, palette: &Palette) -> String {
+    match payload {
+        Payload::Lifecycle(lifecycle) => lifecycle_line(lifecycle, palette),
+        Payload::Lagged(lagged) => palette.paint(
+            &format!(
+                "lagged: missed {}",
+                format::count(lagged.missed, "event", "events")
+            ),
+            styles::warn(),
+        ),
+        Payload::Data(data) => from_struct(data).to_string(),
+        Payload::Text(text) => text_line(text),
+        Payload::Line(line) => format!("{}:{}  {}", line.path, line.number, line.text),
+        Payload::Image(image) => format!(
+            "{}  {}x{}  {}  {}",
+            image.path,
+            image.width,
+            image.height,
+            image.media_type,
+            format::bytes(image.size_bytes)
+        ),
+        Payload::System(system) => system_line(system),
+        Payload::Points(points) => points_summary(points),
+    }
+}
+
+/// `started`, `stopped: why`, `error: what`, `restarting in 1.2s (attempt 2): why`,
+/// `failed: why`, coloured by how good the news is.
+fn lifecycle_line(lifecycle: &pb::Lifecycle, palette: &Palette) -> String {
+    let with_message = |word: &str| {
+        if lifecycle.message.is_empty() {
+            word.to_string()
+        } else {
+            format!("{word}: {}", lifecycle.message)
+        }
+    };
+    let (text, style) = match lifecycle.kind() {
+        Kind::Started => (with_message("started"), styles::good()),
+        Kind::Stopped => (with_message("stopped"), Style::new()),
+        Kind::Error => (with_message("error"), styles::bad()),
+        Kind::Failed => (with_message("failed"), styles::bad()),
+        Kind::Restarting => {
+            let wait = format::std_duration(lifecycle.backoff.as_ref())
+                .map_or_else(|| "?".to_string(), format::duration);
+            let word = format!("restarting in {wait} (attempt {})", lifecycle.attempt);
+            (with_message(&word), styles::warn())
+        }
+        Kind::Unspecified => (with_message("lifecycle"), Style::new()),
+    };
+    palette.paint(&text, style)
+}
+
+/// `“Title” — path (N lines)`, or just `path (N lines)` for an untitled text.
+fn text_line(text: &pb::Text) -> String {
+    let lines = format::count(text.body.lines().count() as u64, "line", "lines");
+    if text.title.is_empty() {
+        format!("{} ({lines})", text.path)
+    } else {
+        format!("“{}” — {} ({lines})", text.title, text.path)
+    }
+}
+
+/// `N services (R running, F failed) · S subscribers · RSS … · CPU …% · up …`.
+fn system_line(system: &pb::SystemSnapshot) -> String {
+    let in_state = |state: ServiceState| {
+        system
+            .services
+            .iter()
+            .filter(|service| service.state() == state)
+            .count()
+    };
+    let mut line = format!(
+        "{} ({} running, {} failed) · {} · RSS {} · CPU {:.1}%",
+        format::count(system.services.len() as u64, "service", "services"),
+        in_state(ServiceState::Running),
+        in_state(ServiceState::Failed),
+        format::count(u64::from(system.subscribers), "subscriber", "subscribers"),
+        format::bytes(system.rss_bytes),
+        system.cpu_percent,
+    );
+    if let Some(uptime) = format::std_duration(system.uptime.as_ref()) {
+        // Whole seconds: a fraction of a second of uptime says nothing.
+        let uptime = std::time::Duration::from_secs(uptime.as_secs());
+        line.push_str(&format!(" · up {}", format::duration(uptime)));
+    }
+    line
+}
+
+/// `10 series, 57 points`.
+fn points_summary(points: &pb::Points) -> String {
+    let total: usize = points.series.iter().map(|series| series.points.len()).sum();
+    format!(
+        "{}, {}",
+        format::count(points.series.len() as u64, "series", "series"),
+        format::count(total as u64, "point", "points")
+    )
+}
+
+/// The summary, then the points as a braille plot, each series in its own colour.
+fn points_lines(points: &pb::Points, palette: &Palette) -> Vec<String> {
+    let mut canvas = Canvas::new(PLOT_COLS, PLOT_ROWS, PLOT_X, PLOT_Y);
+    for (index, series) in points.series.iter().enumerate() {
+        for point in &series.points {
+            canvas.plot(point.x, point.y, index);
+        }
+    }
+    let plot = canvas.lines(|cell| match cell.series {
+        Some(series) => {
+            let colour = SERIES_COLOURS[series % SERIES_COLOURS.len()];
+            palette.paint(&cell.glyph().to_string(), Style::new().color(colour))
+        }
+        None => cell.glyph().to_string(),
+    });
+    std::iter::once(points_summary(points))
+        .chain(plot)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: Palette = Palette::new(false);
+
+    fn event(topic: &str, payload: Payload) -> pb::Event {
+        pb::Event {
+            topic: topic.into(),
+            seq: 1,
+            time: None,
+            payload: Some(payload),
+        }
+    }
+
+    fn render(payload: Payload) -> String {
+        payload_lines(Some(&payload), &PLAIN).join("\n")
+    }
+
+    fn lifecycle(kind: Kind, message: &str) -> Payload {
+        Payload::Lifecycle(pb::Lifecycle {
+            kind: kind as i32,
+            message: message.into(),
+            backoff: None,
+            attempt: 0,
+        })
+    }
+
+    #[test]
+    fn lifecycles() {
+        assert_eq!(render(lifecycle(Kind::Started, "")), "started");
+        assert_eq!(render(lifecycle(Kind::Stopped, "")), "stopped");
+        assert_eq!(
+            render(lifecycle(Kind::Stopped, "by client")),
+            "stopped: by client"
+        );
+        assert_eq!(render(lifecycle(Kind::Error, "timeout")), "error: timeout");
+        assert_eq!(
+            render(lifecycle(Kind::Failed, "too many")),
+            "failed: too many"
+        );
+        let restarting = Payload::Lifecycle(pb::Lifecycle {
+            kind: Kind::Restarting as i32,
+            message: "panicked".into(),
+            backoff: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 200_000_000,
+            }),
+            attempt: 2,
+        });
+        assert_eq!(
+            render(restarting),
+            "restarting in 1.2s (attempt 2): panicked"
+        );
+    }
+
+    #[test]
+    fn lagged() {
+        let payload = Payload::Lagged(pb::Lagged { missed: 17 });
+        assert_eq!(render(payload), "lagged: missed 17 events");
+    }
+
+    #[test]
+    fn data_is_compact_json() {
+        let data = crate::json::parse_object(r#"{"temp": 21.5, "ok": true}"#).unwrap();
+        assert_eq!(render(Payload::Data(data)), r#"{"ok":true,"temp":21.5}"#);
+    }
+
+    #[test]
+    fn text_line_and_image() {
+        let text = Payload::Text(pb::Text {
+            path: "/tmp/a.md".into(),
+            title: "Hello".into(),
+            body: "Hello\n\nworld\n".into(),
+        });
+        assert_eq!(render(text), "“Hello” — /tmp/a.md (3 lines)");
+        let line = Payload::Line(pb::Line {
+            path: "/var/log/x".into(),
+            number: 12,
+            text: "it works".into(),
+        });
+        assert_eq!(render(line), "/var/log/x:12  it works");
+        let image = Payload::Image(pb::Image {
+            path: "cat.png".into(),
+            size_bytes: 1229,
+            media_type: "image/png".into(),
+            width: 640,
+            height: 480,
+        });
+        assert_eq!(render(image), "cat.png  640x480  image/png  1.2 KiB");
+    }
+
+    #[test]
+    fn system_snapshot() {
+        let service = |state: ServiceState| pb::ServiceInfo {
+            state: state as i32,
+            ..Default::default()
+        };
+        let system = Payload::System(pb::SystemSnapshot {
+            services: vec![
+                service(ServiceState::Running),
+                service(ServiceState::Running),
+                service(ServiceState::Failed),
+                service(ServiceState::Stopped),
+            ],
+            subscribers: 1,
+            rss_bytes: 12_897_485,
+            cpu_percent: 0.42,
+            uptime: Some(prost_types::Duration {
+                seconds: 3720,
+                nanos: 5,
+            }),
+            worker_threads: 4,
+            tasks: 10,
+        });
+        assert_eq!(
+            render(system),
+            "4 services (2 running, 1 failed) · 1 subscriber · RSS 12.3 MiB · CPU 0.4% · up 1h02m"
+        );
+    }
+
+    #[test]
+    fn points_summary_and_plot() {
+        let points = Payload::Points(pb::Points {
+            series: vec![
+                pb::Series {
+                    points: vec![pb::Point { x: 0.0, y: 0.0 }, pb::Point { x: 3.0, y: 6.0 }],
+                },
+                pb::Series {
+                    points: vec![pb::Point { x: 9.0, y: 9.0 }],
+                },
+            ],
+        });
+        let lines = payload_lines(Some(&points), &PLAIN);
+        assert_eq!(lines.len(), 1 + PLOT_ROWS);
+        assert_eq!(lines[0], "2 series, 3 points");
+        assert!(lines[1..].iter().all(|l| l.chars().count() == PLOT_COLS));
+        assert_eq!(lines[1].chars().last(), Some('\u{2808}'));
+        assert_eq!(lines[PLOT_ROWS].chars().next(), Some('\u{2840}'));
+    }
+
+    #[test]
+    fn full_lines_pad_the_topic_and_indent_the_plot() {
+        let mut printer = EventPrinter::new(PLAIN);
+        let text = printer.format_at(
+            "12:00:00.000",
+            &event("x", Payload::Lagged(pb::Lagged { missed: 1 })),
+        );
+        assert_eq!(text, "12:00:00.000 x         lagged: missed 1 event");
+
+        let points = Payload::Points(pb::Points {
+            series: vec![pb::Series {
+                points: vec![pb::Point { x: 0.0, y: 0.0 }],
+            }],
+        });
+        let text = printer.format_at("12:00:00.000", &event("streamer", points));
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines[0], "12:00:00.000 streamer  1 series, 1 point");
+        let indent = " ".repeat("12:00:00.000 streamer  ".len());
+        assert!(lines[1..].iter().all(|l| l.starts_with(&indent)));
+        assert_eq!(lines.len(), 1 + PLOT_ROWS);
+    }
+
+    #[test]
+    fn topic_column_widens() {
+        let mut printer = EventPrinter::new(PLAIN);
+        let lagged = || Payload::Lagged(pb::Lagged { missed: 2 });
+        printer.format_at("t", &event("a-rather-long-topic", lagged()));
+        let text = printer.format_at("t", &event("b", lagged()));
+        assert_eq!(text, format!("t {:<19}  lagged: missed 2 events", "b"));
+    }
+
+    #[test]
+    fn missing_payload() {
+        assert_eq!(
+            payload_lines(None, &PLAIN),
+            vec!["(no payload)".to_string()]
+        );
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let colour = Palette::new(true);
+        let started = payload_lines(Some(&lifecycle(Kind::Started, "")), &colour);
+        assert_eq!(started[0], "\u{1b}[32mstarted\u{1b}[0m");
+        let plain = payload_lines(Some(&lifecycle(Kind::Started, "")), &PLAIN);
+        assert!(!plain[0].contains('\u{1b}'));
+    }
+}

@@ -1,0 +1,164 @@
+//! `streamctl subscribe`: prints events as they arrive and rides out daemon restarts
+//! by reconnecting with backoff and subscribing again.
+
+use std::time::Duration;
+
+use streamhandler::pb::{Event, SubscribeRequest};
+use tonic::{Code, Streaming};
+
+use crate::{
+    args::{Addr, Output, SubscribeArgs},
+    client,
+    error::{Error, status_message, transport_reason},
+    json::EventEncoder,
+    render::EventPrinter,
+    term::{self, Palette},
+};
+
+/// The first wait before reconnecting; it doubles after each failed attempt.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest wait between attempts, so that a returning daemon is found quickly.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Follows the stream until Ctrl-C (a success), a closed stdout (a quiet success) or
+/// an error that reconnecting cannot fix.
+pub async fn run(addr: &Addr, args: SubscribeArgs) -> Result<(), Error> {
+    let request = SubscribeRequest {
+        topics: args.topics,
+        last: args.last,
+    };
+    let mut printer = Printer::new(args.output)?;
+    tokio::select! {
+        result = follow(addr, &request, &mut printer) => result,
+        // If the handler cannot be installed, this branch is disabled and the default
+        // signal behaviour remains.
+        Ok(()) = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Prints the stream's events; when the stream breaks after it was established,
+/// reconnects and resubscribes with the same request.
+async fn follow(
+    addr: &Addr,
+    request: &SubscribeRequest,
+    printer: &mut Printer,
+) -> Result<(), Error> {
+    // The first connection is not retried: failing here means the daemon is not running.
+    let mut stream = open(addr, request).await?;
+    loop {
+        let reason = loop {
+            match stream.message().await {
+                Ok(Some(event)) => printer.print(&event)?,
+                Ok(None) => break "the stream ended".to_string(),
+                Err(status) => {
+                    break transport_reason(&status).unwrap_or_else(|| status_message(&status));
+                }
+            }
+        };
+        term::warn(&format!("lost streamd at {addr} ({reason}); reconnecting…"));
+        stream = reopen(addr, request).await?;
+        term::warn(&format!("reconnected to streamd at {addr}"));
+    }
+}
+
+/// Connects and subscribes once.
+async fn open(addr: &Addr, request: &SubscribeRequest) -> Result<Streaming<Event>, Error> {
+    let mut client = client::connect(addr).await?;
+    let response = client
+        .subscribe(request.clone())
+        .await
+        .map_err(|status| Error::from_status(status, addr))?;
+    Ok(response.into_inner())
+}
+
+/// Retries [`open`] with backoff until the daemon is back. Gives up only on an
+/// answer that retrying will not change, such as a refused pattern.
+async fn reopen(addr: &Addr, request: &SubscribeRequest) -> Result<Streaming<Event>, Error> {
+    let mut backoff = Backoff::new();
+    loop {
+        tokio::time::sleep(backoff.next_delay(rand::random())).await;
+        match open(addr, request).await {
+            Ok(stream) => return Ok(stream),
+            Err(Error::NotRunning { .. }) => {}
+            // A daemon on its way up or down may answer before it can serve.
+            Err(Error::Server(status)) if status.code() == Code::Unavailable => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Exponential backoff: 100 ms doubling up to 5 s, each wait jittered so that many
+/// clients do not come back in step.
+#[derive(Debug)]
+struct Backoff {
+    base: Duration,
+}
+
+impl Backoff {
+    /// A backoff whose first wait is [`FIRST_RETRY`].
+    fn new() -> Self {
+        Backoff { base: FIRST_RETRY }
+    }
+
+    /// The next wait, given a random `fraction` in [0, 1): between half the current
+    /// base and the whole of it.
+    fn next_delay(&mut self, fraction: f64) -> Duration {
+        let base = self.base;
+        self.base = (self.base * 2).min(MAX_RETRY);
+        base / 2 + (base / 2).mul_f64(fraction.clamp(0.0, 1.0))
+    }
+}
+
+/// Prints events in the chosen output format.
+enum Printer {
+    /// Human-readable lines, coloured on a terminal.
+    Text(EventPrinter),
+    /// proto3 JSON, one object per line.
+    Json(EventEncoder),
+}
+
+impl Printer {
+    /// A printer for `output`, colouring text only when stdout allows it.
+    fn new(output: Output) -> Result<Self, Error> {
+        Ok(match output {
+            Output::Text => Printer::Text(EventPrinter::new(Palette::new(term::colour_stdout()))),
+            Output::Json => Printer::Json(EventEncoder::new()?),
+        })
+    }
+
+    /// Prints one event and flushes it.
+    fn print(&mut self, event: &Event) -> Result<(), Error> {
+        let text = match self {
+            Printer::Text(printer) => printer.format(event),
+            Printer::Json(encoder) => encoder.encode(event)?,
+        };
+        term::emit(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<_> = (0..9)
+            .map(|_| backoff.next_delay(1.0).as_millis())
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_half_to_whole() {
+        let mut backoff = Backoff::new();
+        assert_eq!(backoff.next_delay(0.0), Duration::from_millis(50));
+        assert_eq!(backoff.next_delay(0.5), Duration::from_millis(150));
+    }
+
+    #[test]
+    fn printers_build() {
+        assert!(Printer::new(Output::Json).is_ok());
+        assert!(Printer::new(Output::Text).is_ok());
+    }
+}

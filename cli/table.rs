@@ -1,0 +1,215 @@
+//! The service table `streamctl list` prints: one aligned row per service, the last
+//! error cut to fit the width.
+
+use std::time::SystemTime;
+
+use owo_colors::Style;
+use streamhandler::pb::{ServiceInfo, ServiceState};
+
+use crate::{
+    format,
+    term::{Palette, styles},
+};
+
+/// Column headings, in order.
+const HEADINGS: [&str; 9] = [
+    "NAME",
+    "KIND",
+    "STATE",
+    "INTERVAL",
+    "EVENTS",
+    "ERRORS",
+    "RESTARTS",
+    "LAST EVENT",
+    "LAST ERROR",
+];
+/// The counters, right-aligned so that digits line up.
+const NUMERIC: [usize; 3] = [4, 5, 6];
+/// The state column, the only coloured one.
+const STATE: usize = 2;
+/// Spaces between columns.
+const GAP: &str = "  ";
+/// The last error keeps at least this many characters however narrow the terminal.
+const MIN_ERROR_WIDTH: usize = 20;
+
+/// The table's lines, heading first, fitted to `width` characters where possible.
+pub fn services(
+    services: &[ServiceInfo],
+    now: SystemTime,
+    width: usize,
+    palette: &Palette,
+) -> Vec<String> {
+    let rows: Vec<[String; 9]> = services.iter().map(|s| row(s, now)).collect();
+    let fixed = HEADINGS.len() - 1;
+    let mut widths = [0; 8];
+    for (column, slot) in widths.iter_mut().enumerate() {
+        *slot = rows
+            .iter()
+            .map(|row| row[column].chars().count())
+            .chain([HEADINGS[column].len()])
+            .max()
+            .unwrap_or(0);
+    }
+    let used: usize = widths.iter().sum::<usize>() + GAP.len() * fixed;
+    let error_width = width.saturating_sub(used).max(MIN_ERROR_WIDTH);
+
+    let heading = HEADINGS.map(String::from);
+    std::iter::once((&heading, None))
+        .chain(rows.iter().zip(services).map(|(row, s)| (row, Some(s))))
+        .map(|(cells, service)| {
+            let mut line = String::new();
+            for (column, cell) in cells[..fixed].iter().enumerate() {
+                let pad = widths[column] - cell.chars().count();
+                let padded = if NUMERIC.contains(&column) {
+                    format!("{}{cell}", " ".repeat(pad))
+                } else {
+                    format!("{cell}{}", " ".repeat(pad))
+                };
+                match service {
+                    Some(service) if column == STATE => {
+                        line.push_str(&palette.paint(&padded, state(service).1));
+                    }
+                    _ => line.push_str(&padded),
+                }
+                line.push_str(GAP);
+            }
+            line.push_str(&format::truncate(&cells[fixed], error_width));
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+/// The cells of one service's row, uncoloured.
+fn row(service: &ServiceInfo, now: SystemTime) -> [String; 9] {
+    let dash = || "-".to_string();
+    [
+        service.name.clone(),
+        service.kind.clone(),
+        state(service).0.to_string(),
+        format::std_duration(service.interval.as_ref()).map_or_else(dash, format::duration),
+        service.events_published.to_string(),
+        service.errors.to_string(),
+        service.restarts.to_string(),
+        format::system_time(service.last_event_at.as_ref())
+            .map_or_else(dash, |then| format::age(then, now)),
+        if service.last_error.is_empty() {
+            dash()
+        } else {
+            service.last_error.clone()
+        },
+    ]
+}
+
+/// The state's word and colour; a card without a service shows as `unavailable`.
+fn state(service: &ServiceInfo) -> (&'static str, Style) {
+    if !service.available {
+        return ("unavailable", styles::dim());
+    }
+    match service.state() {
+        ServiceState::Stopped => ("stopped", Style::new()),
+        ServiceState::Running => ("running", styles::good()),
+        ServiceState::BackingOff => ("backing-off", styles::warn()),
+        ServiceState::Failed => ("failed", styles::bad()),
+        ServiceState::Unspecified => ("unknown", styles::dim()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const PLAIN: Palette = Palette::new(false);
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn streamer() -> ServiceInfo {
+        ServiceInfo {
+            name: "streamer".into(),
+            kind: "streamer".into(),
+            state: ServiceState::Running as i32,
+            interval: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 0,
+            }),
+            events_published: 1234,
+            last_event_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 - 3,
+                nanos: 0,
+            }),
+            available: true,
+            ..Default::default()
+        }
+    }
+
+    fn slugs() -> ServiceInfo {
+        ServiceInfo {
+            name: "slugs".into(),
+            kind: "slugs".into(),
+            state: ServiceState::Stopped as i32,
+            last_error: "a very long error message that goes on and on\nover two lines".into(),
+            available: false,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rows_align_and_show_each_field() {
+        let lines = services(&[streamer(), slugs()], now(), 200, &PLAIN);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[0],
+            "NAME      KIND      STATE        INTERVAL  EVENTS  ERRORS  RESTARTS  LAST EVENT  LAST ERROR"
+        );
+        assert_eq!(
+            lines[1],
+            "streamer  streamer  running      2s          1234       0         0  3s ago      -"
+        );
+        assert_eq!(
+            lines[2],
+            "slugs     slugs     unavailable  -              0       0         0  -           \
+             a very long error message that goes on and on over two lines"
+        );
+    }
+
+    #[test]
+    fn last_error_is_cut_to_fit() {
+        let lines = services(&[slugs()], now(), 100, &PLAIN);
+        assert_eq!(lines[1].chars().count(), 100);
+        assert!(lines[1].ends_with('…'));
+        // Never narrower than the minimum, even in a tiny terminal.
+        let lines = services(&[slugs()], now(), 10, &PLAIN);
+        assert!(lines[1].ends_with("a very long error m…"));
+    }
+
+    #[test]
+    fn states() {
+        let mut service = streamer();
+        for (state, word) in [
+            (ServiceState::Stopped, "stopped"),
+            (ServiceState::Running, "running"),
+            (ServiceState::BackingOff, "backing-off"),
+            (ServiceState::Failed, "failed"),
+        ] {
+            service.state = state as i32;
+            assert_eq!(super::state(&service).0, word);
+        }
+    }
+
+    #[test]
+    fn colour_does_not_break_alignment() {
+        let colour = Palette::new(true);
+        let lines = services(&[streamer(), slugs()], now(), 200, &colour);
+        // The padding sits inside the colour, and the next column starts where the
+        // plain table would put it.
+        assert!(lines[1].contains("  \u{1b}[32mrunning    \u{1b}[0m  2s"));
+    }
+
+    #[test]
+    fn empty_list_has_only_the_heading() {
+        assert_eq!(services(&[], now(), 80, &PLAIN).len(), 1);
+    }
+}
