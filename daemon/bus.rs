@@ -225,23 +225,23 @@ impl Bus {
         last: bool,
     ) -> impl Stream<Item = EncodedEvent> + Send + 'static {
         let guard = SubscriberGuard::new(self.shared.clone());
-        let (receiver, mut snapshot, closed) = {
+        let (receiver, snapshot, closed) = {
             let topics = lock(&self.shared.topics);
             let closed = self.shared.closed.load(Ordering::Relaxed);
             let receiver = self.shared.sender.subscribe();
-            let snapshot: Vec<_> = if last {
+            let mut latest: Vec<_> = if last {
                 topics
                     .iter()
                     .filter(|(name, _)| filter.matches(name))
-                    .filter_map(|(_, topic)| topic.latest.as_ref())
-                    .map(|p| p.encoded.clone())
+                    .filter_map(|(name, topic)| Some((name.clone(), topic.latest.clone()?)))
                     .collect()
             } else {
                 Vec::new()
             };
+            latest.sort_by(|a, b| a.0.cmp(&b.0));
+            let snapshot: Vec<_> = latest.into_iter().map(|(_, p)| p.encoded).collect();
             (receiver, snapshot, closed)
         };
-        snapshot.sort_by(|a, b| a.0.cmp(&b.0));
         let live = stream::unfold(
             (receiver, filter, guard),
             move |(mut receiver, filter, guard)| async move {

@@ -6,8 +6,8 @@ use tonic::{Code, Status};
 pub enum Error {
     #[error("no service named {0:?}; `streamctl list` shows every service")]
     UnknownService(String),
-    #[error("{name}: the {kind} service is not available yet in this version of streamd")]
-    Unavailable { name: String, kind: String },
+    #[error("{kind} services are not available yet in this version of streamd")]
+    Unavailable { kind: String },
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },
     #[error("streamd is shutting down")]

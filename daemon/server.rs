@@ -6,8 +6,7 @@ use std::{future::Future, pin::Pin};
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, transport::server::TcpIncoming};
 
 use crate::{
     bus::{EncodedEvent, TopicFilter},
@@ -65,12 +64,19 @@ pub async fn serve(
         supervisor.bus().close();
         let _ = closed.send(());
     };
+    // Events are small and latency matters more than packet count; keepalives find
+    // subscribers whose host vanished without closing the connection.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(KEEPALIVE));
     let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(control)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+        .serve_with_incoming_shutdown(incoming, stop);
     // A subscriber that stopped reading would hold its stream open forever.
     let drain_deadline = async {
         match bus_closed.await {
@@ -86,6 +92,9 @@ pub async fn serve(
         }
     }
 }
+
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long subscribers get to receive the last events at shutdown.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

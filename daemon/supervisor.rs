@@ -231,7 +231,6 @@ impl Supervisor {
             .build(&params, &self.shared.env)
             .map_err(|e| match e {
                 Build::Unavailable => Error::Unavailable {
-                    name: spec.name.clone(),
                     kind: spec.kind.name.to_owned(),
                 },
                 Build::Param(e) => Error::invalid(format!("params.{}", e.key), e.message),
