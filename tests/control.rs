@@ -85,12 +85,7 @@ async fn start_streams_events_and_stop_ends_them() {
     // Ten intervals without a further event.
     assert_eq!(events.within(Duration::from_secs(1)).await, None);
 
-    let list = client
-        .list_services(pb::ListServicesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let streamer = list.services.iter().find(|s| s.name == "streamer").unwrap();
+    let streamer = daemon.service("streamer").await;
     assert_eq!(streamer.state(), pb::ServiceState::Stopped);
     assert!(streamer.events_published >= 3);
     assert!(streamer.last_event_at.is_some());
@@ -225,21 +220,7 @@ async fn list_shows_every_card() {
         .unwrap()
         .into_inner();
     let names: Vec<_> = list.services.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "activities",
-            "aq",
-            "emojis",
-            "images",
-            "kraken",
-            "leaderboard",
-            "reader",
-            "slugs",
-            "streamer",
-            "system"
-        ]
-    );
+    assert_eq!(names, crate::harness::SERVICES);
     for service in &list.services {
         assert!(!service.description.is_empty());
         assert!(service.interval.is_some());
@@ -427,4 +408,38 @@ async fn a_client_that_vanishes_is_forgotten() {
             snapshot.subscribers
         );
     }
+}
+
+#[tokio::test]
+async fn reflection_v1_describes_the_api() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let daemon = Daemon::start();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", daemon.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("{reply:?}")
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"streamhandler.v1.StreamHandler"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 }

@@ -10,24 +10,10 @@ use serde_json::Value;
 use streamhandler::pb;
 use tokio::process::Command;
 
-use crate::harness::{Daemon, text};
+use crate::harness::{Daemon, SERVICES, text};
 
 const GRPCURL: &str = "STREAMD_TEST_GRPCURL";
 const PYTHON: &str = "STREAMD_TEST_PYTHON";
-
-/// Every service a daemon without configuration knows.
-const SERVICES: [&str; 10] = [
-    "activities",
-    "aq",
-    "emojis",
-    "images",
-    "kraken",
-    "leaderboard",
-    "reader",
-    "slugs",
-    "streamer",
-    "system",
-];
 
 /// The `payload` oneof of `Event`, as protobuf JSON names its fields.
 const PAYLOADS: [&str; 8] = [

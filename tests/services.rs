@@ -169,13 +169,7 @@ async fn a_failing_step_is_an_error_event_and_the_service_carries_on() {
     )
     .unwrap();
     events.next_where(is_data).await;
-    let mut client = daemon.client().await;
-    let list = client
-        .list_services(pb::ListServicesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let images = list.services.iter().find(|s| s.name == "images").unwrap();
+    let images = daemon.service("images").await;
     assert_eq!(images.state(), pb::ServiceState::Running);
     assert!(images.errors >= 2);
     assert!(

@@ -20,6 +20,20 @@ pub const STREAMCTL: &str = env!("CARGO_BIN_EXE_streamctl");
 /// How long any single wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Every service a daemon without configuration knows: the original dashboard's cards.
+pub const SERVICES: [&str; 10] = [
+    "activities",
+    "aq",
+    "emojis",
+    "images",
+    "kraken",
+    "leaderboard",
+    "reader",
+    "slugs",
+    "streamer",
+    "system",
+];
+
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
@@ -91,6 +105,21 @@ impl Daemon {
         StreamHandlerClient::connect(format!("http://{}", self.addr))
             .await
             .unwrap()
+    }
+
+    /// One service as ListServices shows it now.
+    pub async fn service(&self, name: &str) -> pb::ServiceInfo {
+        let list = self
+            .client()
+            .await
+            .list_services(pb::ListServicesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        list.services
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no service {name}"))
     }
 
     /// A `streamctl` command aimed at this daemon.
