@@ -111,7 +111,83 @@ fn one_line(payload: &Payload, palette: &Palette) -> String {
         ),
         Payload::System(system) => system_line(system),
         Payload::Points(points) => points_summary(points),
+        Payload::Slugs(slugs) => slugs.strings.join(" "),
+        Payload::Emoji(emoji) => format!(
+            "{}  {} · {} / {}",
+            emoji.character, emoji.name, emoji.category, emoji.group
+        ),
+        Payload::Activity(activity) => activity_line(activity),
+        Payload::AirQuality(aq) => air_quality_line(aq),
+        Payload::Ticker(t) => format!(
+            "{}  last {}  bid {}  ask {} · 24h low {} high {} vol {} · {} trades",
+            t.pair, t.last, t.bid, t.ask, t.low_24h, t.high_24h, t.volume_24h, t.trades_24h
+        ),
+        Payload::Spread(s) => format!(
+            "{}  bid {} ({})  ask {} ({})",
+            s.pair, s.bid, s.bid_volume, s.ask, s.ask_volume
+        ),
+        Payload::Book(book) => book_line(book),
     }
+}
+
+/// `activity · type · N participants · price 0.10 · link`.
+fn activity_line(activity: &pb::Activity) -> String {
+    let mut line = format!(
+        "{} · {} · {} · price {:.2}",
+        activity.activity,
+        activity.r#type,
+        format::count(
+            u64::from(activity.participants),
+            "participant",
+            "participants"
+        ),
+        activity.price
+    );
+    if !activity.link.is_empty() {
+        line.push_str(&format!(" · {}", activity.link));
+    }
+    line
+}
+
+/// `N locations · NAME (locality, CC): pm25, o3 · …`, naming the first few.
+fn air_quality_line(aq: &pb::AirQuality) -> String {
+    const SHOWN: usize = 3;
+    let mut line = format::count(aq.locations.len() as u64, "location", "locations");
+    for location in aq.locations.iter().take(SHOWN) {
+        let place: Vec<_> = [location.locality.as_str(), location.country.as_str()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect();
+        line.push_str(&format!(" · {}", location.name));
+        if !place.is_empty() {
+            line.push_str(&format!(" ({})", place.join(", ")));
+        }
+        if !location.parameters.is_empty() {
+            line.push_str(&format!(": {}", location.parameters.join(", ")));
+        }
+    }
+    if aq.locations.len() > SHOWN {
+        line.push_str(" · …");
+    }
+    line
+}
+
+/// `PAIR  bid PRICE (VOLUME) | ask PRICE (VOLUME) · N×M levels`: the top of the book.
+fn book_line(book: &pb::Book) -> String {
+    let level = |level: Option<&pb::BookLevel>| {
+        level.map_or_else(
+            || "-".to_string(),
+            |l| format!("{} ({})", l.price, l.volume),
+        )
+    };
+    format!(
+        "{}  bid {} | ask {} · {}×{} levels",
+        book.pair,
+        level(book.bids.first()),
+        level(book.asks.first()),
+        book.bids.len(),
+        book.asks.len()
+    )
 }
 
 /// `started`, `stopped: why`, `error: what`, `restarting in 1.2s (attempt 2): why`,

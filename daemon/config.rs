@@ -324,9 +324,7 @@ mod tests {
     use super::*;
 
     fn env() -> Environment {
-        Environment {
-            data_dir: PathBuf::from("/nonexistent"),
-        }
+        Environment::new(PathBuf::from("/nonexistent")).unwrap()
     }
 
     fn error(text: &str) -> (Option<usize>, String, String) {

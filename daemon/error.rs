@@ -10,6 +10,8 @@ pub enum Error {
     Unavailable { kind: String },
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("streamd is shutting down")]
     ShuttingDown,
 }
@@ -29,6 +31,7 @@ impl From<Error> for Status {
             Error::UnknownService(_) => Code::NotFound,
             Error::Unavailable { .. } => Code::Unimplemented,
             Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::ShuttingDown => Code::Unavailable,
         };
         Status::new(code, error.to_string())

@@ -56,7 +56,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
-    let env = Environment { data_dir };
+    let env = Environment::new(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
     let config = match &args.config {
         Some(path) => Config::load(path, &env).map_err(|e| anyhow::anyhow!("bad config: {e}"))?,
         None => Config::builtin(),

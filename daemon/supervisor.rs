@@ -143,6 +143,8 @@ struct Status {
     restarts: u64,
     last_error: String,
     last_event_at: Option<SystemTime>,
+    /// What the service reports of itself; see [`StepContext::set_status`].
+    reported: BTreeMap<String, String>,
 }
 
 /// The outcome of a start.
@@ -175,6 +177,7 @@ impl Supervisor {
                     restarts: 0,
                     last_error: String::new(),
                     last_event_at: None,
+                    reported: BTreeMap::new(),
                 };
                 let slot = Slot {
                     spec,
@@ -234,6 +237,7 @@ impl Supervisor {
                     kind: spec.kind.name.to_owned(),
                 },
                 Build::Param(e) => Error::invalid(format!("params.{}", e.key), e.message),
+                Build::Precondition(message) => Error::FailedPrecondition(message),
             })?;
         {
             let mut status = lock(&slot.status);
@@ -242,6 +246,7 @@ impl Supervisor {
             status.params = params.clone();
             status.started_at = Some(SystemTime::now());
             status.restarts = 0;
+            status.reported.clear();
         }
         tracing::info!(service = %spec.name, ?interval, "started");
         // Before the task exists, so that "started" precedes the service's first event.
@@ -364,6 +369,18 @@ impl Publisher {
         Ok(seq)
     }
 
+    /// Sets one entry of what the service reports of itself in ListServices.
+    pub fn set_status(&self, key: &str, value: String) {
+        lock(&self.slot.status)
+            .reported
+            .insert(key.to_owned(), value);
+    }
+
+    /// Data events published since the daemon started.
+    fn published(&self) -> u64 {
+        lock(&self.slot.status).events
+    }
+
     /// Counts and reports a failed step, or a problem a step carries on through.
     pub fn error(&self, message: String) {
         tracing::debug!(service = %self.slot.spec.name, %message, "step failed");
@@ -472,12 +489,23 @@ impl Runner {
         }
     }
 
-    /// Runs steps until the service is stopped or its worker crashes.
+    /// Runs steps until the service is stopped or its worker crashes. Each failed step
+    /// in a row lengthens the wait before the next, up to the restart policy's
+    /// `max_backoff`; a step that succeeds, or publishes before failing (a connection
+    /// that served a while), resets it.
     async fn run_steps(&self, worker: &mut dyn Worker, ctx: &StepContext) -> Ended {
+        let mut failures = 0;
         loop {
+            let published = ctx.publisher.published();
             match AssertUnwindSafe(worker.step(ctx)).catch_unwind().await {
-                Ok(Ok(())) => {}
-                Ok(Err(StepError::Step(message))) => ctx.publisher.error(message),
+                Ok(Ok(())) => failures = 0,
+                Ok(Err(StepError::Step(message))) => {
+                    ctx.publisher.error(message);
+                    if ctx.publisher.published() > published {
+                        failures = 0;
+                    }
+                    failures += 1;
+                }
                 Ok(Err(StepError::Fatal(message))) => {
                     lock(&self.slot.status).errors += 1;
                     return Ended::Crashed(message);
@@ -487,12 +515,34 @@ impl Runner {
                     return Ended::Crashed(format!("panicked: {}", panic_message(&*panic)));
                 }
             }
+            let wait = self.wait_after(failures);
             tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => return Ended::Stopped,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// The wait before the next step after `failures` failed steps in a row: the
+    /// interval, doubled for each failure after the first, capped, with jitter.
+    fn wait_after(&self, failures: u32) -> Duration {
+        if failures <= 1 {
+            return self.interval;
+        }
+        let cap = self
+            .supervisor
+            .shared
+            .settings
+            .restart
+            .max_backoff
+            .max(self.interval);
+        let full = self
+            .interval
+            .saturating_mul(1 << (failures - 1).min(20))
+            .min(cap);
+        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+            .max(self.interval)
     }
 
     fn fail(&self, message: String) {
@@ -543,6 +593,7 @@ impl Slot {
             last_event_at: status.last_event_at.map(Into::into),
             description: self.spec.kind.description.to_owned(),
             available: self.spec.kind.build.is_some(),
+            status: status.reported.clone().into_iter().collect(),
         }
     }
 }
@@ -661,9 +712,7 @@ mod tests {
             },
             stop_timeout,
         };
-        let env = Environment {
-            data_dir: "/nonexistent".into(),
-        };
+        let env = Environment::new("/nonexistent".into()).unwrap();
         Supervisor::new(Bus::default(), env, settings, specs)
     }
 

@@ -28,6 +28,22 @@ pub type Params = BTreeMap<String, String>;
 pub struct Environment {
     /// The daemon's data directory, which holds the built-in texts and images.
     pub data_dir: PathBuf,
+    /// One HTTP client for every poller, so they share its connection pool.
+    pub http: reqwest::Client,
+}
+
+/// How long an HTTP poll may take, from connecting to the end of the body.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Environment {
+    pub fn new(data_dir: PathBuf) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("streamd/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(HTTP_TIMEOUT)
+            .build()?;
+        Ok(Self { data_dir, http })
+    }
 }
 
 /// Does a service's work, one step at a time.
@@ -88,6 +104,12 @@ impl StepContext {
         self.publisher.error(message)
     }
 
+    /// Sets one entry of what the service reports of itself, shown in ListServices:
+    /// a connection's state, the time of the last heartbeat, a count of skipped frames.
+    pub fn set_status(&self, key: &str, value: impl Into<String>) {
+        self.publisher.set_status(key, value.into())
+    }
+
     /// Resolves when the service is asked to stop. Long-running steps return soon after.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
@@ -99,11 +121,21 @@ impl StepContext {
     }
 }
 
-/// One parameter a kind accepts.
+/// One parameter a kind accepts. A name ending in `.*` stands for a family of
+/// parameters: `header.*` accepts `header.Accept`, `header.X-Api-Key` and so on.
 #[derive(Debug)]
 pub struct ParamSpec {
     pub name: &'static str,
     pub help: &'static str,
+}
+
+impl ParamSpec {
+    fn accepts(&self, key: &str) -> bool {
+        match self.name.strip_suffix('*') {
+            Some(prefix) => key.len() > prefix.len() && key.starts_with(prefix),
+            None => key == self.name,
+        }
+    }
 }
 
 /// Builds a worker from its parameters: parses and checks them, does no I/O.
@@ -126,7 +158,7 @@ impl Kind {
         let build = self.build.ok_or(Build::Unavailable)?;
         if let Some(unknown) = params
             .keys()
-            .find(|k| !self.params.iter().any(|p| p.name == k.as_str()))
+            .find(|k| !self.params.iter().any(|p| p.accepts(k)))
         {
             let known: Vec<_> = self.params.iter().map(|p| p.name).collect();
             let message = if known.is_empty() {
@@ -151,6 +183,9 @@ pub enum Build {
     Unavailable,
     #[error(transparent)]
     Param(#[from] ParamError),
+    /// The daemon lacks something the service needs, such as an environment variable.
+    #[error("{0}")]
+    Precondition(String),
 }
 
 const fn planned(name: &'static str, description: &'static str, interval_ms: u64) -> Kind {

@@ -92,9 +92,7 @@ mod tests {
 
     #[test]
     fn counts_are_checked() {
-        let env = Environment {
-            data_dir: "/tmp".into(),
-        };
+        let env = Environment::new("/tmp".into()).unwrap();
         let params = Params::from([("series".to_owned(), "0".to_owned())]);
         let err = build(&params, &env).err().unwrap();
         assert_eq!(err.key, "series");
