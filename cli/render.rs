@@ -3,11 +3,13 @@
 //! streamer's points, a braille plot on the lines below.
 
 use owo_colors::{AnsiColors, Style};
-use streamhandler::pb::{self, ServiceState, event::Payload, lifecycle::Kind};
+use streamhandler::{
+    json::from_struct,
+    pb::{self, ServiceState, event::Payload, lifecycle::Kind},
+};
 
 use crate::{
     format,
-    json::from_struct,
     plot::Canvas,
     term::{Palette, styles},
 };
@@ -372,6 +374,60 @@ mod tests {
             height: 480,
         });
         assert_eq!(render(image), "cat.png  640x480  image/png  1.2 KiB");
+    }
+
+    #[test]
+    fn network_cards() {
+        let slugs = Payload::Slugs(pb::Slugs {
+            strings: vec!["ab".into(), "cd".into()],
+        });
+        assert_eq!(render(slugs), "ab cd");
+        let emoji = Payload::Emoji(pb::Emoji {
+            name: "grinning face".into(),
+            category: "smileys and people".into(),
+            group: "face positive".into(),
+            character: "😀".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            render(emoji),
+            "😀  grinning face · smileys and people / face positive"
+        );
+        let activity = Payload::Activity(pb::Activity {
+            activity: "Learn Express.js".into(),
+            r#type: "education".into(),
+            participants: 1,
+            price: 0.1,
+            link: "https://expressjs.com/".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            render(activity),
+            "Learn Express.js · education · 1 participant · price 0.10 · https://expressjs.com/"
+        );
+        let level = |price: &str, volume: &str| pb::BookLevel {
+            price: price.into(),
+            volume: volume.into(),
+        };
+        let book = Payload::Book(pb::Book {
+            pair: "XBT/USD".into(),
+            asks: vec![level("5541.3", "2.5")],
+            bids: vec![level("5541.2", "1.0"), level("5540.0", "3.0")],
+            checksum: 0,
+        });
+        assert_eq!(
+            render(book),
+            "XBT/USD  bid 5541.2 (1.0) | ask 5541.3 (2.5) · 2×1 levels"
+        );
+        let spread = Payload::Spread(pb::Spread {
+            pair: "XBT/USD".into(),
+            bid: "1".into(),
+            ask: "2".into(),
+            bid_volume: "3".into(),
+            ask_volume: "4".into(),
+            timestamp: String::new(),
+        });
+        assert_eq!(render(spread), "XBT/USD  bid 1 (3)  ask 2 (4)");
     }
 
     #[test]

@@ -158,7 +158,7 @@ fn apply_service(
         }
         (_, Some(i)) => specs[i].kind,
         (Some(kind), None) => services::kind(kind.get_ref()).ok_or_else(|| {
-            let known: Vec<_> = services::KINDS.iter().map(|k| k.name).collect();
+            let known: Vec<_> = services::kinds().map(|k| k.name).collect();
             Problem::at(
                 kind,
                 &format!("{key}.kind"),

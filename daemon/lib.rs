@@ -9,6 +9,7 @@
 pub mod bus;
 pub mod config;
 pub mod error;
+pub mod json;
 pub mod pb;
 pub mod server;
 pub mod services;

@@ -618,7 +618,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::{bus::TopicFilter, services::ParamError};
+    use crate::bus::TopicFilter;
 
     /// Panics on every step.
     struct Panics;
@@ -675,7 +675,7 @@ mod tests {
                 default_interval: Duration::from_millis(10),
                 params: &[],
                 build: Some(
-                    |_: &Params, _: &Environment| -> Result<Box<dyn Worker>, ParamError> {
+                    |_: &Params, _: &Environment| -> Result<Box<dyn Worker>, Build> {
                         Ok(Box::new($worker))
                     },
                 ),

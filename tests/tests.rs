@@ -7,5 +7,8 @@ mod cli;
 mod config;
 mod control;
 mod foreign;
+mod http;
+mod kraken;
 mod services;
 mod shutdown;
+mod websocket;

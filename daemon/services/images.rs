@@ -9,7 +9,7 @@ use imagesize::ImageType;
 use rand::seq::IndexedRandom;
 use tokio::io::AsyncReadExt;
 
-use super::{Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker};
+use super::{Build, Environment, Kind, ParamSpec, Params, StepContext, StepError, Worker};
 use crate::pb::{self, event::Payload};
 
 pub const KIND: Kind = Kind {
@@ -44,7 +44,7 @@ pub(super) fn install_builtin(data_dir: &std::path::Path) -> std::io::Result<()>
     super::install_files(&data_dir.join("images"), AVATARS)
 }
 
-fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, ParamError> {
+fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
     let dir = params
         .get("dir")
         .map_or_else(|| env.data_dir.join("images"), PathBuf::from);

@@ -4,10 +4,13 @@
 //! timer. Workers never see gRPC or the supervisor's bookkeeping: a step gets a
 //! [`StepContext`] to publish through and to notice a stop request.
 
+mod http;
 mod images;
+mod kraken;
 mod reader;
 mod streamer;
 mod system;
+mod websocket;
 
 use std::{
     collections::BTreeMap,
@@ -32,15 +35,11 @@ pub struct Environment {
     pub http: reqwest::Client,
 }
 
-/// How long an HTTP poll may take, from connecting to the end of the body.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl Environment {
     pub fn new(data_dir: PathBuf) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("streamd/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .timeout(HTTP_TIMEOUT)
             .build()?;
         Ok(Self { data_dir, http })
     }
@@ -139,7 +138,7 @@ impl ParamSpec {
 }
 
 /// Builds a worker from its parameters: parses and checks them, does no I/O.
-pub type BuildFn = fn(&Params, &Environment) -> Result<Box<dyn Worker>, ParamError>;
+pub type BuildFn = fn(&Params, &Environment) -> Result<Box<dyn Worker>, Build>;
 
 /// A kind of service.
 #[derive(Debug)]
@@ -172,7 +171,7 @@ impl Kind {
             };
             return Err(Build::Param(ParamError::new(unknown, message)));
         }
-        build(params, env).map_err(Build::Param)
+        build(params, env)
     }
 }
 
@@ -198,24 +197,33 @@ const fn planned(name: &'static str, description: &'static str, interval_ms: u64
     }
 }
 
-/// Every kind, and so every card of the dashboard: each kind has a service of its own
-/// name out of the box.
+/// The kinds of the dashboard's cards: each has a service of its own name out of the
+/// box.
 pub static KINDS: &[Kind] = &[
-    planned("activities", "a random activity from an HTTP API", 2000),
-    planned("aq", "air quality readings from OpenAQ", 2000),
-    planned("emojis", "a random emoji from an HTTP API", 2000),
+    http::ACTIVITIES,
+    http::AQ,
+    http::EMOJIS,
     images::KIND,
-    planned("kraken", "Kraken's live ticker, spread and book", 5000),
+    kraken::KIND,
     planned("leaderboard", "user scores kept in a database", 1000),
     reader::KIND,
-    planned("slugs", "random strings from an HTTP API", 2000),
+    http::SLUGS,
     streamer::KIND,
     system::KIND,
 ];
 
+/// Kinds that do nothing until configured (which URL to poll, say): services of these
+/// kinds exist only where the configuration adds them.
+pub static GENERIC_KINDS: &[Kind] = &[http::HTTP, websocket::KIND];
+
+/// Every kind.
+pub fn kinds() -> impl Iterator<Item = &'static Kind> {
+    KINDS.iter().chain(GENERIC_KINDS)
+}
+
 /// Looks a kind up by name.
 pub fn kind(name: &str) -> Option<&'static Kind> {
-    KINDS.iter().find(|k| k.name == name)
+    kinds().find(|k| k.name == name)
 }
 
 /// Writes the built-in texts and images into the data directory, where the reader and

@@ -18,7 +18,9 @@ use tokio::{
     io::{AsyncReadExt, AsyncSeekExt},
 };
 
-use super::{Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker};
+use super::{
+    Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
+};
 use crate::pb::{self, event::Payload};
 
 pub const KIND: Kind = Kind {
@@ -76,13 +78,16 @@ pub(super) fn install_builtin(data_dir: &Path) -> std::io::Result<()> {
     super::install_files(&data_dir.join("poems"), POEMS)
 }
 
-fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, ParamError> {
+fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
     match (params.get("dir"), params.get("follow")) {
         (Some(_), Some(_)) => Err(ParamError::new(
             "follow",
             "set either dir (random texts) or follow (appended lines), not both",
-        )),
-        (_, Some(path)) if path.is_empty() => Err(ParamError::new("follow", "must name a file")),
+        )
+        .into()),
+        (_, Some(path)) if path.is_empty() => {
+            Err(ParamError::new("follow", "must name a file").into())
+        }
         (_, Some(path)) => Ok(Box::new(Follower::new(PathBuf::from(path)))),
         (dir, None) => Ok(Box::new(Texts {
             dir: dir.map_or_else(|| env.data_dir.join("poems"), PathBuf::from),

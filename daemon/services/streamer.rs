@@ -32,7 +32,7 @@ struct Streamer {
     max_points: usize,
 }
 
-fn build(params: &Params, _: &Environment) -> Result<Box<dyn Worker>, super::ParamError> {
+fn build(params: &Params, _: &Environment) -> Result<Box<dyn Worker>, super::Build> {
     let count = |key, default| {
         params
             .get(key)
@@ -94,7 +94,9 @@ mod tests {
     fn counts_are_checked() {
         let env = Environment::new("/tmp".into()).unwrap();
         let params = Params::from([("series".to_owned(), "0".to_owned())]);
-        let err = build(&params, &env).err().unwrap();
+        let Some(crate::services::Build::Param(err)) = build(&params, &env).err() else {
+            panic!("series=0 accepted")
+        };
         assert_eq!(err.key, "series");
     }
 }

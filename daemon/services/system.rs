@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Environment, Kind, ParamError, Params, StepContext, StepError, Worker};
+use super::{Build, Environment, Kind, Params, StepContext, StepError, Worker};
 use crate::pb::{self, event::Payload};
 
 pub const KIND: Kind = Kind {
@@ -17,7 +17,7 @@ pub const KIND: Kind = Kind {
     build: Some(build),
 };
 
-fn build(_: &Params, _: &Environment) -> Result<Box<dyn Worker>, ParamError> {
+fn build(_: &Params, _: &Environment) -> Result<Box<dyn Worker>, Build> {
     Ok(Box::new(System { last_cpu: None }))
 }
 

@@ -56,6 +56,20 @@ impl Daemon {
 
     /// Starts streamd listening on `listen`; on failure returns what it wrote.
     pub fn try_start(args: &[&str], listen: &str) -> Result<Self, String> {
+        Self::try_start_with_env(args, listen, &[])
+    }
+
+    /// Starts streamd with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::try_start_with_env(args, "127.0.0.1:0", env)
+            .unwrap_or_else(|log| panic!("streamd did not start:\n{log}"))
+    }
+
+    fn try_start_with_env(
+        args: &[&str],
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let data_dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(STREAMD)
             .args(["--listen", listen, "--data-dir"])
@@ -63,6 +77,8 @@ impl Daemon {
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("STREAMD_CONFIG")
+            .env_remove("OPEN_AQ_KEY")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

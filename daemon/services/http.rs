@@ -1,0 +1,639 @@
+//! HTTP pollers: each step makes one request and publishes what the JSON reply holds.
+//!
+//! `slugs`, `emojis`, `activities` and `aq` are the original dashboard's API cards, each
+//! with its own typed payload; `http` polls any JSON API, picking output fields with JSON
+//! pointers. They share the daemon's one HTTP client. Every failure (no connection, a
+//! timeout, a non-2xx status, a body that is not JSON, a field missing or of the wrong
+//! type) is a failed step: an error event, and the service polls again later, backing
+//! off while failures repeat.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_trait::async_trait;
+use reqwest::{
+    Method, Url,
+    header::{HeaderMap, HeaderName, HeaderValue},
+};
+use serde_json::Value;
+
+use super::{
+    Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
+};
+use crate::pb::{self, event::Payload};
+
+/// How long a request may take, from connecting to the end of the reply, by default.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Replies larger than this are refused rather than read into memory.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+const URL: ParamSpec = ParamSpec {
+    name: "url",
+    help: "the endpoint to poll",
+};
+
+const TIMEOUT: ParamSpec = ParamSpec {
+    name: "timeout",
+    help: "how long a request may take, e.g. 5s (default 10s)",
+};
+
+pub const SLUGS: Kind = Kind {
+    name: "slugs",
+    description: "random strings from an HTTP API",
+    default_interval: std::time::Duration::from_secs(2),
+    params: &[URL, TIMEOUT],
+    build: Some(|params, env| {
+        card(
+            params,
+            env,
+            "https://ciprand.p3p.repl.co/api?len=20&count=10",
+            slugs,
+        )
+    }),
+};
+
+pub const EMOJIS: Kind = Kind {
+    name: "emojis",
+    description: "a random emoji from an HTTP API",
+    default_interval: std::time::Duration::from_secs(2),
+    params: &[URL, TIMEOUT],
+    build: Some(|params, env| card(params, env, "https://emojihub.yurace.pro/api/random", emoji)),
+};
+
+pub const ACTIVITIES: Kind = Kind {
+    name: "activities",
+    description: "a random activity from an HTTP API",
+    default_interval: std::time::Duration::from_secs(2),
+    params: &[URL, TIMEOUT],
+    build: Some(|params, env| {
+        card(
+            params,
+            env,
+            "https://bored-api.appbrewery.com/random",
+            activity,
+        )
+    }),
+};
+
+/// The environment variable that holds the OpenAQ API key.
+const OPEN_AQ_KEY: &str = "OPEN_AQ_KEY";
+
+pub const AQ: Kind = Kind {
+    name: "aq",
+    description: "air quality monitoring locations from OpenAQ",
+    default_interval: std::time::Duration::from_secs(2),
+    params: &[URL, TIMEOUT],
+    build: Some(|params, env| {
+        let mut poller = poller(
+            params,
+            env,
+            "https://api.openaq.org/v3/locations?coordinates=39.6,-104.8&radius=25000&limit=100",
+            Decode::Typed(air_quality),
+        )?;
+        let key = std::env::var(OPEN_AQ_KEY).map_err(|_| {
+            Build::Precondition(format!(
+                "aq needs an OpenAQ API key in the {OPEN_AQ_KEY} environment variable of streamd"
+            ))
+        })?;
+        let mut key = HeaderValue::from_str(&key).map_err(|_| {
+            Build::Precondition(format!("{OPEN_AQ_KEY} is not a valid header value"))
+        })?;
+        key.set_sensitive(true);
+        poller.headers.insert("x-api-key", key);
+        Ok(Box::new(poller))
+    }),
+};
+
+pub const HTTP: Kind = Kind {
+    name: "http",
+    description: "any JSON API, with output fields picked by JSON pointers",
+    default_interval: std::time::Duration::from_secs(10),
+    params: &[
+        URL,
+        TIMEOUT,
+        ParamSpec {
+            name: "method",
+            help: "GET (default), POST, PUT, ...",
+        },
+        ParamSpec {
+            name: "body",
+            help: "a request body, sent as JSON",
+        },
+        ParamSpec {
+            name: "header.*",
+            help: "a request header; ${VAR} in the value is replaced by that environment variable",
+        },
+        ParamSpec {
+            name: "field.*",
+            help: "an output field and the JSON pointer (RFC 6901) to its value, e.g. field.price=/data/price; without any, the whole reply",
+        },
+    ],
+    build: Some(build_http),
+};
+
+/// How a reply becomes a payload.
+enum Decode {
+    /// A card's own reading of its API.
+    Typed(fn(&Value) -> Result<Payload, String>),
+    /// Named fields picked by JSON pointers, or the whole reply when there are none.
+    Fields(BTreeMap<String, String>),
+}
+
+struct Poller {
+    client: reqwest::Client,
+    timeout: Duration,
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Option<String>,
+    decode: Decode,
+}
+
+fn parse_timeout(params: &Params) -> Result<Duration, ParamError> {
+    match params.get("timeout") {
+        None => Ok(DEFAULT_TIMEOUT),
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err(ParamError::new(
+                "timeout",
+                format!("{text:?} is not a duration like \"5s\" or \"500ms\""),
+            )),
+        },
+    }
+}
+
+fn parse_url(params: &Params, default: Option<&str>) -> Result<Url, ParamError> {
+    let text = params
+        .get("url")
+        .map(String::as_str)
+        .or(default)
+        .ok_or_else(|| ParamError::new("url", "required"))?;
+    let url = Url::parse(text).map_err(|e| ParamError::new("url", format!("{text:?}: {e}")))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(ParamError::new(
+            "url",
+            format!("{other}: is not http or https"),
+        )),
+    }
+}
+
+fn poller(
+    params: &Params,
+    env: &Environment,
+    default_url: &str,
+    decode: Decode,
+) -> Result<Poller, Build> {
+    let mut headers = HeaderMap::new();
+    headers.insert("accept", HeaderValue::from_static("application/json"));
+    Ok(Poller {
+        client: env.http.clone(),
+        timeout: parse_timeout(params)?,
+        method: Method::GET,
+        url: parse_url(params, Some(default_url))?,
+        headers,
+        body: None,
+        decode,
+    })
+}
+
+fn card(
+    params: &Params,
+    env: &Environment,
+    default_url: &str,
+    decode: fn(&Value) -> Result<Payload, String>,
+) -> Result<Box<dyn Worker>, Build> {
+    Ok(Box::new(poller(
+        params,
+        env,
+        default_url,
+        Decode::Typed(decode),
+    )?))
+}
+
+fn build_http(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
+    let mut headers = HeaderMap::new();
+    headers.insert("accept", HeaderValue::from_static("application/json"));
+    let mut fields = BTreeMap::new();
+    for (key, value) in params {
+        if let Some(name) = key.strip_prefix("header.") {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| ParamError::new(key, format!("not a header name: {e}")))?;
+            let mut value = HeaderValue::from_str(&expand_env(key, value)?)
+                .map_err(|e| ParamError::new(key, format!("not a header value: {e}")))?;
+            // Never shown by Debug, so no log line can carry it.
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        } else if let Some(name) = key.strip_prefix("field.") {
+            if !(value.is_empty() || value.starts_with('/')) {
+                return Err(ParamError::new(
+                    key,
+                    format!(
+                        "{value:?} is not a JSON pointer: it starts with '/', e.g. /data/0/name"
+                    ),
+                )
+                .into());
+            }
+            fields.insert(name.to_owned(), value.clone());
+        }
+    }
+    let method = match params.get("method") {
+        None => Method::GET,
+        Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| ParamError::new("method", format!("{m:?} is not an HTTP method")))?,
+    };
+    let body = params.get("body").cloned();
+    if let Some(body) = &body {
+        serde_json::from_str::<Value>(body)
+            .map_err(|e| ParamError::new("body", format!("not JSON: {e}")))?;
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+    }
+    Ok(Box::new(Poller {
+        client: env.http.clone(),
+        timeout: parse_timeout(params)?,
+        method,
+        url: parse_url(params, None)?,
+        headers,
+        body,
+        decode: Decode::Fields(fields),
+    }))
+}
+
+/// Replaces each `${VAR}` in a parameter's value with that environment variable.
+fn expand_env(key: &str, value: &str) -> Result<String, Build> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start..].find('}') else {
+            return Err(ParamError::new(key, "has \"${\" without a closing \"}\"").into());
+        };
+        let var = &rest[start + 2..start + len];
+        out.push_str(&rest[..start]);
+        out.push_str(&std::env::var(var).map_err(|_| {
+            Build::Precondition(format!(
+                "params.{key} needs the {var} environment variable of streamd, which is not set"
+            ))
+        })?);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[async_trait]
+impl Worker for Poller {
+    async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+        let failed =
+            |what: String| StepError::Step(format!("{} {}: {what}", self.method, self.url));
+        let mut request = self
+            .client
+            .request(self.method.clone(), self.url.clone())
+            .timeout(self.timeout)
+            .headers(self.headers.clone());
+        if let Some(body) = &self.body {
+            request = request.body(body.clone());
+        }
+        let mut response = request.send().await.map_err(|e| failed(describe(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(failed(format!("HTTP {status}")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed(describe(&e)))? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(failed(format!("reply larger than {MAX_BODY_BYTES} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let json: Value = serde_json::from_slice(&body)
+            .map_err(|e| failed(format!("reply is not JSON ({e}): {}", preview(&body))))?;
+        let payload = match &self.decode {
+            Decode::Typed(decode) => decode(&json),
+            Decode::Fields(fields) => pick(&json, fields),
+        }
+        .map_err(failed)?;
+        ctx.publish(payload)
+    }
+}
+
+/// What went wrong with a request, in the words of its innermost cause (e.g.
+/// "Connection refused"), which says more than reqwest's outer layers.
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_owned();
+    }
+    if error.is_connect() {
+        // Say so, since the innermost cause alone may be just "No such file or directory"
+        // or "failed to lookup address information".
+        return format!("cannot connect: {}", innermost(error));
+    }
+    innermost(error)
+}
+
+/// The message of the innermost cause of an error, without the "(os error N)" suffix.
+fn innermost(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let text = cause.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// The start of a body that was not JSON, for the error event.
+fn preview(body: &[u8]) -> String {
+    const SHOWN: usize = 80;
+    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
+    let mut preview = format!("{:?}", text.trim());
+    if body.len() > SHOWN {
+        preview.push('…');
+    }
+    preview
+}
+
+/// The generic poller's payload: the named fields, or the whole reply.
+fn pick(json: &Value, fields: &BTreeMap<String, String>) -> Result<Payload, String> {
+    if fields.is_empty() {
+        return Ok(Payload::Data(crate::json::to_struct_wrapped(json.clone())));
+    }
+    let mut picked = serde_json::Map::new();
+    for (name, pointer) in fields {
+        let value = json
+            .pointer(pointer)
+            .ok_or_else(|| format!("field {name}: nothing at {pointer:?} in the reply"))?;
+        picked.insert(name.clone(), value.clone());
+    }
+    Ok(Payload::Data(crate::json::to_struct(picked)))
+}
+
+/// Reads JSON fields by pointer, with errors that say which field and why.
+struct Fields<'a>(&'a Value);
+
+impl<'a> Fields<'a> {
+    fn get(&self, pointer: &str) -> Result<&'a Value, String> {
+        self.0
+            .pointer(pointer)
+            .ok_or_else(|| format!("field {pointer} is missing"))
+    }
+
+    fn string(&self, pointer: &str) -> Result<String, String> {
+        match self.get(pointer)? {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(wrong_type(pointer, "a string", other)),
+        }
+    }
+
+    /// A string field that may be absent or null.
+    fn optional_string(&self, pointer: &str) -> Result<String, String> {
+        match self.0.pointer(pointer) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(_) => self.string(pointer),
+        }
+    }
+
+    fn number(&self, pointer: &str) -> Result<f64, String> {
+        self.get(pointer)?.as_f64().ok_or_else(|| {
+            wrong_type(
+                pointer,
+                "a number",
+                self.0.pointer(pointer).unwrap_or(&Value::Null),
+            )
+        })
+    }
+
+    fn strings(&self, pointer: &str) -> Result<Vec<String>, String> {
+        match self.get(pointer)? {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, _)| self.string(&format!("{pointer}/{i}")))
+                .collect(),
+            other => Err(wrong_type(pointer, "a list of strings", other)),
+        }
+    }
+}
+
+fn wrong_type(pointer: &str, expected: &str, found: &Value) -> String {
+    let found = match found {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    };
+    format!("field {pointer} is {found}, not {expected}")
+}
+
+/// `{"Strings": ["...", ...]}`.
+fn slugs(json: &Value) -> Result<Payload, String> {
+    Ok(Payload::Slugs(pb::Slugs {
+        strings: Fields(json).strings("/Strings")?,
+    }))
+}
+
+/// `{"name", "category", "group", "htmlCode": [...], "unicode": ["U+1F600", ...]}`.
+fn emoji(json: &Value) -> Result<Payload, String> {
+    let fields = Fields(json);
+    let unicode = fields.strings("/unicode")?;
+    let character = unicode
+        .iter()
+        .map(|code| render_code_point(code))
+        .collect::<Result<String, String>>()?;
+    Ok(Payload::Emoji(pb::Emoji {
+        name: fields.string("/name")?,
+        category: fields.string("/category")?,
+        group: fields.string("/group")?,
+        html_codes: fields.strings("/htmlCode")?,
+        unicode,
+        character,
+    }))
+}
+
+/// "U+1F600" as the character itself. One code may hold several, space-separated
+/// ("U+1F468 U+200D U+1F4BB"), as some emoji are sequences.
+fn render_code_point(code: &str) -> Result<String, String> {
+    code.split_whitespace()
+        .map(|part| {
+            let hex = part
+                .strip_prefix("U+")
+                .or_else(|| part.strip_prefix("u+"))
+                .unwrap_or(part);
+            u32::from_str_radix(hex, 16)
+                .ok()
+                .and_then(char::from_u32)
+                .ok_or_else(|| {
+                    format!("field /unicode holds {code:?}, not a code point like \"U+1F600\"")
+                })
+        })
+        .collect()
+}
+
+/// `{"activity", "type", "participants", "price", "accessibility", "link", "key"}`;
+/// accessibility is a number from the original API and words from its successor.
+fn activity(json: &Value) -> Result<Payload, String> {
+    let fields = Fields(json);
+    let accessibility = match json.get("accessibility") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(wrong_type("/accessibility", "a number or a string", other)),
+    };
+    let participants = fields.number("/participants")?;
+    if participants < 0.0 || participants.fract() != 0.0 || participants > f64::from(u32::MAX) {
+        return Err(format!(
+            "field /participants is {participants}, not a count"
+        ));
+    }
+    Ok(Payload::Activity(pb::Activity {
+        activity: fields.string("/activity")?,
+        r#type: fields.string("/type")?,
+        participants: participants as u32,
+        price: fields.number("/price")?,
+        accessibility,
+        link: fields.optional_string("/link")?,
+        key: fields.optional_string("/key")?,
+    }))
+}
+
+/// OpenAQ v3 `/locations`: `{"results": [{"id", "name", "locality", "country": {"code"},
+/// "coordinates": {"latitude", "longitude"}, "datetimeLast": {"utc"},
+/// "sensors": [{"parameter": {"name"}}]}]}`.
+fn air_quality(json: &Value) -> Result<Payload, String> {
+    let Value::Array(results) = Fields(json).get("/results")? else {
+        return Err(wrong_type("/results", "a list", &json["results"]));
+    };
+    let locations = results
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let at = |field: &str| format!("/results/{i}{field}");
+            let fields = Fields(json);
+            let id = fields.number(&at("/id"))?;
+            let parameters = match json.pointer(&at("/sensors")) {
+                Some(Value::Array(sensors)) => (0..sensors.len())
+                    .map(|s| fields.string(&at(&format!("/sensors/{s}/parameter/name"))))
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => Vec::new(),
+            };
+            Ok(pb::AirQualityLocation {
+                id: id as i64,
+                name: fields.optional_string(&at("/name"))?,
+                locality: fields.optional_string(&at("/locality"))?,
+                country: fields.optional_string(&at("/country/code"))?,
+                latitude: fields.number(&at("/coordinates/latitude"))?,
+                longitude: fields.number(&at("/coordinates/longitude"))?,
+                last_updated: fields.optional_string(&at("/datetimeLast/utc"))?,
+                parameters,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Payload::AirQuality(pb::AirQuality { locations }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn emoji_code_points_render() {
+        assert_eq!(render_code_point("U+1F600").unwrap(), "😀");
+        assert_eq!(render_code_point("U+1F468 U+200D U+1F4BB").unwrap(), "👨‍💻");
+        assert!(render_code_point("U+ZZZZ").is_err());
+        assert!(
+            render_code_point("U+D800").is_err(),
+            "a surrogate is no character"
+        );
+    }
+
+    #[test]
+    fn cards_read_their_apis() {
+        let Payload::Slugs(s) = slugs(&json!({"Strings": ["a", "b"]})).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.strings, ["a", "b"]);
+        let e = emoji(
+            &json!({"name": "grinning face", "category": "smileys and people",
+            "group": "face positive", "htmlCode": ["&#128512;"], "unicode": ["U+1F600"]}),
+        )
+        .unwrap();
+        let Payload::Emoji(e) = e else { panic!() };
+        assert_eq!((e.character.as_str(), e.html_codes.len()), ("😀", 1));
+        let a = activity(&json!({"activity": "Learn Express.js", "type": "education",
+            "participants": 1, "price": 0.1, "accessibility": 0.25, "link": "https://expressjs.com/", "key": "3943506"}))
+        .unwrap();
+        let Payload::Activity(a) = a else { panic!() };
+        assert_eq!((a.participants, a.accessibility.as_str()), (1, "0.25"));
+    }
+
+    #[test]
+    fn missing_and_mistyped_fields_are_named() {
+        assert_eq!(slugs(&json!({})).unwrap_err(), "field /Strings is missing");
+        assert_eq!(
+            slugs(&json!({"Strings": "abc"})).unwrap_err(),
+            "field /Strings is a string, not a list of strings"
+        );
+        assert_eq!(
+            slugs(&json!({"Strings": ["a", 2]})).unwrap_err(),
+            "field /Strings/1 is a number, not a string"
+        );
+        let err =
+            activity(&json!({"activity": "x", "type": "y", "participants": "two", "price": 0}))
+                .unwrap_err();
+        assert_eq!(err, "field /participants is a string, not a number");
+    }
+
+    #[test]
+    fn air_quality_reads_openaq_v3() {
+        let reply = json!({"results": [{"id": 2178, "name": "Del Norte", "locality": "Denver",
+            "country": {"code": "US"}, "coordinates": {"latitude": 39.8, "longitude": -104.9},
+            "datetimeLast": {"utc": "2026-11-27T12:00:00Z"},
+            "sensors": [{"parameter": {"name": "pm25"}}, {"parameter": {"name": "o3"}}]}]});
+        let Payload::AirQuality(aq) = air_quality(&reply).unwrap() else {
+            panic!()
+        };
+        let l = &aq.locations[0];
+        assert_eq!(
+            (l.id, l.country.as_str(), l.parameters.clone()),
+            (2178, "US", vec!["pm25".into(), "o3".into()])
+        );
+        assert!(air_quality(&json!({"results": [{"id": "x"}]})).is_err());
+    }
+
+    #[test]
+    fn generic_fields_follow_pointers() {
+        let reply = json!({"data": {"price": 12.5, "tags": ["a"]}});
+        let fields = BTreeMap::from([("price".to_owned(), "/data/price".to_owned())]);
+        let Payload::Data(s) = pick(&reply, &fields).unwrap() else {
+            panic!()
+        };
+        assert_eq!(crate::json::from_struct(&s), json!({"price": 12.5}));
+        let missing = BTreeMap::from([("x".to_owned(), "/nope".to_owned())]);
+        assert!(pick(&reply, &missing).unwrap_err().contains("/nope"));
+        let Payload::Data(s) = pick(&json!([1, 2]), &BTreeMap::new()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(crate::json::from_struct(&s), json!({"value": [1, 2]}));
+    }
+
+    #[test]
+    fn env_vars_expand_and_missing_ones_are_named() {
+        // SAFETY: this test alone reads or writes this variable.
+        unsafe { std::env::set_var("STREAMD_HTTP_TEST_TOKEN", "s3cret") };
+        assert_eq!(
+            expand_env("header.Authorization", "Bearer ${STREAMD_HTTP_TEST_TOKEN}").unwrap(),
+            "Bearer s3cret"
+        );
+        let Err(Build::Precondition(message)) =
+            expand_env("header.X", "${STREAMD_HTTP_TEST_UNSET}")
+        else {
+            panic!()
+        };
+        assert!(message.contains("STREAMD_HTTP_TEST_UNSET"), "{message}");
+    }
+}
