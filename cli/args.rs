@@ -33,6 +33,11 @@ pub enum Command {
     Stop(StopArgs),
     /// Show every service, its state and its counters.
     List,
+    /// Show one service in full: its parameters and what it reports of itself.
+    Show {
+        /// The service.
+        name: String,
+    },
     /// Publish a JSON object as an event on a topic of your own.
     Publish(PublishArgs),
     /// Print events as they arrive, until Ctrl-C.

@@ -1,4 +1,4 @@
-//! The one-shot commands: `start`, `stop`, `list` and `publish`. Each connects,
+//! The one-shot commands: `start`, `stop`, `list`, `show` and `publish`. Each connects,
 //! sends its requests and prints one line per result.
 
 use std::time::SystemTime;
@@ -80,6 +80,19 @@ pub async fn list(addr: &Addr) -> Result<(), Error> {
     let palette = Palette::new(term::colour_stdout());
     let lines = table::services(&services, SystemTime::now(), term::width(), &palette);
     term::emit(&lines.join("\n"))
+}
+
+/// `streamctl show NAME`.
+pub async fn show(addr: &Addr, name: &str) -> Result<(), Error> {
+    let mut client = client::connect(addr).await?;
+    let services = list_services(&mut client, addr).await?;
+    let service = services.iter().find(|s| s.name == name).ok_or_else(|| {
+        Error::Other(format!(
+            "no service named {name:?}; `streamctl list` shows every service"
+        ))
+    })?;
+    let palette = Palette::new(term::colour_stdout());
+    term::emit(&table::service(service, SystemTime::now(), &palette).join("\n"))
 }
 
 /// `streamctl publish TOPIC JSON`.

@@ -33,6 +33,54 @@ const GAP: &str = "  ";
 const MIN_ERROR_WIDTH: usize = 20;
 
 /// The table's lines, heading first, fitted to `width` characters where possible.
+/// One service in full, as `streamctl show` prints it: a `key: value` line per field,
+/// then its parameters and what it reports of itself, one per line.
+pub fn service(service: &ServiceInfo, now: SystemTime, palette: &Palette) -> Vec<String> {
+    let (state, style) = state(service);
+    let mut state = palette.paint(state, style);
+    if let Some(since) = format::system_time(service.started_at.as_ref()) {
+        state.push_str(&format!(" since {}", format::age(since, now)));
+    }
+    let last_event = format::system_time(service.last_event_at.as_ref())
+        .map_or_else(|| "-".to_string(), |t| format::age(t, now));
+    let dash = |text: &str| {
+        if text.is_empty() {
+            "-".to_string()
+        } else {
+            text.to_string()
+        }
+    };
+    let mut lines = vec![
+        format!("name:        {}", service.name),
+        format!("kind:        {} ({})", service.kind, service.description),
+        format!("state:       {state}"),
+        format!(
+            "interval:    {}",
+            format::std_duration(service.interval.as_ref())
+                .map_or_else(|| "-".into(), format::duration)
+        ),
+        format!(
+            "events:      {} (last {last_event})",
+            service.events_published
+        ),
+        format!("errors:      {}", service.errors),
+        format!("restarts:    {}", service.restarts),
+        format!("last error:  {}", dash(&service.last_error)),
+    ];
+    for (title, map) in [("params:", &service.params), ("status:", &service.status)] {
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort();
+        if entries.is_empty() {
+            lines.push(format!("{title:<12} -"));
+        }
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            let title = if i == 0 { title } else { "" };
+            lines.push(format!("{title:<12} {key} = {value}"));
+        }
+    }
+    lines
+}
+
 pub fn services(
     services: &[ServiceInfo],
     now: SystemTime,
@@ -101,7 +149,7 @@ fn row(service: &ServiceInfo, now: SystemTime) -> [String; 9] {
 }
 
 /// The state's word and colour; a card without a service shows as `unavailable`.
-fn state(service: &ServiceInfo) -> (&'static str, Style) {
+pub fn state(service: &ServiceInfo) -> (&'static str, Style) {
     if !service.available {
         return ("unavailable", styles::dim());
     }

@@ -217,3 +217,30 @@ fn publish_from_the_shell() {
     let output = daemon.ctl(&["publish", "notes", "[1, 2]"]);
     assert_eq!(output.status.code(), Some(1));
 }
+
+#[test]
+fn show_prints_one_service_in_full() {
+    let daemon = Daemon::start();
+    assert!(
+        daemon
+            .ctl(&[
+                "start",
+                "streamer",
+                "--set",
+                "series=3",
+                "--interval",
+                "250ms"
+            ])
+            .status
+            .success()
+    );
+    let output = daemon.ctl(&["show", "streamer"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("state:       running since"), "{stdout}");
+    assert!(stdout.contains("interval:    250ms"), "{stdout}");
+    assert!(stdout.contains("params:      series = 3"), "{stdout}");
+    let output = daemon.ctl(&["show", "nope"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).1.contains("no service named \"nope\""));
+}
