@@ -197,6 +197,13 @@ async fn every_failure_is_an_error_event_and_the_service_carries_on() {
         .unwrap();
     let cases = [
         (format!("http://{closed_port}/"), vec![], "cannot connect"),
+        // An empty label fails name resolution inside the resolver, before any query
+        // leaves the machine.
+        (
+            "http://a..invalid/".to_owned(),
+            vec![],
+            "failed to lookup address",
+        ),
         (api.url("/unavailable"), vec![], "HTTP 503"),
         (api.url("/garbage"), vec![], "reply is not JSON"),
         (api.url("/missing"), vec![], "field /Strings is missing"),
