@@ -85,6 +85,7 @@ pub fn payload_lines(payload: Option<&Payload>, palette: &Palette) -> Vec<String
     match payload {
         None => vec![palette.paint("(no payload)", styles::dim())],
         Some(Payload::Points(points)) => points_lines(points, palette),
+        Some(Payload::Leaderboard(board)) => leaderboard_lines(board, palette),
         Some(payload) => vec![one_line(payload, palette)],
     }
 }
@@ -129,7 +130,51 @@ fn one_line(payload: &Payload, palette: &Palette) -> String {
             s.pair, s.bid, s.bid_volume, s.ask, s.ask_volume
         ),
         Payload::Book(book) => book_line(book),
+        Payload::Leaderboard(board) => leaderboard_summary(board),
     }
+}
+
+/// `9 players · leader admin 150`.
+fn leaderboard_summary(board: &pb::Leaderboard) -> String {
+    let players = format::count(board.entries.len() as u64, "player", "players");
+    match board.entries.first() {
+        Some(leader) => format!("{players} · leader {} {}", leader.username, leader.score),
+        None => players,
+    }
+}
+
+/// The summary, then a compact table: rank, username, score and its change, with
+/// rises in green and falls in red.
+fn leaderboard_lines(board: &pb::Leaderboard, palette: &Palette) -> Vec<String> {
+    let name_width = board
+        .entries
+        .iter()
+        .map(|e| e.username.chars().count())
+        .max()
+        .unwrap_or(0);
+    let score_width = board
+        .entries
+        .iter()
+        .map(|e| e.score.to_string().len())
+        .max()
+        .unwrap_or(0);
+    let mut lines = vec![leaderboard_summary(board)];
+    for entry in &board.entries {
+        let change = format!("{:+}", entry.change);
+        let style = match entry.change.signum() {
+            1 => styles::good(),
+            -1 => styles::bad(),
+            _ => styles::dim(),
+        };
+        lines.push(format!(
+            "{:>3}  {:<name_width$}  {:>score_width$}  {}",
+            entry.rank,
+            entry.username,
+            entry.score,
+            palette.paint(&change, style)
+        ));
+    }
+    lines
 }
 
 /// `activity · type · N participants · price 0.10 · link`.
@@ -428,6 +473,29 @@ mod tests {
             timestamp: String::new(),
         });
         assert_eq!(render(spread), "XBT/USD  bid 1 (3)  ask 2 (4)");
+    }
+
+    #[test]
+    fn leaderboard_is_a_compact_table() {
+        let entry = |rank, username: &str, score, change| pb::LeaderboardEntry {
+            rank,
+            username: username.into(),
+            score,
+            change,
+            joined: None,
+        };
+        let board = pb::Leaderboard {
+            entries: vec![entry(1, "admin", 150, 12), entry(2, "jim_the_og", 9, -3)],
+        };
+        let lines = payload_lines(Some(&Payload::Leaderboard(board)), &Palette::new(false));
+        assert_eq!(
+            lines,
+            [
+                "2 players · leader admin 150",
+                "  1  admin       150  +12",
+                "  2  jim_the_og    9  -3",
+            ]
+        );
     }
 
     #[test]

@@ -148,11 +148,8 @@ fn row(service: &ServiceInfo, now: SystemTime) -> [String; 9] {
     ]
 }
 
-/// The state's word and colour; a card without a service shows as `unavailable`.
+/// The state's word and colour.
 pub fn state(service: &ServiceInfo) -> (&'static str, Style) {
-    if !service.available {
-        return ("unavailable", styles::dim());
-    }
     match service.state() {
         ServiceState::Stopped => ("stopped", Style::new()),
         ServiceState::Running => ("running", styles::good()),
@@ -188,7 +185,6 @@ mod tests {
                 seconds: 1_700_000_000 - 3,
                 nanos: 0,
             }),
-            available: true,
             ..Default::default()
         }
     }
@@ -199,7 +195,6 @@ mod tests {
             kind: "slugs".into(),
             state: ServiceState::Stopped as i32,
             last_error: "a very long error message that goes on and on\nover two lines".into(),
-            available: false,
             ..Default::default()
         }
     }
@@ -210,15 +205,15 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(
             lines[0],
-            "NAME      KIND      STATE        INTERVAL  EVENTS  ERRORS  RESTARTS  LAST EVENT  LAST ERROR"
+            "NAME      KIND      STATE    INTERVAL  EVENTS  ERRORS  RESTARTS  LAST EVENT  LAST ERROR"
         );
         assert_eq!(
             lines[1],
-            "streamer  streamer  running      2s          1234       0         0  3s ago      -"
+            "streamer  streamer  running  2s          1234       0         0  3s ago      -"
         );
         assert_eq!(
             lines[2],
-            "slugs     slugs     unavailable  -              0       0         0  -           \
+            "slugs     slugs     stopped  -              0       0         0  -           \
              a very long error message that goes on and on over two lines"
         );
     }
@@ -250,10 +245,21 @@ mod tests {
     #[test]
     fn colour_does_not_break_alignment() {
         let colour = Palette::new(true);
-        let lines = services(&[streamer(), slugs()], now(), 200, &colour);
+        let mut failed = slugs();
+        failed.state = ServiceState::Failed as i32;
+        let lines = services(&[streamer(), failed], now(), 200, &colour);
         // The padding sits inside the colour, and the next column starts where the
         // plain table would put it.
-        assert!(lines[1].contains("  \u{1b}[32mrunning    \u{1b}[0m  2s"));
+        assert!(
+            lines[1].contains("  \u{1b}[32mrunning\u{1b}[0m  2s"),
+            "{:?}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("  \u{1b}[31mfailed \u{1b}[0m  -"),
+            "{:?}",
+            lines[2]
+        );
     }
 
     #[test]

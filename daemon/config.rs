@@ -324,7 +324,7 @@ mod tests {
     use super::*;
 
     fn env() -> Environment {
-        Environment::new(PathBuf::from("/nonexistent")).unwrap()
+        Environment::new(PathBuf::from("/nonexistent"), None).unwrap()
     }
 
     fn error(text: &str) -> (Option<usize>, String, String) {

@@ -6,8 +6,6 @@ use tonic::{Code, Status};
 pub enum Error {
     #[error("no service named {0:?}; `streamctl list` shows every service")]
     UnknownService(String),
-    #[error("{kind} services are not available yet in this version of streamd")]
-    Unavailable { kind: String },
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },
     #[error("{0}")]
@@ -29,7 +27,6 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match error {
             Error::UnknownService(_) => Code::NotFound,
-            Error::Unavailable { .. } => Code::Unimplemented,
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::ShuttingDown => Code::Unavailable,

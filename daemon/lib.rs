@@ -11,22 +11,30 @@ pub mod config;
 pub mod error;
 pub mod json;
 pub mod pb;
+pub mod resume;
 pub mod server;
 pub mod services;
+pub mod store;
 pub mod supervisor;
 
 use std::future::Future;
 
 use tokio::net::TcpListener;
 
-use crate::{bus::Bus, config::Config, services::Environment, supervisor::Supervisor};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bus::Bus, config::Config, resume::Recorder, services::Environment, supervisor::Supervisor,
+};
 
 /// Runs the daemon on `listener` until `shutdown` resolves: starts the services the
-/// configuration names, serves the control plane, then stops everything cleanly.
+/// configuration names and, with `resume`, those that clients left running; serves
+/// the control plane; then stops everything cleanly.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     env: Environment,
+    resume: bool,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     if let Err(e) = services::install_assets(&env.data_dir) {
@@ -35,13 +43,32 @@ pub async fn run(
             env.data_dir.display()
         );
     }
-    let supervisor = Supervisor::new(Bus::default(), env, config.settings, config.services);
+    let store = env.store.clone();
+    if let Err(e) = store.prepare().await {
+        tracing::error!("{e}; services that need the database report errors until it is back");
+    }
+    let stop_recorder = CancellationToken::new();
+    let (recorder, recorder_task) = Recorder::start(store.clone(), stop_recorder.clone());
+    let supervisor = Supervisor::new(
+        Bus::default(),
+        env,
+        config.settings,
+        config.services,
+        Some(recorder),
+    );
     for name in &config.start {
         if let Err(e) = supervisor.start(name, Default::default()).await {
             supervisor.shutdown().await;
             anyhow::bail!("cannot start {name} at boot: {e}");
         }
     }
-    server::serve(listener, supervisor, shutdown).await?;
-    Ok(())
+    if resume {
+        resume::resume(&supervisor, &store).await;
+    }
+    let served = server::serve(listener, supervisor, shutdown).await;
+    // After the services, which may still write to the database as they stop.
+    stop_recorder.cancel();
+    let _ = recorder_task.await;
+    store.close().await;
+    Ok(served?)
 }

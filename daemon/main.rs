@@ -19,6 +19,13 @@ struct Args {
     /// Where the daemon keeps its files [default: the platform's data directory].
     #[arg(long, env = "STREAMD_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The database: postgres://USER@HOST/DB, or sqlite://FILE [default: streamd.db in
+    /// the data directory].
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Do not start the services that were running when streamd last stopped.
+    #[arg(long)]
+    no_resume: bool,
 }
 
 fn main() -> ExitCode {
@@ -56,8 +63,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
-    let env = Environment::new(data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
+    let env =
+        Environment::new(data_dir, args.database_url.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let config = match &args.config {
         Some(path) => Config::load(path, &env).map_err(|e| anyhow::anyhow!("bad config: {e}"))?,
         None => Config::builtin(),
@@ -69,7 +76,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "listening on {}",
         listener.local_addr().unwrap_or(args.listen)
     );
-    streamhandler::run(listener, config, env, shutdown_signal()).await
+    streamhandler::run(listener, config, env, !args.no_resume, shutdown_signal()).await
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

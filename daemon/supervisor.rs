@@ -27,7 +27,9 @@ use crate::{
     bus::{Bus, Refused, lock},
     error::Error,
     pb::{self, ServiceState, event::Payload, lifecycle},
+    resume::Recorder,
     services::{Build, Environment, Kind, Params, StepContext, StepError, Worker},
+    store::DesiredState,
 };
 
 /// When a crashing service is restarted, and when it is given up on.
@@ -116,6 +118,8 @@ struct Shared {
     tracker: TaskTracker,
     shutting_down: AtomicBool,
     started: Instant,
+    /// Remembers what clients ask, for resuming after a restart.
+    recorder: Option<Recorder>,
 }
 
 /// One service: its configuration, its current run and its status.
@@ -163,7 +167,13 @@ pub struct Stopped {
 }
 
 impl Supervisor {
-    pub fn new(bus: Bus, env: Environment, settings: Settings, specs: Vec<ServiceSpec>) -> Self {
+    pub fn new(
+        bus: Bus,
+        env: Environment,
+        settings: Settings,
+        specs: Vec<ServiceSpec>,
+        recorder: Option<Recorder>,
+    ) -> Self {
         let services = specs
             .into_iter()
             .map(|spec| {
@@ -197,6 +207,7 @@ impl Supervisor {
                 tracker: TaskTracker::new(),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),
+                recorder,
             }),
         }
     }
@@ -228,14 +239,11 @@ impl Supervisor {
             return Err(Error::invalid("interval", "must be greater than zero"));
         }
         let mut params = spec.params.clone();
-        params.extend(overrides.params);
+        params.extend(overrides.params.clone());
         let worker = spec
             .kind
             .build(&params, &self.shared.env)
             .map_err(|e| match e {
-                Build::Unavailable => Error::Unavailable {
-                    kind: spec.kind.name.to_owned(),
-                },
                 Build::Param(e) => Error::invalid(format!("params.{}", e.key), e.message),
                 Build::Precondition(message) => Error::FailedPrecondition(message),
             })?;
@@ -263,6 +271,12 @@ impl Supervisor {
             .tracker
             .spawn(runner.supervise(worker, cancel.clone()));
         *run = Some(Run { cancel, task });
+        self.record(DesiredState {
+            name: spec.name.clone(),
+            running: true,
+            interval: overrides.interval,
+            params: overrides.params,
+        });
         Ok(Started {
             already_running: false,
             service: slot.info(),
@@ -273,6 +287,14 @@ impl Supervisor {
     pub async fn stop(&self, name: &str) -> Result<Stopped, Error> {
         let slot = self.slot(name)?;
         let mut run = slot.run.lock().await;
+        if !self.shared.shutting_down.load(Ordering::Acquire) {
+            self.record(DesiredState {
+                name: name.to_owned(),
+                running: false,
+                interval: None,
+                params: Params::new(),
+            });
+        }
         let Some(Run { cancel, mut task }) = run.take() else {
             return Ok(Stopped {
                 was_running: false,
@@ -322,6 +344,12 @@ impl Supervisor {
         futures::future::join_all(stops).await;
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
+    }
+
+    fn record(&self, desired: DesiredState) {
+        if let Some(recorder) = &self.shared.recorder {
+            recorder.note(desired);
+        }
     }
 
     /// Every service, in name order.
@@ -518,10 +546,21 @@ impl Runner {
             let wait = self.wait_after(failures);
             tokio::select! {
                 biased;
-                _ = ctx.cancel.cancelled() => return Ended::Stopped,
+                _ = ctx.cancel.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        match AssertUnwindSafe(worker.finish(ctx)).catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(StepError::Step(message) | StepError::Fatal(message))) => {
+                ctx.publisher.error(message)
+            }
+            Err(panic) => ctx.publisher.error(format!(
+                "panicked while stopping: {}",
+                panic_message(&*panic)
+            )),
+        }
+        Ended::Stopped
     }
 
     /// The wait before the next step after `failures` failed steps in a row: the
@@ -592,7 +631,6 @@ impl Slot {
             last_error: status.last_error.clone(),
             last_event_at: status.last_event_at.map(Into::into),
             description: self.spec.kind.description.to_owned(),
-            available: self.spec.kind.build.is_some(),
             status: status.reported.clone().into_iter().collect(),
         }
     }
@@ -674,11 +712,9 @@ mod tests {
                 description: "test",
                 default_interval: Duration::from_millis(10),
                 params: &[],
-                build: Some(
-                    |_: &Params, _: &Environment| -> Result<Box<dyn Worker>, Build> {
-                        Ok(Box::new($worker))
-                    },
-                ),
+                build: |_: &Params, _: &Environment| -> Result<Box<dyn Worker>, Build> {
+                    Ok(Box::new($worker))
+                },
             };
         };
     }
@@ -712,8 +748,8 @@ mod tests {
             },
             stop_timeout,
         };
-        let env = Environment::new("/nonexistent".into()).unwrap();
-        Supervisor::new(Bus::default(), env, settings, specs)
+        let env = Environment::new("/nonexistent".into(), None).unwrap();
+        Supervisor::new(Bus::default(), env, settings, specs, None)
     }
 
     fn info(supervisor: &Supervisor, name: &str) -> pb::ServiceInfo {

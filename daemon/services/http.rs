@@ -42,14 +42,14 @@ pub const SLUGS: Kind = Kind {
     description: "random strings from an HTTP API",
     default_interval: std::time::Duration::from_secs(2),
     params: &[URL, TIMEOUT],
-    build: Some(|params, env| {
+    build: |params, env| {
         card(
             params,
             env,
             "https://ciprand.p3p.repl.co/api?len=20&count=10",
             slugs,
         )
-    }),
+    },
 };
 
 pub const EMOJIS: Kind = Kind {
@@ -57,7 +57,7 @@ pub const EMOJIS: Kind = Kind {
     description: "a random emoji from an HTTP API",
     default_interval: std::time::Duration::from_secs(2),
     params: &[URL, TIMEOUT],
-    build: Some(|params, env| card(params, env, "https://emojihub.yurace.pro/api/random", emoji)),
+    build: |params, env| card(params, env, "https://emojihub.yurace.pro/api/random", emoji),
 };
 
 pub const ACTIVITIES: Kind = Kind {
@@ -65,14 +65,14 @@ pub const ACTIVITIES: Kind = Kind {
     description: "a random activity from an HTTP API",
     default_interval: std::time::Duration::from_secs(2),
     params: &[URL, TIMEOUT],
-    build: Some(|params, env| {
+    build: |params, env| {
         card(
             params,
             env,
             "https://bored-api.appbrewery.com/random",
             activity,
         )
-    }),
+    },
 };
 
 /// The environment variable that holds the OpenAQ API key.
@@ -83,7 +83,7 @@ pub const AQ: Kind = Kind {
     description: "air quality monitoring locations from OpenAQ",
     default_interval: std::time::Duration::from_secs(2),
     params: &[URL, TIMEOUT],
-    build: Some(|params, env| {
+    build: |params, env| {
         let mut poller = poller(
             params,
             env,
@@ -101,7 +101,7 @@ pub const AQ: Kind = Kind {
         key.set_sensitive(true);
         poller.headers.insert("x-api-key", key);
         Ok(Box::new(poller))
-    }),
+    },
 };
 
 pub const HTTP: Kind = Kind {
@@ -128,7 +128,7 @@ pub const HTTP: Kind = Kind {
             help: "an output field and the JSON pointer (RFC 6901) to its value, e.g. field.price=/data/price; without any, the whole reply",
         },
     ],
-    build: Some(build_http),
+    build: build_http,
 };
 
 /// How a reply becomes a payload.

@@ -20,7 +20,7 @@ pub const KIND: Kind = Kind {
         name: "dir",
         help: "directory of images (default: the built-in avatars)",
     }],
-    build: Some(build),
+    build,
 };
 
 /// Enough of a file to hold the header of every format `imagesize` reads.

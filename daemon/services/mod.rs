@@ -7,6 +7,7 @@
 mod http;
 mod images;
 mod kraken;
+mod leaderboard;
 mod reader;
 mod streamer;
 mod system;
@@ -21,7 +22,11 @@ use std::{
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::{pb::event::Payload, supervisor::Publisher, supervisor::Supervisor};
+use crate::{
+    pb::event::Payload,
+    store::Store,
+    supervisor::{Publisher, Supervisor},
+};
 
 /// A service's parameters: names to raw values, parsed by its kind.
 pub type Params = BTreeMap<String, String>;
@@ -33,15 +38,25 @@ pub struct Environment {
     pub data_dir: PathBuf,
     /// One HTTP client for every poller, so they share its connection pool.
     pub http: reqwest::Client,
+    /// The daemon's database.
+    pub store: Store,
 }
 
 impl Environment {
-    pub fn new(data_dir: PathBuf) -> Result<Self, reqwest::Error> {
+    /// Sets up the HTTP client and opens (without connecting) the database at
+    /// `database_url`, or the default SQLite file in `data_dir`.
+    pub fn new(data_dir: PathBuf, database_url: Option<&str>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("streamd/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .build()?;
-        Ok(Self { data_dir, http })
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let store = Store::open(database_url, &data_dir)?;
+        Ok(Self {
+            data_dir,
+            http,
+            store,
+        })
     }
 }
 
@@ -51,6 +66,12 @@ pub trait Worker: Send {
     /// Does one step's work and publishes its results. Services that hold a connection
     /// or follow a file may keep one step going until `ctx.cancelled()` fires.
     async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError>;
+
+    /// Called once when the service is stopped (not when it crashes), after its last
+    /// step, to write back what it holds. The stop timeout bounds it.
+    async fn finish(&mut self, _ctx: &StepContext) -> Result<(), StepError> {
+        Ok(())
+    }
 }
 
 /// Why a step failed.
@@ -147,14 +168,12 @@ pub struct Kind {
     pub description: &'static str,
     pub default_interval: Duration,
     pub params: &'static [ParamSpec],
-    /// None for a card of the original dashboard that has no service yet.
-    pub build: Option<BuildFn>,
+    pub build: BuildFn,
 }
 
 impl Kind {
     /// Checks the parameter names against the kind's, then builds a worker.
     pub fn build(&self, params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
-        let build = self.build.ok_or(Build::Unavailable)?;
         if let Some(unknown) = params
             .keys()
             .find(|k| !self.params.iter().any(|p| p.accepts(k)))
@@ -171,30 +190,18 @@ impl Kind {
             };
             return Err(Build::Param(ParamError::new(unknown, message)));
         }
-        build(params, env)
+        (self.build)(params, env)
     }
 }
 
 /// Why a kind built no worker.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Build {
-    #[error("not available yet")]
-    Unavailable,
     #[error(transparent)]
     Param(#[from] ParamError),
     /// The daemon lacks something the service needs, such as an environment variable.
     #[error("{0}")]
     Precondition(String),
-}
-
-const fn planned(name: &'static str, description: &'static str, interval_ms: u64) -> Kind {
-    Kind {
-        name,
-        description,
-        default_interval: Duration::from_millis(interval_ms),
-        params: &[],
-        build: None,
-    }
 }
 
 /// The kinds of the dashboard's cards: each has a service of its own name out of the
@@ -205,7 +212,7 @@ pub static KINDS: &[Kind] = &[
     http::EMOJIS,
     images::KIND,
     kraken::KIND,
-    planned("leaderboard", "user scores kept in a database", 1000),
+    leaderboard::KIND,
     reader::KIND,
     http::SLUGS,
     streamer::KIND,

@@ -37,7 +37,7 @@ pub const KIND: Kind = Kind {
             help: "a file whose appended lines to stream, like tail -F",
         },
     ],
-    build: Some(build),
+    build,
 };
 
 /// Texts larger than this are passed over, to keep events small.

@@ -21,7 +21,7 @@ pub const KIND: Kind = Kind {
             help: "most points in one series; each has 1 to this many (default 12)",
         },
     ],
-    build: Some(build),
+    build,
 };
 
 const X_MAX: f64 = 3.0;
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn counts_are_checked() {
-        let env = Environment::new("/tmp".into()).unwrap();
+        let env = Environment::new("/tmp".into(), None).unwrap();
         let params = Params::from([("series".to_owned(), "0".to_owned())]);
         let Some(crate::services::Build::Param(err)) = build(&params, &env).err() else {
             panic!("series=0 accepted")

@@ -14,7 +14,7 @@ pub const KIND: Kind = Kind {
     description: "a snapshot of streamd itself: services, subscribers, memory, CPU",
     default_interval: Duration::from_secs(2),
     params: &[],
-    build: Some(build),
+    build,
 };
 
 fn build(_: &Params, _: &Environment) -> Result<Box<dyn Worker>, Build> {

@@ -37,7 +37,7 @@ pub const KIND: Kind = Kind {
             help: "messages sent on connect, in order: send.1, send.2, ... send.10",
         },
     ],
-    build: Some(build),
+    build,
 };
 
 /// How long connecting (TCP, TLS and the websocket handshake) may take.
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn build_needs_a_url_and_orders_sends_numerically() {
-        let env = Environment::new("/nonexistent".into()).unwrap();
+        let env = Environment::new("/nonexistent".into(), None).unwrap();
         let params = |pairs: &[(&str, &str)]| -> Params {
             pairs
                 .iter()

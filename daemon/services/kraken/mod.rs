@@ -44,7 +44,7 @@ pub const KIND: Kind = Kind {
             help: "book depth: 10, 25, 100, 500 or 1000 (default 10)",
         },
     ],
-    build: Some(build),
+    build,
 };
 
 const DEFAULT_URL: &str = "wss://ws.kraken.com";
@@ -583,7 +583,7 @@ mod tests {
             let e = subscriptions(&params(&[(key, value)])).unwrap_err();
             assert_eq!(e.key, key, "{value:?}");
         }
-        let env = Environment::new("/nonexistent".into()).unwrap();
+        let env = Environment::new("/nonexistent".into(), None).unwrap();
         let e = KIND
             .build(&params(&[("url", "https://x")]), &env)
             .err()

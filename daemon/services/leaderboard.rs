@@ -1,0 +1,351 @@
+//! `leaderboard`: the original dashboard's ETS card, with its scores kept.
+//!
+//! On its first step the service loads every user's score from the database into an
+//! in-memory table. Each step plays a round: every score moves by a random amount
+//! within bounds, and the sorted table is published. Changed rows are written back in
+//! one transaction every flush interval, by a background task that reads a snapshot
+//! of the table, so a slow or unavailable database never holds up a round. A failed
+//! flush is reported and retried with backoff, its rows kept pending until they land.
+//! When the service stops, the last round's scores are written before it ends.
+
+use std::{
+    collections::BTreeSet,
+    ops::RangeInclusive,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use rand::Rng;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{
+    Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
+};
+use crate::{
+    pb::{self, event::Payload},
+    store::{Store, StoreError, UserScore},
+};
+
+pub const KIND: Kind = Kind {
+    name: "leaderboard",
+    description: "user scores kept in memory and in the database",
+    default_interval: Duration::from_secs(1),
+    params: &[
+        ParamSpec {
+            name: "change_min",
+            help: "the lowest change of a score in one round (default -25)",
+        },
+        ParamSpec {
+            name: "change_max",
+            help: "the highest change of a score in one round (default 25)",
+        },
+        ParamSpec {
+            name: "flush_interval",
+            help: "how often changed scores are written to the database (default 5s)",
+        },
+    ],
+    build,
+};
+
+/// The longest wait between attempts to write to a database that keeps failing.
+const MAX_FLUSH_BACKOFF: Duration = Duration::from_secs(60);
+/// The wait between attempts at the final flush of a stopping service, which goes on
+/// until it succeeds or the stop timeout ends it.
+const FINAL_FLUSH_RETRY: Duration = Duration::from_millis(250);
+
+fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
+    let number = |key: &str, default: i64| -> Result<i64, ParamError> {
+        params.get(key).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| ParamError::new(key, format!("{v:?} is not a whole number")))
+        })
+    };
+    let (min, max) = (number("change_min", -25)?, number("change_max", 25)?);
+    if min > max {
+        return Err(
+            ParamError::new("change_max", format!("{max} is below change_min {min}")).into(),
+        );
+    }
+    let flush_every = match params.get("flush_interval") {
+        None => Duration::from_secs(5),
+        Some(v) => humantime::parse_duration(v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                ParamError::new(
+                    "flush_interval",
+                    format!("{v:?} is not a duration like \"5s\""),
+                )
+            })?,
+    };
+    Ok(Box::new(Leaderboard {
+        store: env.store.clone(),
+        change: min..=max,
+        flush_every,
+        table: None,
+        dirty: BTreeSet::new(),
+        flushing: None,
+        next_flush: Instant::now() + flush_every,
+        flush_failures: 0,
+    }))
+}
+
+/// A flush that failed: the users it did not write, and why.
+type FailedFlush = (BTreeSet<Uuid>, StoreError);
+
+/// One user's row in the in-memory table.
+#[derive(Clone, Debug, PartialEq)]
+struct Entry {
+    user: UserScore,
+    /// How the score moved in the last round.
+    change: i64,
+}
+
+struct Leaderboard {
+    store: Store,
+    change: RangeInclusive<i64>,
+    flush_every: Duration,
+    /// The in-memory table, best first; None until loaded. Each round replaces the
+    /// snapshot rather than changing it, so a flush in progress reads a consistent
+    /// table without locking it.
+    table: Option<Arc<Vec<Entry>>>,
+    /// Users whose scores changed since they were last written.
+    dirty: BTreeSet<Uuid>,
+    /// The flush in progress.
+    flushing: Option<JoinHandle<Result<(), FailedFlush>>>,
+    next_flush: Instant,
+    /// Failed flushes in a row, for the backoff.
+    flush_failures: u32,
+}
+
+impl Leaderboard {
+    /// Plays one round on the table: every score moves, then the table is sorted.
+    fn play(&mut self, table: &[Entry]) -> Vec<Entry> {
+        let mut rng = rand::rng();
+        let mut next: Vec<Entry> = table
+            .iter()
+            .map(|entry| {
+                let change = rng.random_range(self.change.clone());
+                let mut user = entry.user.clone();
+                user.score = user.score.saturating_add(change);
+                Entry {
+                    change: user.score - entry.user.score,
+                    user,
+                }
+            })
+            .collect();
+        sort(&mut next);
+        self.dirty
+            .extend(next.iter().filter(|e| e.change != 0).map(|e| e.user.id));
+        next
+    }
+
+    /// Starts writing the changed rows in the background, unless a write is under way.
+    fn start_flush(&mut self) {
+        let Some(table) = &self.table else { return };
+        if self.dirty.is_empty() || self.flushing.is_some() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.dirty);
+        let rows = changed_rows(table, &ids);
+        let store = self.store.clone();
+        self.flushing = Some(tokio::spawn(async move {
+            store.save_scores(&rows).await.map_err(|e| (ids, e))
+        }));
+    }
+
+    /// Collects a finished flush: on failure its rows are pending again and the next
+    /// attempt waits longer.
+    async fn collect_flush(&mut self, ctx: &StepContext, wait: bool) {
+        let Some(handle) = self.flushing.take_if(|h| wait || h.is_finished()) else {
+            return;
+        };
+        let outcome = match handle.await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                ctx.report(format!("flush task failed: {e}"));
+                return;
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                self.flush_failures = 0;
+                self.next_flush = Instant::now() + self.flush_every;
+            }
+            Err((ids, error)) => {
+                self.dirty.extend(ids);
+                self.flush_failures += 1;
+                let backoff = self
+                    .flush_every
+                    .saturating_mul(1 << self.flush_failures.min(16))
+                    .min(MAX_FLUSH_BACKOFF.max(self.flush_every));
+                self.next_flush = Instant::now() + backoff;
+                ctx.report(format!(
+                    "cannot save scores ({} pending, next try in {backoff:?}): {error}",
+                    self.dirty.len()
+                ));
+            }
+        }
+    }
+}
+
+/// Best first; equal scores by username, so the order is stable.
+fn sort(entries: &mut [Entry]) {
+    entries.sort_by(|a, b| {
+        b.user
+            .score
+            .cmp(&a.user.score)
+            .then_with(|| a.user.username.cmp(&b.user.username))
+    });
+}
+
+fn changed_rows(table: &[Entry], ids: &BTreeSet<Uuid>) -> Vec<UserScore> {
+    table
+        .iter()
+        .filter(|e| ids.contains(&e.user.id))
+        .map(|e| e.user.clone())
+        .collect()
+}
+
+/// The event for a table: ranks shared by equal scores (1, 2, 2, 4).
+fn leaderboard(table: &[Entry]) -> pb::Leaderboard {
+    let mut rank = 0;
+    let entries = table
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            if i == 0 || table[i - 1].user.score != entry.user.score {
+                rank = i as u32 + 1;
+            }
+            pb::LeaderboardEntry {
+                rank,
+                username: entry.user.username.clone(),
+                score: entry.user.score,
+                change: entry.change,
+                joined: Some(prost_types::Timestamp {
+                    seconds: entry.user.joined.and_utc().timestamp(),
+                    nanos: entry.user.joined.and_utc().timestamp_subsec_nanos() as i32,
+                }),
+            }
+        })
+        .collect();
+    pb::Leaderboard { entries }
+}
+
+#[async_trait]
+impl Worker for Leaderboard {
+    async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+        let table = match &self.table {
+            Some(table) => table.clone(),
+            None => {
+                let users = self
+                    .store
+                    .user_scores()
+                    .await
+                    .map_err(|e| StepError::Step(format!("cannot load scores: {e}")))?;
+                let mut table: Vec<_> = users
+                    .into_iter()
+                    .map(|user| Entry { user, change: 0 })
+                    .collect();
+                sort(&mut table);
+                Arc::new(table)
+            }
+        };
+        let next = Arc::new(self.play(&table));
+        self.table = Some(next.clone());
+        ctx.publish(Payload::Leaderboard(leaderboard(&next)))?;
+        self.collect_flush(ctx, false).await;
+        if Instant::now() >= self.next_flush {
+            self.start_flush();
+        }
+        Ok(())
+    }
+
+    /// Writes every pending change: the database then holds the last published scores.
+    async fn finish(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+        self.collect_flush(ctx, true).await;
+        while !self.dirty.is_empty() {
+            self.start_flush();
+            self.collect_flush(ctx, true).await;
+            if !self.dirty.is_empty() {
+                tokio::time::sleep(FINAL_FLUSH_RETRY).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    fn entry(username: &str, score: i64) -> Entry {
+        Entry {
+            user: UserScore {
+                id: Uuid::new_v4(),
+                username: username.into(),
+                score,
+                joined: NaiveDate::from_ymd_opt(2020, 7, 24)
+                    .unwrap()
+                    .and_hms_opt(21, 0, 7)
+                    .unwrap(),
+            },
+            change: 0,
+        }
+    }
+
+    #[test]
+    fn equal_scores_share_a_rank() {
+        let table = [entry("a", 9), entry("b", 5), entry("c", 5), entry("d", 1)];
+        let ranks: Vec<_> = leaderboard(&table).entries.iter().map(|e| e.rank).collect();
+        assert_eq!(ranks, [1, 2, 2, 4]);
+        assert_eq!(
+            leaderboard(&table).entries[0].joined.unwrap().seconds,
+            1_595_624_407
+        );
+    }
+
+    fn board(change: RangeInclusive<i64>) -> Leaderboard {
+        let env = Environment::new("/nonexistent".into(), None).unwrap();
+        Leaderboard {
+            store: env.store,
+            change,
+            flush_every: Duration::from_secs(5),
+            table: None,
+            dirty: BTreeSet::new(),
+            flushing: None,
+            next_flush: Instant::now(),
+            flush_failures: 0,
+        }
+    }
+
+    #[test]
+    fn a_round_moves_scores_within_bounds_and_marks_them_dirty() {
+        let mut board = board(1..=3);
+        let table = vec![entry("a", i64::MAX - 1), entry("b", 0)];
+        let next = board.play(&table);
+        let b = next.iter().find(|e| e.user.username == "b").unwrap();
+        assert!((1..=3).contains(&b.user.score) && b.change == b.user.score);
+        let a = next.iter().find(|e| e.user.username == "a").unwrap();
+        assert_eq!(a.user.score, i64::MAX, "saturates rather than wrapping");
+        assert_eq!(a.change, 1);
+        assert_eq!(board.dirty.len(), 2);
+        assert!(next[0].user.score >= next[1].user.score);
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let env = Environment::new("/nonexistent".into(), None).unwrap();
+        let params = Params::from([
+            ("change_min".to_owned(), "5".to_owned()),
+            ("change_max".to_owned(), "1".to_owned()),
+        ]);
+        assert!(matches!(build(&params, &env), Err(Build::Param(e)) if e.key == "change_max"));
+        let params = Params::from([("flush_interval".to_owned(), "soon".to_owned())]);
+        assert!(matches!(build(&params, &env), Err(Build::Param(e)) if e.key == "flush_interval"));
+    }
+}

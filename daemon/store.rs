@@ -1,0 +1,340 @@
+//! The daemon's database: SQLite in the data directory by default, PostgreSQL when a
+//! `postgres://` URL is given. Both run the same embedded migrations and the same SQL;
+//! each query is written once and compiled for both drivers.
+//!
+//! The store connects lazily and migrates on first use, so a database that is down
+//! when the daemon starts delays only what needs it, and every operation returns an
+//! error the caller can report and retry rather than a crash.
+
+use std::{collections::BTreeMap, path::Path, str::FromStr, sync::Arc, time::Duration};
+
+use chrono::{NaiveDateTime, Utc};
+use sqlx::{
+    PgPool, Row, SqlitePool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// How long an operation waits for a connection, or for SQLite's lock, before failing.
+const WAIT: Duration = Duration::from_secs(2);
+
+/// A row of `user_score`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserScore {
+    pub id: Uuid,
+    pub username: String,
+    pub score: i64,
+    pub joined: NaiveDateTime,
+}
+
+/// What a client last asked of a service: running (with these overrides) or not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredState {
+    pub name: String,
+    pub running: bool,
+    pub interval: Option<Duration>,
+    pub params: BTreeMap<String, String>,
+}
+
+/// A cheap-to-clone handle to the database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    connect: Arc<Connect>,
+    /// The pool, made on first use (it needs the async runtime), once the migrations
+    /// have run on the database.
+    pool: Arc<OnceCell<Pool>>,
+    /// Where the database is, for messages: the file, or the URL without its password.
+    pub location: String,
+}
+
+#[derive(Debug)]
+enum Connect {
+    Sqlite(SqliteConnectOptions),
+    Postgres(PgConnectOptions),
+}
+
+#[derive(Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code against whichever pool the store has: `$pool` is bound to a
+/// `SqlitePool` in one arm and a `PgPool` in the other, so the body is type-checked
+/// for both drivers.
+macro_rules! with_pool {
+    ($pool_ref:expr, $pool:ident => $body:expr) => {
+        match $pool_ref {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("database {location}: {source}")]
+pub struct StoreError {
+    location: String,
+    #[source]
+    source: sqlx::Error,
+}
+
+impl Store {
+    /// Opens the store named by `url` (`postgres://...`, `sqlite://...`), or the SQLite
+    /// file `streamd.db` in `data_dir` when there is none. Does not connect yet.
+    pub fn open(url: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+        let (connect, location) = match url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|e| format!("bad database URL: {e}"))?;
+                let location = format!(
+                    "postgres://{}@{}:{}/{}",
+                    options.get_username(),
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().unwrap_or_default()
+                );
+                (Connect::Postgres(options), location)
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|e| format!("bad database URL: {e}"))?;
+                (Connect::Sqlite(options), url.to_owned())
+            }
+            Some(url) => {
+                return Err(format!(
+                    "bad database URL {url:?}: use postgres://... or sqlite://..."
+                ));
+            }
+            None => {
+                let path = data_dir.join("streamd.db");
+                let location = path.display().to_string();
+                (
+                    Connect::Sqlite(SqliteConnectOptions::new().filename(path)),
+                    location,
+                )
+            }
+        };
+        Ok(Self {
+            connect: Arc::new(connect),
+            pool: Default::default(),
+            location,
+        })
+    }
+
+    fn error(&self, source: sqlx::Error) -> StoreError {
+        StoreError {
+            location: self.location.clone(),
+            source,
+        }
+    }
+
+    /// The pool, after the migrations have run: once, before the first operation
+    /// that needs the tables, and again on the next operation if they failed.
+    async fn ready(&self) -> Result<&Pool, StoreError> {
+        self.pool
+            .get_or_try_init(|| async {
+                let pool = match &*self.connect {
+                    Connect::Sqlite(options) => sqlite(options.clone()),
+                    Connect::Postgres(options) => Pool::Postgres(
+                        PgPoolOptions::new()
+                            .max_connections(4)
+                            .acquire_timeout(WAIT)
+                            .connect_lazy_with(options.clone()),
+                    ),
+                };
+                with_pool!(&pool, pool => MIGRATOR.run(pool).await)
+                    .map_err(|e| self.error(e.into()))?;
+                tracing::info!(database = %self.location, "database ready");
+                Ok(pool)
+            })
+            .await
+    }
+
+    /// Connects, migrates and inserts the seed users if this database never had them.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        self.seed().await
+    }
+
+    /// Inserts the original dashboard's nine users, once per database: a database whose
+    /// users were all deleted stays empty.
+    async fn seed(&self) -> Result<(), StoreError> {
+        let pool = self.ready().await?;
+        let now = Utc::now().naive_utc();
+        with_pool!(pool, pool => async {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO streamd_meta (key, value) VALUES ('seeded', $1) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(now.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                for (username, score, joined) in SEED_USERS {
+                    let joined = NaiveDateTime::parse_from_str(joined, "%Y-%m-%d %H:%M:%S")
+                        .expect("the seed dates are well-formed");
+                    sqlx::query(
+                        "INSERT INTO user_score (id, username, score, joined, inserted_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (username) DO NOTHING",
+                    )
+                    .bind(Uuid::new_v4())
+                    .bind(username)
+                    .bind(score)
+                    .bind(joined)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await
+        }
+        .await)
+        .map_err(|e| self.error(e))
+    }
+
+    /// Every user's score.
+    pub async fn user_scores(&self) -> Result<Vec<UserScore>, StoreError> {
+        let pool = self.ready().await?;
+        with_pool!(pool, pool => async {
+            let rows = sqlx::query("SELECT id, username, score, joined FROM user_score ORDER BY username")
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(UserScore {
+                        id: row.try_get("id")?,
+                        username: row.try_get("username")?,
+                        score: row.try_get("score")?,
+                        joined: row.try_get("joined")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        }
+        .await)
+        .map_err(|e| self.error(e))
+    }
+
+    /// Writes these users' scores in one transaction: all of them or none. Rows are
+    /// matched by id; a row that is not there yet is inserted.
+    pub async fn save_scores(&self, rows: &[UserScore]) -> Result<(), StoreError> {
+        let pool = self.ready().await?;
+        let now = Utc::now().naive_utc();
+        with_pool!(pool, pool => async {
+            let mut tx = pool.begin().await?;
+            for row in rows {
+                sqlx::query(
+                    "INSERT INTO user_score (id, username, score, joined, inserted_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) \
+                     ON CONFLICT (id) DO UPDATE SET username = excluded.username, \
+                     score = excluded.score, joined = excluded.joined, updated_at = excluded.updated_at",
+                )
+                .bind(row.id)
+                .bind(&row.username)
+                .bind(row.score)
+                .bind(row.joined)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await)
+        .map_err(|e| self.error(e))
+    }
+
+    /// Records what a client asked of a service.
+    pub async fn save_desired(&self, desired: &DesiredState) -> Result<(), StoreError> {
+        let pool = self.ready().await?;
+        let params = serde_json::to_string(&desired.params).expect("a map of strings serialises");
+        let interval_ms = desired
+            .interval
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now = Utc::now().naive_utc();
+        with_pool!(pool, pool => sqlx::query(
+            "INSERT INTO service_state (name, running, interval_ms, params, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO UPDATE SET running = excluded.running, \
+             interval_ms = excluded.interval_ms, params = excluded.params, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&desired.name)
+        .bind(desired.running)
+        .bind(interval_ms)
+        .bind(params)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(drop))
+        .map_err(|e| self.error(e))
+    }
+
+    /// What clients last asked of each service that they ever started or stopped.
+    pub async fn desired(&self) -> Result<Vec<DesiredState>, StoreError> {
+        let pool = self.ready().await?;
+        with_pool!(pool, pool => async {
+            let rows = sqlx::query(
+                "SELECT name, running, interval_ms, params FROM service_state ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let interval_ms: Option<i64> = row.try_get("interval_ms")?;
+                    let params: String = row.try_get("params")?;
+                    Ok(DesiredState {
+                        name: row.try_get("name")?,
+                        running: row.try_get("running")?,
+                        interval: interval_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                        params: serde_json::from_str(&params)
+                            .map_err(|e| sqlx::Error::Decode(e.into()))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        }
+        .await)
+        .map_err(|e| self.error(e))
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        if let Some(pool) = self.pool.get() {
+            with_pool!(pool, pool => pool.close().await)
+        }
+    }
+}
+
+fn sqlite(options: SqliteConnectOptions) -> Pool {
+    // WAL: readers never block the writer, and a crash never leaves a torn write.
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(WAIT);
+    Pool::Sqlite(
+        SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(WAIT)
+            .connect_lazy_with(options),
+    )
+}
+
+/// The users of the original dashboard: username, score, joined.
+const SEED_USERS: [(&str, i64, &str); 9] = [
+    ("admin", 103, "2020-07-24 21:00:07"),
+    ("jim_the_og", 84, "2021-02-22 21:00:07"),
+    ("aaron", 92, "2021-08-05 20:00:07"),
+    ("mn_voter", 99, "2022-09-08 23:00:07"),
+    ("wi_voter", 94, "2023-04-11 19:00:07"),
+    ("ia_voter", 77, "2018-12-12 13:00:07"),
+    ("ca_voter", 88, "2022-11-02 23:00:07"),
+    ("il_voter", 77, "2019-06-06 14:00:07"),
+    ("tx_voter", 68, "2023-03-05 23:00:07"),
+];

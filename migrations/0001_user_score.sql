@@ -1,0 +1,10 @@
+-- User scores for the leaderboard service. Written in the SQL that both SQLite and
+-- PostgreSQL accept, so one set of migrations serves both stores.
+CREATE TABLE user_score (
+    id UUID PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    score BIGINT NOT NULL,
+    joined TIMESTAMP NOT NULL,
+    inserted_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
