@@ -156,23 +156,20 @@ impl Leaderboard {
         }));
     }
 
-    /// Collects a finished flush: on failure its rows are pending again and the next
-    /// attempt waits longer.
-    async fn collect_flush(&mut self, ctx: &StepContext, wait: bool) {
+    /// Collects a finished flush (with `wait`, the one under way): on failure its rows
+    /// are pending again, the next attempt waits longer, and the error says so.
+    async fn collect_flush(&mut self, wait: bool) -> Result<(), String> {
         let Some(handle) = self.flushing.take_if(|h| wait || h.is_finished()) else {
-            return;
+            return Ok(());
         };
-        let outcome = match handle.await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                ctx.report(format!("flush task failed: {e}"));
-                return;
-            }
-        };
-        match outcome {
+        match handle
+            .await
+            .map_err(|e| format!("flush task failed: {e}"))?
+        {
             Ok(()) => {
                 self.flush_failures = 0;
                 self.next_flush = Instant::now() + self.flush_every;
+                Ok(())
             }
             Err((ids, error)) => {
                 self.dirty.extend(ids);
@@ -182,10 +179,24 @@ impl Leaderboard {
                     .saturating_mul(1 << self.flush_failures.min(16))
                     .min(MAX_FLUSH_BACKOFF.max(self.flush_every));
                 self.next_flush = Instant::now() + backoff;
-                ctx.report(format!(
+                Err(format!(
                     "cannot save scores ({} pending, next try in {backoff:?}): {error}",
                     self.dirty.len()
-                ));
+                ))
+            }
+        }
+    }
+
+    /// Writes every pending change, retrying until it lands; the caller bounds it.
+    async fn flush_all(&mut self, report: impl Fn(String)) {
+        if let Err(e) = self.collect_flush(true).await {
+            report(e);
+        }
+        while !self.dirty.is_empty() {
+            self.start_flush();
+            if let Err(e) = self.collect_flush(true).await {
+                report(e);
+                tokio::time::sleep(FINAL_FLUSH_RETRY).await;
             }
         }
     }
@@ -199,6 +210,16 @@ fn sort(entries: &mut [Entry]) {
             .cmp(&a.user.score)
             .then_with(|| a.user.username.cmp(&b.user.username))
     });
+}
+
+/// The in-memory table of the users loaded from the database.
+fn table_of(users: Vec<UserScore>) -> Vec<Entry> {
+    let mut table: Vec<_> = users
+        .into_iter()
+        .map(|user| Entry { user, change: 0 })
+        .collect();
+    sort(&mut table);
+    table
 }
 
 fn changed_rows(table: &[Entry], ids: &BTreeSet<Uuid>) -> Vec<UserScore> {
@@ -245,18 +266,15 @@ impl Worker for Leaderboard {
                     .user_scores()
                     .await
                     .map_err(|e| StepError::Step(format!("cannot load scores: {e}")))?;
-                let mut table: Vec<_> = users
-                    .into_iter()
-                    .map(|user| Entry { user, change: 0 })
-                    .collect();
-                sort(&mut table);
-                Arc::new(table)
+                Arc::new(table_of(users))
             }
         };
         let next = Arc::new(self.play(&table));
         self.table = Some(next.clone());
         ctx.publish(Payload::Leaderboard(leaderboard(&next)))?;
-        self.collect_flush(ctx, false).await;
+        if let Err(e) = self.collect_flush(false).await {
+            ctx.report(e);
+        }
         if Instant::now() >= self.next_flush {
             self.start_flush();
         }
@@ -265,14 +283,7 @@ impl Worker for Leaderboard {
 
     /// Writes every pending change: the database then holds the last published scores.
     async fn finish(&mut self, ctx: &StepContext) -> Result<(), StepError> {
-        self.collect_flush(ctx, true).await;
-        while !self.dirty.is_empty() {
-            self.start_flush();
-            self.collect_flush(ctx, true).await;
-            if !self.dirty.is_empty() {
-                tokio::time::sleep(FINAL_FLUSH_RETRY).await;
-            }
-        }
+        self.flush_all(|e| ctx.report(e)).await;
         Ok(())
     }
 }
@@ -309,10 +320,9 @@ mod tests {
         );
     }
 
-    fn board(change: RangeInclusive<i64>) -> Leaderboard {
-        let env = Environment::new("/nonexistent".into(), None).unwrap();
+    fn board(store: Store, change: RangeInclusive<i64>) -> Leaderboard {
         Leaderboard {
-            store: env.store,
+            store,
             change,
             flush_every: Duration::from_secs(5),
             table: None,
@@ -325,7 +335,8 @@ mod tests {
 
     #[test]
     fn a_round_moves_scores_within_bounds_and_marks_them_dirty() {
-        let mut board = board(1..=3);
+        let env = Environment::new("/nonexistent".into(), None).unwrap();
+        let mut board = board(env.store, 1..=3);
         let table = vec![entry("a", i64::MAX - 1), entry("b", 0)];
         let next = board.play(&table);
         let b = next.iter().find(|e| e.user.username == "b").unwrap();
@@ -335,6 +346,59 @@ mod tests {
         assert_eq!(a.change, 1);
         assert_eq!(board.dirty.len(), 2);
         assert!(next[0].user.score >= next[1].user.score);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Round,
+        Flush,
+    }
+
+    /// Plays `ops` against a store, then stops as the service does, and compares.
+    async fn table_and_database_agree(store: Store, ops: &[Op]) {
+        store.prepare().await.unwrap();
+        let mut board = board(store.clone(), -1000..=1000);
+        let mut table = Arc::new(table_of(store.user_scores().await.unwrap()));
+        board.table = Some(table.clone());
+        for op in ops {
+            match op {
+                Op::Round => {
+                    table = Arc::new(board.play(&table));
+                    board.table = Some(table.clone());
+                }
+                Op::Flush => {
+                    board.start_flush();
+                    board.collect_flush(true).await.unwrap();
+                }
+            }
+        }
+        board.flush_all(|e| panic!("{e}")).await;
+        let mut saved = store.user_scores().await.unwrap();
+        saved.sort_by(|a, b| a.username.cmp(&b.username));
+        let mut held: Vec<_> = table.iter().map(|e| e.user.clone()).collect();
+        held.sort_by(|a, b| a.username.cmp(&b.username));
+        assert_eq!(saved, held);
+        store.close().await;
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+        #[test]
+        fn the_table_and_the_database_agree_after_any_rounds_and_flushes(
+            ops in proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(Op::Round), proptest::strategy::Just(Op::Flush)],
+                0..25,
+            )
+        ) {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let sqlite = crate::store::testing::sqlite_store();
+                table_and_database_agree(sqlite.store.clone(), &ops).await;
+                if let Some(postgres) = crate::store::testing::postgres_store().await {
+                    table_and_database_agree(postgres.store.clone(), &ops).await;
+                }
+            });
+        }
     }
 
     #[test]
