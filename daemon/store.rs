@@ -339,149 +339,18 @@ const SEED_USERS: [(&str, i64, &str); 9] = [
     ("tx_voter", 68, "2023-03-05 23:00:07"),
 ];
 
-/// Stores for tests: a SQLite file in a temporary directory, and a fresh PostgreSQL
-/// schema when `STREAMD_TEST_DATABASE_URL` names a server.
+/// A store for tests: a SQLite file in a temporary directory of its own.
 #[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-
-    /// The environment variable naming the PostgreSQL server tests may use.
-    pub const POSTGRES: &str = "STREAMD_TEST_DATABASE_URL";
-
-    pub struct TestStore {
-        pub store: Store,
-        _dir: tempfile::TempDir,
-        /// The server and the schema to drop afterwards.
-        schema: Option<(String, String)>,
-    }
-
-    impl Drop for TestStore {
-        fn drop(&mut self) {
-            let Some((base, schema)) = self.schema.take() else {
-                return;
-            };
-            // Drop cannot await, and may run inside a runtime: use a thread of its own.
-            let dropped = std::thread::spawn(move || {
-                tokio::runtime::Runtime::new().unwrap().block_on(async {
-                    let admin = PgPool::connect(&base).await?;
-                    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                        .execute(&admin)
-                        .await?;
-                    admin.close().await;
-                    Ok::<_, sqlx::Error>(())
-                })
-            })
-            .join();
-            if let Ok(Err(e)) = dropped {
-                eprintln!("test schema left behind: {e}");
-            }
-        }
-    }
-
-    pub fn sqlite_store() -> TestStore {
-        let dir = tempfile::tempdir().unwrap();
-        TestStore {
-            store: Store::open(None, dir.path()).unwrap(),
-            _dir: dir,
-            schema: None,
-        }
-    }
-
-    /// A store in a schema of its own, so that tests never collide; None (with a
-    /// printed reason) when no server is configured.
-    pub async fn postgres_store() -> Option<TestStore> {
-        let Ok(base) = std::env::var(POSTGRES) else {
-            eprintln!("skipped the PostgreSQL half: {POSTGRES} is not set");
-            return None;
-        };
-        let schema = format!("streamd_test_{}", Uuid::new_v4().simple());
-        let admin = PgPool::connect(&base)
-            .await
-            .expect("the test server accepts us");
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-        Some(TestStore {
-            store: Store::open(Some(&url), Path::new("/nonexistent")).unwrap(),
-            _dir: tempfile::tempdir().unwrap(),
-            schema: Some((base, schema)),
-        })
-    }
+pub(crate) fn sqlite_for_test() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Store::open(None, dir.path()).unwrap(), dir)
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, NaiveDate};
-    use proptest::{collection::btree_map, prelude::*};
+    use chrono::NaiveDate;
 
-    use super::{testing::*, *};
-
-    fn date() -> impl Strategy<Value = NaiveDateTime> {
-        // Whole microseconds, which both stores keep exactly, in years both can write.
-        let from = NaiveDate::from_ymd_opt(1000, 1, 1)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap();
-        let to = NaiveDate::from_ymd_opt(9999, 12, 31)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap();
-        (from.and_utc().timestamp_micros()..to.and_utc().timestamp_micros())
-            .prop_map(|us| DateTime::from_timestamp_micros(us).unwrap().naive_utc())
-    }
-
-    fn username() -> impl Strategy<Value = String> {
-        // Any printable text, quotes and all, short or as long as allowed.
-        prop_oneof!["\\PC{1,40}", "[\"'\\\\;]{1,10}", "\\PC{240,255}"]
-    }
-
-    fn rows() -> impl Strategy<Value = Vec<UserScore>> {
-        btree_map(username(), (any::<i64>(), date()), 1..12).prop_map(|users| {
-            users
-                .into_iter()
-                .map(|(username, (score, joined))| UserScore {
-                    id: Uuid::new_v4(),
-                    username,
-                    score,
-                    joined,
-                })
-                .collect()
-        })
-    }
-
-    async fn round_trip(store: &Store, mut rows: Vec<UserScore>) {
-        store.save_scores(&rows).await.unwrap();
-        // Again, with new scores: an update, not only an insert.
-        for row in &mut rows {
-            row.score = row.score.wrapping_mul(-1);
-        }
-        store.save_scores(&rows).await.unwrap();
-        let mut back = store.user_scores().await.unwrap();
-        back.sort_by_key(|r| r.id);
-        rows.sort_by_key(|r| r.id);
-        assert_eq!(back, rows);
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
-        #[test]
-        fn rows_round_trip_through_both_stores(rows in rows()) {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async {
-                let sqlite = sqlite_store();
-                round_trip(&sqlite.store, rows.clone()).await;
-                sqlite.store.close().await;
-                if let Some(postgres) = postgres_store().await {
-                    round_trip(&postgres.store, rows).await;
-                    postgres.store.close().await;
-                }
-            });
-        }
-    }
+    use super::*;
 
     #[tokio::test]
     async fn usernames_longer_than_255_characters_are_refused() {
@@ -494,17 +363,13 @@ mod tests {
                 .and_hms_opt(0, 0, 0)
                 .unwrap(),
         };
-        let sqlite = sqlite_store();
-        assert!(sqlite.store.save_scores(&[too_long.clone()]).await.is_err());
-        if let Some(postgres) = postgres_store().await {
-            assert!(postgres.store.save_scores(&[too_long]).await.is_err());
-        }
+        let (store, _dir) = sqlite_for_test();
+        assert!(store.save_scores(&[too_long]).await.is_err());
     }
 
     #[tokio::test]
     async fn seeds_once_and_keeps_desired_state() {
-        let test = sqlite_store();
-        let store = &test.store;
+        let (store, _dir) = sqlite_for_test();
         store.prepare().await.unwrap();
         store.prepare().await.unwrap();
         let users = store.user_scores().await.unwrap();

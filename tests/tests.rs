@@ -9,6 +9,8 @@ mod control;
 mod foreign;
 mod http;
 mod kraken;
+mod leaderboard;
 mod services;
 mod shutdown;
+mod store;
 mod websocket;

@@ -392,11 +392,8 @@ mod tests {
         ) {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async {
-                let sqlite = crate::store::testing::sqlite_store();
-                table_and_database_agree(sqlite.store.clone(), &ops).await;
-                if let Some(postgres) = crate::store::testing::postgres_store().await {
-                    table_and_database_agree(postgres.store.clone(), &ops).await;
-                }
+                let (store, _dir) = crate::store::sqlite_for_test();
+                table_and_database_agree(store, &ops).await;
             });
         }
     }

@@ -37,7 +37,8 @@ pub const SERVICES: [&str; 10] = [
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
-    pub data_dir: tempfile::TempDir,
+    /// Shared by a daemon and those restarted from it.
+    pub data_dir: Arc<tempfile::TempDir>,
     /// Everything the daemon has written to stderr so far.
     log: Arc<Mutex<String>>,
 }
@@ -56,21 +57,29 @@ impl Daemon {
 
     /// Starts streamd listening on `listen`; on failure returns what it wrote.
     pub fn try_start(args: &[&str], listen: &str) -> Result<Self, String> {
-        Self::try_start_with_env(args, listen, &[])
+        Self::launch(args, listen, &[], None)
     }
 
     /// Starts streamd with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::try_start_with_env(args, "127.0.0.1:0", env)
+        Self::launch(args, "127.0.0.1:0", env, None)
             .unwrap_or_else(|log| panic!("streamd did not start:\n{log}"))
     }
 
-    fn try_start_with_env(
+    /// Starts another streamd on the same data directory, as after a restart; this
+    /// one should have exited.
+    pub fn restart(&self, args: &[&str]) -> Self {
+        Self::launch(args, "127.0.0.1:0", &[], Some(self.data_dir.clone()))
+            .unwrap_or_else(|log| panic!("streamd did not start again:\n{log}"))
+    }
+
+    fn launch(
         args: &[&str],
         listen: &str,
         env: &[(&str, &str)],
+        data_dir: Option<Arc<tempfile::TempDir>>,
     ) -> Result<Self, String> {
-        let data_dir = tempfile::tempdir().unwrap();
+        let data_dir = data_dir.unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
         let mut child = Command::new(STREAMD)
             .args(["--listen", listen, "--data-dir"])
             .arg(data_dir.path())
@@ -78,6 +87,7 @@ impl Daemon {
             .env("RUST_LOG", "info")
             .env_remove("STREAMD_CONFIG")
             .env_remove("OPEN_AQ_KEY")
+            .env_remove("DATABASE_URL")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -271,4 +281,61 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path
+}
+
+/// The environment variable naming the PostgreSQL server tests may use.
+pub const POSTGRES: &str = "STREAMD_TEST_DATABASE_URL";
+
+/// A PostgreSQL schema of a test's own, dropped afterwards, so that tests never collide.
+pub struct PgSchema {
+    /// A database URL whose connections use the schema.
+    pub url: String,
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// A fresh schema, or None with a printed reason when no server is configured.
+    pub async fn create() -> Option<Self> {
+        let Ok(base) = std::env::var(POSTGRES) else {
+            eprintln!("skipped: {POSTGRES} is not set (tests/run.sh sets it when PostgreSQL runs)");
+            return None;
+        };
+        let name = format!("streamd_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&base)
+            .await
+            .expect("the test server accepts us");
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        Some(Self {
+            url: format!("{base}{separator}options=-c%20search_path%3D{name}"),
+            base,
+            name,
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // Drop cannot await, and may run inside a runtime: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let admin = sqlx::PgPool::connect(&base).await?;
+                sqlx::query(&format!("DROP SCHEMA {name} CASCADE"))
+                    .execute(&admin)
+                    .await?;
+                admin.close().await;
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("test schema {} left behind: {e}", self.name);
+        }
+    }
 }
