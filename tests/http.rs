@@ -20,7 +20,7 @@ use serde_json::json;
 use streamhandler::pb::{self, event::Payload, lifecycle::Kind};
 use tonic::Code;
 
-use crate::harness::{Daemon, Events, is_data, is_lifecycle};
+use crate::harness::{Daemon, Events, is_data, is_lifecycle, start_request, start_watching};
 
 /// A local API server; `hits` counts requests to `/flaky` and records their times.
 struct Api {
@@ -118,25 +118,8 @@ impl Api {
     }
 }
 
-fn start_request(name: &str, millis: u64, params: &[(&str, &str)]) -> pb::StartServiceRequest {
-    pb::StartServiceRequest {
-        name: name.into(),
-        interval: Some(Duration::from_millis(millis).try_into().unwrap()),
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
-}
-
 async fn start(daemon: &Daemon, name: &str, params: &[(&str, &str)]) -> Events {
-    let mut client = daemon.client().await;
-    let events = Events::open(&mut client, &[name], false).await;
-    client
-        .start_service(start_request(name, 100, params))
-        .await
-        .unwrap();
-    events
+    start_watching(daemon, name, 100, params).await
 }
 
 async fn stop(daemon: &Daemon, name: &str) {

@@ -79,14 +79,7 @@ macro_rules! on_both_stores {
 }
 
 fn start_request(millis: u64, params: &[(&str, &str)]) -> pb::StartServiceRequest {
-    pb::StartServiceRequest {
-        name: "leaderboard".into(),
-        interval: Some(Duration::from_millis(millis).try_into().unwrap()),
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
+    crate::harness::start_request("leaderboard", millis, params)
 }
 
 /// The scores of a Leaderboard event, if it is one.
@@ -149,7 +142,7 @@ on_both_stores!(
 );
 
 async fn after_sigterm_the_database_holds_the_last_published_scores(db: Db) {
-    let mut daemon = Daemon::start_with(&db.args());
+    let daemon = Daemon::start_with(&db.args());
     let mut client = daemon.client().await;
     let mut events = Events::open(&mut client, &["leaderboard"], false).await;
     // A flush interval far longer than the test: only the final flush writes.
@@ -161,6 +154,18 @@ async fn after_sigterm_the_database_holds_the_last_published_scores(db: Db) {
     for _ in 0..10 {
         last = scores_of(&events.next_where(|e| scores_of(e).is_some()).await);
     }
+    stop_and_compare(daemon, &db, events, last).await;
+}
+
+/// Sends SIGTERM and checks that once the daemon has exited cleanly the database
+/// holds the last scores published before the service stopped (`last`, unless later
+/// events come before the stop).
+async fn stop_and_compare(
+    mut daemon: Daemon,
+    db: &Db,
+    mut events: Events,
+    mut last: Option<Scores>,
+) {
     kill(daemon.pid(), Signal::SIGTERM).unwrap();
     loop {
         let event = events.next().await;
@@ -278,7 +283,7 @@ fn is_save_error(event: &pb::Event) -> bool {
 /// Plays with the database gone for a while, then checks that once it is back every
 /// change lands: after SIGTERM it holds the last published scores.
 async fn outlive_an_outage(
-    mut daemon: Daemon,
+    daemon: Daemon,
     db: &Db,
     outage: impl AsyncFnOnce(),
     recovery: impl AsyncFnOnce(),
@@ -297,17 +302,7 @@ async fn outlive_an_outage(
     recovery().await;
     // Give the retry (backoff doubles from 200 ms) time to land before stopping.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    kill(daemon.pid(), Signal::SIGTERM).unwrap();
-    let mut last = scores_of(&played);
-    loop {
-        let event = events.next().await;
-        if is_lifecycle(&event, Kind::Stopped) {
-            break;
-        }
-        last = scores_of(&event).or(last);
-    }
-    assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log());
-    assert_eq!(db.scores(&daemon).await, last.unwrap());
+    stop_and_compare(daemon, db, events, scores_of(&played)).await;
 }
 
 #[tokio::test]

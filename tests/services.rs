@@ -4,24 +4,7 @@ use std::{fs::OpenOptions, io::Write, path::Path, time::Duration};
 
 use streamhandler::pb::{self, event::Payload, lifecycle::Kind};
 
-use crate::harness::{Daemon, Events, is_data, is_lifecycle, write};
-
-async fn start(daemon: &Daemon, name: &str, millis: u64, params: &[(&str, &str)]) -> Events {
-    let mut client = daemon.client().await;
-    let events = Events::open(&mut client, &[name], false).await;
-    client
-        .start_service(pb::StartServiceRequest {
-            name: name.into(),
-            interval: Some(Duration::from_millis(millis).try_into().unwrap()),
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        })
-        .await
-        .unwrap();
-    events
-}
+use crate::harness::{Daemon, Events, is_data, is_lifecycle, start_watching, write};
 
 async fn next_line(events: &mut Events) -> (u64, String) {
     let event = events.next_where(is_data).await;
@@ -44,7 +27,7 @@ fn append(path: &Path, text: &str) {
 #[tokio::test]
 async fn reader_publishes_the_built_in_poems() {
     let daemon = Daemon::start();
-    let mut events = start(&daemon, "reader", 100, &[]).await;
+    let mut events = start_watching(&daemon, "reader", 100, &[]).await;
     let poems = daemon.data_dir.path().join("poems");
     for _ in 0..3 {
         let event = events.next_where(is_data).await;
@@ -66,7 +49,8 @@ async fn reader_follows_appends_truncation_and_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let log = write(dir.path(), "app.log", "old line, not followed\n");
     let daemon = Daemon::start();
-    let mut events = start(&daemon, "reader", 100, &[("follow", log.to_str().unwrap())]).await;
+    let mut events =
+        start_watching(&daemon, "reader", 100, &[("follow", log.to_str().unwrap())]).await;
     events.next().await; // started
     // Give it a moment to look at the file before it grows.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -102,7 +86,7 @@ async fn reader_waits_for_a_followed_file_that_does_not_exist_yet() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("later.log");
     let daemon = Daemon::start();
-    let mut events = start(
+    let mut events = start_watching(
         &daemon,
         "reader",
         100,
@@ -122,7 +106,7 @@ async fn images_reports_size_type_and_dimensions() {
     std::fs::write(dir.path().join("fox.png"), fox).unwrap();
     write(dir.path(), "notes.txt", "not an image");
     let daemon = Daemon::start();
-    let mut events = start(
+    let mut events = start_watching(
         &daemon,
         "images",
         100,
@@ -145,7 +129,7 @@ async fn images_reports_size_type_and_dimensions() {
 async fn a_failing_step_is_an_error_event_and_the_service_carries_on() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start();
-    let mut events = start(
+    let mut events = start_watching(
         &daemon,
         "images",
         100,

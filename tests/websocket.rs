@@ -1,15 +1,13 @@
 //! The generic `websocket` service against a real websocket server on 127.0.0.1, and
 //! that server, which the `kraken` tests share.
 
-use std::time::Duration;
-
 use futures::{SinkExt, StreamExt};
 use prost_types::value::Kind as ValueKind;
 use streamhandler::pb::{self, event::Payload, lifecycle::Kind};
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
 
-use crate::harness::{Daemon, Events, PATIENCE, is_data, is_lifecycle, write};
+use crate::harness::{Daemon, Events, PATIENCE, is_data, is_lifecycle, start_watching, write};
 
 /// A websocket server on a free local port that hands each accepted connection to the
 /// test.
@@ -91,19 +89,7 @@ impl Connection {
 
 /// Subscribes to `name`'s events, then starts it with `params` and a short interval.
 pub async fn start(daemon: &Daemon, name: &str, params: &[(&str, &str)]) -> Events {
-    let mut client = daemon.client().await;
-    let mut events = Events::open(&mut client, &[name], false).await;
-    client
-        .start_service(pb::StartServiceRequest {
-            name: name.into(),
-            interval: Some(Duration::from_millis(100).try_into().unwrap()),
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        })
-        .await
-        .unwrap();
+    let mut events = start_watching(daemon, name, 100, params).await;
     let started = events.next().await;
     assert!(is_lifecycle(&started, Kind::Started), "{started:?}");
     events

@@ -265,6 +265,34 @@ impl Events {
     }
 }
 
+/// A StartService request with an interval and parameter overrides.
+pub fn start_request(name: &str, millis: u64, params: &[(&str, &str)]) -> pb::StartServiceRequest {
+    pb::StartServiceRequest {
+        name: name.into(),
+        interval: Some(Duration::from_millis(millis).try_into().unwrap()),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// Subscribes to a service's topic, then starts it: the events begin with its start.
+pub async fn start_watching(
+    daemon: &Daemon,
+    name: &str,
+    millis: u64,
+    params: &[(&str, &str)],
+) -> Events {
+    let mut client = daemon.client().await;
+    let events = Events::open(&mut client, &[name], false).await;
+    client
+        .start_service(start_request(name, millis, params))
+        .await
+        .unwrap();
+    events
+}
+
 pub fn is_lifecycle(event: &pb::Event, kind: pb::lifecycle::Kind) -> bool {
     matches!(&event.payload, Some(pb::event::Payload::Lifecycle(l)) if l.kind() == kind)
 }
