@@ -42,6 +42,9 @@ pub enum Command {
     Publish(PublishArgs),
     /// Print events as they arrive, until Ctrl-C.
     Subscribe(SubscribeArgs),
+    /// Measure the event stream: publish rate, delivered rate, latency and loss,
+    /// optionally beside nats-server running the same workload.
+    Bench(BenchArgs),
 }
 
 /// Arguments of `streamctl start`.
@@ -98,6 +101,74 @@ pub struct SubscribeArgs {
     /// How to print events.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// Arguments of `streamctl bench`. [`crate::bench::Plan`] checks them.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Subscribe streams reading the bench topic.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub subs: usize,
+
+    /// Connections the streams share, round-robin; 0 gives each stream its own.
+    #[arg(long, default_value_t = 0, value_name = "C")]
+    pub conns: usize,
+
+    /// Publishers, each on its own connection.
+    #[arg(long, default_value_t = 1, value_name = "P")]
+    pub pubs: usize,
+
+    /// Messages in total, shared among the publishers.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub msgs: u64,
+
+    /// Payload size in bytes (the encoded Struct, which carries the send time).
+    #[arg(long, default_value_t = 128, value_name = "BYTES")]
+    pub size: usize,
+
+    /// Messages per second over all publishers; 0 publishes as fast as possible.
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    pub rate: u64,
+
+    /// Publish requests each publisher keeps in flight.
+    #[arg(long, default_value_t = 32, value_name = "W")]
+    pub inflight: usize,
+
+    /// Extra subscribers that read the warm-up event, then stop reading until the end
+    /// (an isolation test); they are left out of the figures.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub stalled: usize,
+
+    /// Keep every stream open this long after the run, e.g. to measure the daemon's
+    /// memory per idle stream.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub hold: Option<Duration>,
+
+    /// Give up on events not delivered by then (default: the expected publishing time
+    /// plus 10s); what did not arrive counts as lost.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub timeout: Option<Duration>,
+
+    /// The topic (NATS subject) to use; default: a fresh `bench.*` one per run.
+    #[arg(long, value_name = "NAME")]
+    pub topic: Option<String>,
+
+    /// Also run the same workload against nats-server at this URL and compare.
+    #[arg(long, value_name = "URL")]
+    pub against_nats: Option<String>,
+
+    /// Instead of the pub/sub workload, time N start/stop cycles of --service and the
+    /// first event after each start.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub control: usize,
+
+    /// The service the control bench starts and stops.
+    #[arg(long, value_name = "NAME", default_value = "streamer")]
+    pub service: String,
+
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The format `subscribe` prints events in.

@@ -5,6 +5,7 @@
 //! its own module.
 
 mod args;
+mod bench;
 mod client;
 mod commands;
 mod error;
@@ -52,6 +53,7 @@ fn run() -> Result<(), Error> {
             Command::Show { name } => commands::show(&cli.addr, &name).await,
             Command::Publish(args) => commands::publish(&cli.addr, args).await,
             Command::Subscribe(args) => subscribe::run(&cli.addr, args).await,
+            Command::Bench(args) => bench::run(&cli.addr, args).await,
         }
     })
 }

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod bench;
 mod cli;
 mod config;
 mod control;

@@ -1,0 +1,341 @@
+//! The workload against streamd: Subscribe streams over their connections, Publish
+//! calls from publishers with several requests in flight each.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use hdrhistogram::Histogram;
+use streamhandler::pb::{Event, PublishRequest, SubscribeRequest, event::Payload};
+use tokio::{
+    sync::{Notify, mpsc, watch},
+    time::Instant,
+};
+use tonic::Streaming;
+
+use super::{
+    IDLE, Plan,
+    payload::{self, Stamp},
+    report::{self, Measured, Report, Tally},
+};
+use crate::{
+    args::Addr,
+    client::{self, Client},
+    error::Error,
+};
+
+/// Latency histograms shared by the subscribers, each subscriber using one, so that
+/// many subscribers need not each hold a histogram.
+const HISTOGRAMS: usize = 16;
+/// Streams opened at once while setting up.
+const OPENING: usize = 64;
+
+/// What the subscriber tasks share with the run.
+struct Shared {
+    ready: AtomicUsize,
+    ready_changed: Notify,
+    histograms: Vec<Mutex<Histogram<u64>>>,
+}
+
+/// Runs the plan against the daemon at `addr`.
+pub async fn run(addr: &Addr, plan: &Plan) -> Result<Report, Error> {
+    let subscribers = plan.subs + plan.stalled;
+    let channels: Vec<Client> = stream::iter(0..plan.conns)
+        .map(|_| client::connect(addr))
+        .buffered(OPENING)
+        .try_collect()
+        .await?;
+    // Stalled subscribers get connections of their own, as a stuck client would have.
+    let stalled_channels: Vec<Client> = stream::iter(0..plan.stalled)
+        .map(|_| client::connect(addr))
+        .buffered(OPENING)
+        .try_collect()
+        .await?;
+    let request = SubscribeRequest {
+        topics: vec![plan.topic.clone()],
+        last: false,
+    };
+    let streams: Vec<Streaming<Event>> = stream::iter(0..subscribers)
+        .map(|j| {
+            let mut client = if j < plan.subs {
+                channels[j % plan.conns].clone()
+            } else {
+                stalled_channels[j - plan.subs].clone()
+            };
+            let request = request.clone();
+            async move {
+                client
+                    .subscribe(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|status| Error::from_status(status, addr))
+            }
+        })
+        .buffered(OPENING)
+        .try_collect()
+        .await?;
+
+    let shared = Arc::new(Shared {
+        ready: AtomicUsize::new(0),
+        ready_changed: Notify::new(),
+        histograms: (0..HISTOGRAMS)
+            .map(|_| Mutex::new(report::histogram()))
+            .collect(),
+    });
+    let (start_tx, start_rx) = watch::channel(None::<Instant>);
+    let (published_tx, published_rx) = watch::channel(false);
+    let (release_tx, release_rx) = watch::channel(false);
+    let (tally_tx, mut tally_rx) = mpsc::unbounded_channel();
+    let mut tasks = Vec::with_capacity(subscribers);
+    for (j, stream) in streams.into_iter().enumerate() {
+        let task = Subscriber {
+            index: j,
+            stalled: j >= plan.subs,
+            msgs: plan.msgs,
+            timeout: plan.timeout,
+            shared: shared.clone(),
+            start: start_rx.clone(),
+            published: published_rx.clone(),
+            release: release_rx.clone(),
+            tallies: tally_tx.clone(),
+        };
+        tasks.push(tokio::spawn(task.run(stream)));
+    }
+    drop(tally_tx);
+
+    let publishers: Vec<Client> = stream::iter(0..plan.pubs)
+        .map(|_| client::connect(addr))
+        .buffered(OPENING)
+        .try_collect()
+        .await?;
+    warm_up(addr, plan, &publishers[0], &shared, subscribers).await?;
+
+    // The clock starts now.
+    let start = Instant::now();
+    let deadline = start + plan.timeout;
+    let _ = start_tx.send(Some(start));
+    let published = Arc::new(AtomicUsize::new(0));
+    let publishing = futures::future::try_join_all(
+        publishers
+            .into_iter()
+            .enumerate()
+            .map(|(p, client)| publish(addr, plan, p, client, start, published.clone())),
+    );
+    let timed_out_publishing = tokio::select! {
+        result = publishing => { result?; false }
+        () = tokio::time::sleep_until(deadline) => true,
+    };
+    let publish_time = start.elapsed();
+    let _ = published_tx.send(true);
+
+    let mut tallies = Vec::with_capacity(plan.subs);
+    while let Some(tally) = tally_rx.recv().await {
+        tallies.push(tally);
+        if tallies.len() == plan.subs {
+            break;
+        }
+    }
+    let timed_out = timed_out_publishing || Instant::now() >= deadline;
+    let last = tallies.iter().filter_map(|t: &Tally| t.last_at).max();
+    let mut latency = report::histogram();
+    for h in &shared.histograms {
+        latency
+            .add(&*h.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .expect("same bounds");
+    }
+    let measured = Measured {
+        published: published.load(Ordering::Relaxed) as u64,
+        publish_time,
+        elapsed: last.map_or(publish_time, |l| l.duration_since(start.into_std())),
+        timed_out,
+    };
+    let report = Report::new("streamd", plan, measured, &tallies, &latency);
+    if let Some(hold) = plan.hold {
+        eprintln!(
+            "streamctl: holding {subscribers} streams open for {}",
+            humantime::format_duration(hold)
+        );
+        tokio::time::sleep(hold).await;
+    }
+    let _ = release_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(report)
+}
+
+/// Publishes warm-up events until every subscriber has seen one.
+async fn warm_up(
+    addr: &Addr,
+    plan: &Plan,
+    client: &Client,
+    shared: &Shared,
+    subscribers: usize,
+) -> Result<(), Error> {
+    let give_up = Instant::now() + plan.ready_timeout();
+    loop {
+        let ready = shared.ready_changed.notified();
+        if shared.ready.load(Ordering::Acquire) == subscribers {
+            return Ok(());
+        }
+        if Instant::now() >= give_up {
+            return Err(Error::Other(format!(
+                "only {} of {subscribers} subscribers were ready within {}",
+                shared.ready.load(Ordering::Acquire),
+                humantime::format_duration(plan.ready_timeout())
+            )));
+        }
+        client
+            .clone()
+            .publish(PublishRequest {
+                topic: plan.topic.clone(),
+                data: Some(payload::warmup()),
+            })
+            .await
+            .map_err(|status| Error::from_status(status, addr))?;
+        let _ = tokio::time::timeout(Duration::from_millis(100), ready).await;
+    }
+}
+
+/// Publisher `p`: its share of the messages, on schedule when a rate is set, with
+/// `plan.inflight` requests in flight.
+async fn publish(
+    addr: &Addr,
+    plan: &Plan,
+    p: usize,
+    client: Client,
+    start: Instant,
+    published: Arc<AtomicUsize>,
+) -> Result<(), Error> {
+    let padding = plan.padding;
+    stream::iter(plan.indices(p))
+        .map(|index| {
+            let mut client = client.clone();
+            let topic = plan.topic.clone();
+            let due = plan.due(index);
+            let published = published.clone();
+            async move {
+                if let Some(due) = due {
+                    tokio::time::sleep_until(start + due).await;
+                }
+                let data = payload::data(index, payload::now_ns(), padding);
+                client
+                    .publish(PublishRequest {
+                        topic,
+                        data: Some(data),
+                    })
+                    .await
+                    .map_err(|status| Error::from_status(status, addr))?;
+                published.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(plan.inflight)
+        .try_for_each(|()| async { Ok(()) })
+        .await
+}
+
+/// One Subscribe stream's reader.
+struct Subscriber {
+    index: usize,
+    stalled: bool,
+    msgs: u64,
+    timeout: Duration,
+    shared: Arc<Shared>,
+    start: watch::Receiver<Option<Instant>>,
+    published: watch::Receiver<bool>,
+    release: watch::Receiver<bool>,
+    tallies: mpsc::UnboundedSender<Tally>,
+}
+
+impl Subscriber {
+    async fn run(mut self, mut stream: Streaming<Event>) {
+        // Until the warm-up event, then (if stalled) hold the stream without reading.
+        let mut tally = Tally::new(self.msgs, 1);
+        let mut warm = false;
+        while !warm {
+            match stream.message().await {
+                Ok(Some(event)) => warm = self.take(&event, &mut tally, true),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if warm {
+            self.shared.ready.fetch_add(1, Ordering::AcqRel);
+            self.shared.ready_changed.notify_one();
+        }
+        if !self.stalled {
+            self.read(&mut stream, &mut tally).await;
+            let _ = self.tallies.send(tally);
+        }
+        let _ = self.release.wait_for(|r| *r).await;
+    }
+
+    /// Reads until every message has arrived, the deadline, or a second of silence
+    /// after publishing ends.
+    async fn read(&mut self, stream: &mut Streaming<Event>, tally: &mut Tally) {
+        let Ok(start) = self
+            .start
+            .wait_for(Option::is_some)
+            .await
+            .map(|s| s.unwrap())
+        else {
+            return;
+        };
+        let deadline = start + self.timeout;
+        let mut published = false;
+        let mut last = Instant::now();
+        while !tally.complete() {
+            let idle = last + IDLE;
+            let event = tokio::select! {
+                event = stream.message() => event,
+                () = tokio::time::sleep_until(deadline) => return,
+                Ok(()) = self.published.changed(), if !published => {
+                    published = true;
+                    continue;
+                }
+                () = tokio::time::sleep_until(idle), if published => return,
+            };
+            match event {
+                Ok(Some(event)) => {
+                    last = Instant::now();
+                    self.take(&event, tally, false);
+                }
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Records one event; says whether it was a warm-up.
+    fn take(&self, event: &Event, tally: &mut Tally, warming: bool) -> bool {
+        match &event.payload {
+            Some(Payload::Data(data)) => match payload::stamp(data) {
+                Some(Stamp::Warmup) => true,
+                Some(Stamp::Data { index, sent_ns }) => {
+                    if !warming {
+                        let latency = payload::now_ns().saturating_sub(sent_ns);
+                        self.shared.histograms[self.index % HISTOGRAMS]
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .saturating_record(latency.max(1));
+                        tally.record(index, 0, event.seq, Instant::now().into_std());
+                    }
+                    false
+                }
+                None => {
+                    tally.foreign += 1;
+                    false
+                }
+            },
+            Some(Payload::Lagged(lagged)) => {
+                tally.lagged += lagged.missed;
+                false
+            }
+            _ => false,
+        }
+    }
+}
