@@ -130,10 +130,6 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0, value_name = "R")]
     pub rate: u64,
 
-    /// Publish requests each publisher keeps in flight.
-    #[arg(long, default_value_t = 32, value_name = "W")]
-    pub inflight: usize,
-
     /// Extra subscribers that read the warm-up event, then stop reading until the end
     /// (an isolation test); they are left out of the figures.
     #[arg(long, default_value_t = 0, value_name = "S")]

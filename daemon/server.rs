@@ -6,7 +6,7 @@ use std::{future::Future, pin::Pin};
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
 
 use crate::{
     bus::{EncodedEvent, TopicFilter},
@@ -176,7 +176,32 @@ impl StreamHandler for ControlPlane {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        let request = request.into_inner();
+        let seq = self.publish_one(request.into_inner())?;
+        Ok(Response::new(pb::PublishResponse { seq }))
+    }
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<pb::PublishStreamResponse>, Status> {
+        let mut events = request.into_inner();
+        let mut published = 0;
+        while let Some(event) = events.message().await? {
+            self.publish_one(event).map_err(|status| {
+                Status::new(
+                    status.code(),
+                    format!("events[{published}].{}", status.message()),
+                )
+            })?;
+            published += 1;
+        }
+        Ok(Response::new(pb::PublishStreamResponse { published }))
+    }
+}
+
+impl ControlPlane {
+    /// Checks one event from a client and publishes it; returns its sequence number.
+    fn publish_one(&self, request: pb::PublishRequest) -> Result<u64, Status> {
         check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         if self.supervisor.has_service(&request.topic) {
             return Err(Status::invalid_argument(format!(
@@ -187,12 +212,10 @@ impl StreamHandler for ControlPlane {
         let data = request
             .data
             .ok_or_else(|| Status::invalid_argument("data: missing"))?;
-        let seq = self
-            .supervisor
+        self.supervisor
             .bus()
             .publish(&request.topic, Payload::Data(data))
-            .map_err(|e| Status::invalid_argument(format!("data: {e}")))?;
-        Ok(Response::new(pb::PublishResponse { seq }))
+            .map_err(|e| Status::invalid_argument(format!("data: {e}")))
     }
 }
 

@@ -437,3 +437,45 @@ async fn reflection_v1_describes_the_api() {
     );
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 }
+
+#[tokio::test]
+async fn publish_stream_publishes_in_order_and_names_a_bad_event() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let mut events = Events::open(&mut client, &["batch"], false).await;
+    let request = |topic: &str, n| pb::PublishRequest {
+        topic: topic.into(),
+        data: Some(data(n as f64)),
+    };
+    let batch: Vec<_> = (0..500).map(|n| request("batch", n)).collect();
+    let reply = client
+        .publish_stream(futures::stream::iter(batch))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.published, 500);
+    for n in 0..500u64 {
+        let event = events.next().await;
+        assert_eq!(event.seq, n + 1);
+        assert_eq!(event.payload, Some(Payload::Data(data(n as f64))));
+    }
+
+    let mixed = vec![
+        request("batch", 500),
+        request("streamer", 0),
+        request("batch", 501),
+    ];
+    let status = client
+        .publish_stream(futures::stream::iter(mixed))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("events[1].topic:"),
+        "{}",
+        status.message()
+    );
+    // The one before it went out; the one after it did not.
+    assert_eq!(events.next().await.seq, 501);
+    assert_eq!(events.within(Duration::from_millis(300)).await, None);
+}

@@ -44,7 +44,6 @@ pub struct Plan {
     pub msgs: u64,
     pub size: usize,
     pub rate: u64,
-    pub inflight: usize,
     pub stalled: usize,
     pub hold: Option<Duration>,
     /// How long after the start of publishing the run ends at the latest.
@@ -81,9 +80,6 @@ impl Plan {
         if args.msgs > 1 << 40 {
             return Err("--msgs is too large".into());
         }
-        if args.inflight == 0 {
-            return Err("--inflight must be at least 1".into());
-        }
         if args.size > MAX_SIZE {
             return Err(format!("--size must be at most {MAX_SIZE}"));
         }
@@ -116,7 +112,6 @@ impl Plan {
             msgs: args.msgs,
             size: args.size,
             rate: args.rate,
-            inflight: args.inflight,
             stalled: args.stalled,
             hold: args.hold,
             timeout: args.timeout.unwrap_or(expected + GRACE),
@@ -256,7 +251,6 @@ mod tests {
             (&["--msgs", "2", "--pubs", "3"], "--pubs"),
             (&["--size", "8"], "--size"),
             (&["--size", "100000"], "--size"),
-            (&["--inflight", "0"], "--inflight"),
             (&["--topic", "a b"], "--topic"),
             (&["--topic", "a..b"], "--topic"),
             (&["--topic", ""], "--topic"),

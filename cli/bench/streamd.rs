@@ -1,5 +1,5 @@
-//! The workload against streamd: Subscribe streams over their connections, Publish
-//! calls from publishers with several requests in flight each.
+//! The workload against streamd: Subscribe streams over their connections, and a
+//! PublishStream from each publisher.
 
 use std::{
     sync::{
@@ -202,42 +202,41 @@ async fn warm_up(
     }
 }
 
-/// Publisher `p`: its share of the messages, on schedule when a rate is set, with
-/// `plan.inflight` requests in flight.
+/// Publisher `p`: its share of the messages, on schedule when a rate is set, as one
+/// PublishStream call, so that HTTP/2 flow control rather than round trips paces it.
 async fn publish(
     addr: &Addr,
     plan: &Plan,
     p: usize,
-    client: Client,
+    mut client: Client,
     start: Instant,
     published: Arc<AtomicUsize>,
 ) -> Result<(), Error> {
-    let padding = plan.padding;
-    stream::iter(plan.indices(p))
-        .map(|index| {
-            let mut client = client.clone();
-            let topic = plan.topic.clone();
-            let due = plan.due(index);
-            let published = published.clone();
-            async move {
-                if let Some(due) = due {
-                    tokio::time::sleep_until(start + due).await;
-                }
-                let data = payload::data(index, payload::now_ns(), padding);
-                client
-                    .publish(PublishRequest {
-                        topic,
-                        data: Some(data),
-                    })
-                    .await
-                    .map_err(|status| Error::from_status(status, addr))?;
-                published.fetch_add(1, Ordering::Relaxed);
-                Ok::<_, Error>(())
+    let (padding, topic) = (plan.padding, plan.topic.clone());
+    let dues: Vec<_> = plan
+        .indices(p)
+        .map(|index| (index, plan.due(index)))
+        .collect();
+    let events = stream::iter(dues).then(move |(index, due)| {
+        let topic = topic.clone();
+        let published = published.clone();
+        async move {
+            if let Some(due) = due {
+                tokio::time::sleep_until(start + due).await;
             }
-        })
-        .buffer_unordered(plan.inflight)
-        .try_for_each(|()| async { Ok(()) })
+            // Counted as it goes out: what the daemon has taken by the end.
+            published.fetch_add(1, Ordering::Relaxed);
+            PublishRequest {
+                topic,
+                data: Some(payload::data(index, payload::now_ns(), padding)),
+            }
+        }
+    });
+    client
+        .publish_stream(events)
         .await
+        .map_err(|status| Error::from_status(status, addr))?;
+    Ok(())
 }
 
 /// One Subscribe stream's reader.
