@@ -117,23 +117,33 @@ pub enum Refused {
 
 /// Which topics a subscriber wants: names or glob patterns, or every topic when empty.
 #[derive(Clone, Debug, Default)]
-pub struct TopicFilter(Vec<glob::Pattern>);
+pub struct TopicFilter {
+    /// Plain names, compared as strings: every event passes through the filter of
+    /// every subscriber, and most filters are plain names.
+    names: Vec<String>,
+    patterns: Vec<glob::Pattern>,
+}
 
 impl TopicFilter {
     /// Compiles the patterns, naming the first malformed one.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
-        patterns
-            .iter()
-            .map(|p| {
-                glob::Pattern::new(p.as_ref())
-                    .map_err(|e| format!("topic pattern {:?}: {}", p.as_ref(), e.msg))
-            })
-            .collect::<Result<_, _>>()
-            .map(Self)
+        let mut filter = Self::default();
+        for pattern in patterns.iter().map(AsRef::as_ref) {
+            if pattern.contains(['*', '?', '[', ']']) {
+                let compiled = glob::Pattern::new(pattern)
+                    .map_err(|e| format!("topic pattern {pattern:?}: {}", e.msg))?;
+                filter.patterns.push(compiled);
+            } else {
+                filter.names.push(pattern.to_owned());
+            }
+        }
+        Ok(filter)
     }
 
     pub fn matches(&self, topic: &str) -> bool {
-        self.0.is_empty() || self.0.iter().any(|p| p.matches(topic))
+        (self.names.is_empty() && self.patterns.is_empty())
+            || self.names.iter().any(|n| n == topic)
+            || self.patterns.iter().any(|p| p.matches(topic))
     }
 }
 
@@ -406,6 +416,21 @@ mod tests {
         let encoded = EncodedEvent::new(&event);
         assert_eq!(encoded.encode_to_vec(), event.encode_to_vec());
         assert_eq!(decode(&encoded), event);
+    }
+
+    #[test]
+    fn names_match_exactly_and_patterns_as_globs() {
+        let filter = TopicFilter::new(&["a", "s/*", "x?"]).unwrap();
+        for (topic, matches) in [
+            ("a", true),
+            ("ab", false),
+            ("s/1", true),
+            ("x1", true),
+            ("x12", false),
+        ] {
+            assert_eq!(filter.matches(topic), matches, "{topic}");
+        }
+        assert!(TopicFilter::new::<&str>(&[]).unwrap().matches("anything"));
     }
 
     #[test]

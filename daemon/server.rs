@@ -72,6 +72,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_adaptive_window(Some(true))
         .add_service(control)
         .add_service(health_service)
         .add_service(reflection_v1)
