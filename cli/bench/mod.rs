@@ -9,6 +9,7 @@
 //! as lost.
 
 mod control;
+mod measure;
 mod nats;
 mod payload;
 mod report;

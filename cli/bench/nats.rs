@@ -5,7 +5,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -14,23 +14,22 @@ use std::{
 use async_nats::Client;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
-use hdrhistogram::Histogram;
 use prost::Message;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::{Notify, mpsc, watch},
+    sync::{mpsc, watch},
     time::Instant,
 };
 
 use super::{
     IDLE, Plan,
+    measure::{self, Shared, Signals},
     payload::{self, Stamp},
-    report::{self, Measured, Report, Tally},
+    report::{Report, Tally},
 };
 use crate::error::Error;
 
-const HISTOGRAMS: usize = 16;
 const OPENING: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -67,12 +66,6 @@ fn nats_error(url: &str, err: impl std::fmt::Display) -> Error {
     Error::Other(format!("nats-server at {url}: {err}"))
 }
 
-struct Shared {
-    ready: AtomicUsize,
-    ready_changed: Notify,
-    histograms: Vec<Mutex<Histogram<u64>>>,
-}
-
 /// Runs the plan against nats-server at `url`.
 pub async fn run(url: &str, plan: &Plan) -> Result<Report, Error> {
     let clients: Vec<Client> = stream::iter(0..plan.conns)
@@ -102,17 +95,11 @@ pub async fn run(url: &str, plan: &Plan) -> Result<Report, Error> {
         stalled.push(stalled_subscriber(url, &plan.topic).await?);
     }
 
-    let shared = Arc::new(Shared {
-        ready: AtomicUsize::new(0),
-        ready_changed: Notify::new(),
-        histograms: (0..HISTOGRAMS)
-            .map(|_| Mutex::new(report::histogram()))
-            .collect(),
-    });
+    let shared = Arc::new(Shared::new());
     let (start_tx, start_rx) = watch::channel(None::<Instant>);
     let (published_tx, published_rx) = watch::channel(false);
     let (release_tx, release_rx) = watch::channel(false);
-    let (tally_tx, mut tally_rx) = mpsc::unbounded_channel();
+    let (tally_tx, tally_rx) = mpsc::unbounded_channel();
     let mut tasks = Vec::with_capacity(plan.subs);
     for (j, subscription) in subscriptions.into_iter().enumerate() {
         let task = Subscriber {
@@ -137,53 +124,20 @@ pub async fn run(url: &str, plan: &Plan) -> Result<Report, Error> {
         .await?;
     warm_up(url, plan, &publishers[0], &shared).await?;
 
-    let start = Instant::now();
-    let deadline = start + plan.timeout;
-    let _ = start_tx.send(Some(start));
-    let published = Arc::new(AtomicUsize::new(0));
-    let publishing = futures::future::try_join_all(
-        publishers
-            .into_iter()
-            .enumerate()
-            .map(|(p, client)| publish(url, plan, p, client, start, published.clone())),
-    );
-    let timed_out_publishing = tokio::select! {
-        result = publishing => { result?; false }
-        () = tokio::time::sleep_until(deadline) => true,
+    let mut signals = Signals {
+        start: start_tx,
+        published: published_tx,
+        tallies: tally_rx,
     };
-    let publish_time = start.elapsed();
-    let _ = published_tx.send(true);
-
-    let mut tallies = Vec::with_capacity(plan.subs);
-    while let Some(tally) = tally_rx.recv().await {
-        tallies.push(tally);
-        if tallies.len() == plan.subs {
-            break;
-        }
-    }
-    let timed_out = timed_out_publishing || Instant::now() >= deadline;
-    let last = tallies.iter().filter_map(|t: &Tally| t.last_at).max();
-    let mut latency = report::histogram();
-    for h in &shared.histograms {
-        latency
-            .add(&*h.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-            .expect("same bounds");
-    }
-    let measured = Measured {
-        published: published.load(Ordering::Relaxed) as u64,
-        publish_time,
-        elapsed: last.map_or(publish_time, |l| l.duration_since(start.into_std())),
-        timed_out,
-    };
-    let report = Report::new("nats", plan, measured, &tallies, &latency);
-    if let Some(hold) = plan.hold {
-        eprintln!(
-            "streamctl: holding {} subscriptions open for {}",
-            plan.subs + plan.stalled,
-            humantime::format_duration(hold)
-        );
-        tokio::time::sleep(hold).await;
-    }
+    let report = measure::timed("nats", plan, &shared, &mut signals, |start, published| {
+        futures::future::try_join_all(
+            publishers
+                .into_iter()
+                .enumerate()
+                .map(|(p, client)| publish(url, plan, p, client, start, published.clone())),
+        )
+    })
+    .await?;
     let _ = release_tx.send(true);
     for task in tasks {
         let _ = task.await;
@@ -323,10 +277,7 @@ impl Subscriber {
             match payload::stamp_bytes(&message.payload) {
                 Some(Stamp::Data { index, sent_ns }) => {
                     let latency = payload::now_ns().saturating_sub(sent_ns);
-                    self.shared.histograms[self.index % HISTOGRAMS]
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .saturating_record(latency.max(1));
+                    self.shared.record(self.index, latency);
                     let publisher = (index % self.pubs as u64) as usize;
                     tally.record(index, publisher, index, last.into_std());
                 }

@@ -3,25 +3,25 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use futures::{StreamExt, TryStreamExt, stream};
-use hdrhistogram::Histogram;
 use streamhandler::pb::{Event, PublishRequest, SubscribeRequest, event::Payload};
 use tokio::{
-    sync::{Notify, mpsc, watch},
+    sync::{mpsc, watch},
     time::Instant,
 };
 use tonic::Streaming;
 
 use super::{
     IDLE, Plan,
+    measure::{self, Shared, Signals},
     payload::{self, Stamp},
-    report::{self, Measured, Report, Tally},
+    report::{Report, Tally},
 };
 use crate::{
     args::Addr,
@@ -29,18 +29,8 @@ use crate::{
     error::Error,
 };
 
-/// Latency histograms shared by the subscribers, each subscriber using one, so that
-/// many subscribers need not each hold a histogram.
-const HISTOGRAMS: usize = 16;
 /// Streams opened at once while setting up.
 const OPENING: usize = 64;
-
-/// What the subscriber tasks share with the run.
-struct Shared {
-    ready: AtomicUsize,
-    ready_changed: Notify,
-    histograms: Vec<Mutex<Histogram<u64>>>,
-}
 
 /// Runs the plan against the daemon at `addr`.
 pub async fn run(addr: &Addr, plan: &Plan) -> Result<Report, Error> {
@@ -80,17 +70,11 @@ pub async fn run(addr: &Addr, plan: &Plan) -> Result<Report, Error> {
         .try_collect()
         .await?;
 
-    let shared = Arc::new(Shared {
-        ready: AtomicUsize::new(0),
-        ready_changed: Notify::new(),
-        histograms: (0..HISTOGRAMS)
-            .map(|_| Mutex::new(report::histogram()))
-            .collect(),
-    });
+    let shared = Arc::new(Shared::new());
     let (start_tx, start_rx) = watch::channel(None::<Instant>);
     let (published_tx, published_rx) = watch::channel(false);
     let (release_tx, release_rx) = watch::channel(false);
-    let (tally_tx, mut tally_rx) = mpsc::unbounded_channel();
+    let (tally_tx, tally_rx) = mpsc::unbounded_channel();
     let mut tasks = Vec::with_capacity(subscribers);
     for (j, stream) in streams.into_iter().enumerate() {
         let task = Subscriber {
@@ -115,53 +99,26 @@ pub async fn run(addr: &Addr, plan: &Plan) -> Result<Report, Error> {
         .await?;
     warm_up(addr, plan, &publishers[0], &shared, subscribers).await?;
 
-    // The clock starts now.
-    let start = Instant::now();
-    let deadline = start + plan.timeout;
-    let _ = start_tx.send(Some(start));
-    let published = Arc::new(AtomicUsize::new(0));
-    let publishing = futures::future::try_join_all(
-        publishers
-            .into_iter()
-            .enumerate()
-            .map(|(p, client)| publish(addr, plan, p, client, start, published.clone())),
-    );
-    let timed_out_publishing = tokio::select! {
-        result = publishing => { result?; false }
-        () = tokio::time::sleep_until(deadline) => true,
+    let mut signals = Signals {
+        start: start_tx,
+        published: published_tx,
+        tallies: tally_rx,
     };
-    let publish_time = start.elapsed();
-    let _ = published_tx.send(true);
-
-    let mut tallies = Vec::with_capacity(plan.subs);
-    while let Some(tally) = tally_rx.recv().await {
-        tallies.push(tally);
-        if tallies.len() == plan.subs {
-            break;
-        }
-    }
-    let timed_out = timed_out_publishing || Instant::now() >= deadline;
-    let last = tallies.iter().filter_map(|t: &Tally| t.last_at).max();
-    let mut latency = report::histogram();
-    for h in &shared.histograms {
-        latency
-            .add(&*h.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-            .expect("same bounds");
-    }
-    let measured = Measured {
-        published: published.load(Ordering::Relaxed) as u64,
-        publish_time,
-        elapsed: last.map_or(publish_time, |l| l.duration_since(start.into_std())),
-        timed_out,
-    };
-    let report = Report::new("streamd", plan, measured, &tallies, &latency);
-    if let Some(hold) = plan.hold {
-        eprintln!(
-            "streamctl: holding {subscribers} streams open for {}",
-            humantime::format_duration(hold)
-        );
-        tokio::time::sleep(hold).await;
-    }
+    let report = measure::timed(
+        "streamd",
+        plan,
+        &shared,
+        &mut signals,
+        |start, published| {
+            futures::future::try_join_all(
+                publishers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, client)| publish(addr, plan, p, client, start, published.clone())),
+            )
+        },
+    )
+    .await?;
     let _ = release_tx.send(true);
     for task in tasks {
         let _ = task.await;
@@ -317,10 +274,7 @@ impl Subscriber {
                 Some(Stamp::Data { index, sent_ns }) => {
                     if !warming {
                         let latency = payload::now_ns().saturating_sub(sent_ns);
-                        self.shared.histograms[self.index % HISTOGRAMS]
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .saturating_record(latency.max(1));
+                        self.shared.record(self.index, latency);
                         tally.record(index, 0, event.seq, Instant::now().into_std());
                     }
                     false
