@@ -1,7 +1,8 @@
 //! Compiles `proto/` with protox (pure Rust, so no protoc is needed) into two modules:
 //! the public API (messages and client, plus the server for Rust users) and the
 //! daemon's own server, whose Subscribe stream yields events encoded once at publish
-//! time rather than once per subscriber.
+//! time rather than once per subscriber, and whose Publish passes the client's data
+//! through without decoding it (see daemon/wire.rs).
 
 use std::{env, fs, path::PathBuf};
 
@@ -31,7 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .out_dir(&daemon)
         .build_client(false)
-        .extern_path(".streamhandler.v1.Event", "crate::bus::EncodedEvent")
+        .extern_path(".streamhandler.v1.Event", "crate::wire::EncodedEvent")
+        .extern_path(
+            ".streamhandler.v1.PublishRequest",
+            "crate::wire::RawPublish",
+        )
         .extern_path(".streamhandler.v1", "crate::pb")
         .compile_fds(files)?;
     Ok(())

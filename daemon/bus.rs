@@ -16,12 +16,13 @@ use std::{
     time::SystemTime,
 };
 
-use bytes::{Buf, BufMut, Bytes};
 use futures::{Stream, StreamExt, stream};
-use prost::Message;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::pb::{self, event::Payload};
+use crate::{
+    pb::{self, event::Payload},
+    wire::{EncodedEvent, EncodedStruct},
+};
 
 /// Events retained for subscribers that are behind; past this they skip ahead.
 pub const BUS_CAPACITY: usize = 1024;
@@ -29,48 +30,6 @@ pub const BUS_CAPACITY: usize = 1024;
 /// The largest encoded event the bus accepts, which with [`BUS_CAPACITY`] bounds the
 /// memory that buffered events can take.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
-
-/// A `streamhandler.v1.Event`, already encoded. The daemon's Subscribe stream yields
-/// these, so the bytes are copied to each subscriber's connection but encoded only once.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct EncodedEvent(Bytes);
-
-impl EncodedEvent {
-    fn new(event: &pb::Event) -> Self {
-        Self(event.encode_to_vec().into())
-    }
-
-    /// The encoded `Event` message.
-    pub fn bytes(&self) -> &Bytes {
-        &self.0
-    }
-}
-
-// Written by hand so that encoding is a copy of the stored bytes. The daemon never
-// decodes an EncodedEvent; decoding one skips every field.
-impl Message for EncodedEvent {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.0);
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: prost::encoding::WireType,
-        buf: &mut impl Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0 = Bytes::new();
-    }
-}
 
 /// An event on its way through the bus.
 #[derive(Clone, Debug)]
@@ -184,7 +143,31 @@ impl Bus {
     /// asking for the latest events sees data.
     pub fn publish(&self, topic: &str, payload: Payload) -> Result<u64, Refused> {
         let retain = !matches!(payload, Payload::Lifecycle(_));
-        let time = Some(SystemTime::now().into());
+        self.publish_with(topic, retain, |seq, time| {
+            EncodedEvent::new(&pb::Event {
+                topic: topic.to_owned(),
+                seq,
+                time: Some(time),
+                payload: Some(payload),
+            })
+        })
+    }
+
+    /// Publishes a client's data, as it arrived, on a topic: a data event.
+    pub fn publish_data(&self, topic: &str, data: &EncodedStruct) -> Result<u64, Refused> {
+        self.publish_with(topic, true, |seq, time| {
+            EncodedEvent::with_data(topic, seq, &time, data)
+        })
+    }
+
+    /// Gives the event its sequence number and time, encodes it and sends it.
+    fn publish_with(
+        &self,
+        topic: &str,
+        retain: bool,
+        encode: impl FnOnce(u64, prost_types::Timestamp) -> EncodedEvent,
+    ) -> Result<u64, Refused> {
+        let time = SystemTime::now().into();
         let mut topics = lock(&self.shared.topics);
         if self.shared.closed.load(Ordering::Relaxed) {
             return Err(Refused::Closed);
@@ -195,14 +178,9 @@ impl Bus {
         }
         let state = topics.get_mut(topic).expect("inserted above");
         let seq = state.seq + 1;
-        let encoded = EncodedEvent::new(&pb::Event {
-            topic: topic.to_owned(),
-            seq,
-            time,
-            payload: Some(payload),
-        });
-        if encoded.0.len() > MAX_EVENT_BYTES {
-            return Err(Refused::TooLarge(encoded.0.len()));
+        let encoded = encode(seq, time);
+        if encoded.len() > MAX_EVENT_BYTES {
+            return Err(Refused::TooLarge(encoded.len()));
         }
         state.seq = seq;
         let published = Published {
@@ -314,6 +292,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
 
     fn data(n: f64) -> Payload {

@@ -16,6 +16,7 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod supervisor;
+pub mod wire;
 
 use std::future::Future;
 

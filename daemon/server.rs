@@ -9,9 +9,10 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
 
 use crate::{
-    bus::{EncodedEvent, TopicFilter},
-    pb::{self, event::Payload},
+    bus::TopicFilter,
+    pb::{self},
     supervisor::{Overrides, Supervisor},
+    wire::{EncodedEvent, EncodedStruct, RawPublish},
 };
 
 /// The server side of the API as the daemon implements it: identical on the wire to
@@ -175,7 +176,7 @@ impl StreamHandler for ControlPlane {
 
     async fn publish(
         &self,
-        request: Request<pb::PublishRequest>,
+        request: Request<RawPublish>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let seq = self.publish_one(request.into_inner())?;
         Ok(Response::new(pb::PublishResponse { seq }))
@@ -183,7 +184,7 @@ impl StreamHandler for ControlPlane {
 
     async fn publish_stream(
         &self,
-        request: Request<Streaming<pb::PublishRequest>>,
+        request: Request<Streaming<RawPublish>>,
     ) -> Result<Response<pb::PublishStreamResponse>, Status> {
         let mut events = request.into_inner();
         let mut published = 0;
@@ -202,7 +203,7 @@ impl StreamHandler for ControlPlane {
 
 impl ControlPlane {
     /// Checks one event from a client and publishes it; returns its sequence number.
-    fn publish_one(&self, request: pb::PublishRequest) -> Result<u64, Status> {
+    fn publish_one(&self, request: RawPublish) -> Result<u64, Status> {
         check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         if self.supervisor.has_service(&request.topic) {
             return Err(Status::invalid_argument(format!(
@@ -213,9 +214,11 @@ impl ControlPlane {
         let data = request
             .data
             .ok_or_else(|| Status::invalid_argument("data: missing"))?;
+        let data = EncodedStruct::check(data)
+            .map_err(|e| Status::invalid_argument(format!("data: not a Struct: {e}")))?;
         self.supervisor
             .bus()
-            .publish(&request.topic, Payload::Data(data))
+            .publish_data(&request.topic, &data)
             .map_err(|e| Status::invalid_argument(format!("data: {e}")))
     }
 }

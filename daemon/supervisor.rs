@@ -762,7 +762,7 @@ mod tests {
 
     /// The lifecycle events of one topic, decoded, until `until` matches one.
     async fn lifecycles_until(
-        events: &mut (impl futures::Stream<Item = crate::bus::EncodedEvent> + Unpin),
+        events: &mut (impl futures::Stream<Item = crate::wire::EncodedEvent> + Unpin),
         until: lifecycle::Kind,
     ) -> Vec<pb::Lifecycle> {
         let mut seen = Vec::new();

@@ -1,0 +1,368 @@
+//! Messages the daemon handles in their encoded form, so that the hot path neither
+//! decodes nor re-encodes what it only passes along: events are encoded once, at
+//! publish time, and the data of a client's Publish (a `google.protobuf.Struct`) goes
+//! into its event as the bytes the client sent, after a check that decodes nothing.
+
+use bytes::{Buf, BufMut, Bytes};
+use prost::{
+    DecodeError, Message,
+    encoding::{self, DecodeContext, WireType},
+};
+
+use crate::pb;
+
+/// A `streamhandler.v1.Event`, already encoded. The daemon's Subscribe stream yields
+/// these, so the bytes are copied to each subscriber's connection but encoded only once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EncodedEvent(Bytes);
+
+/// The Event fields written by hand for pass-through data; see `pb::Event`.
+const EVENT_TOPIC: u32 = 1;
+const EVENT_SEQ: u32 = 2;
+const EVENT_TIME: u32 = 3;
+const EVENT_DATA: u32 = 12;
+
+impl EncodedEvent {
+    pub fn new(event: &pb::Event) -> Self {
+        Self(event.encode_to_vec().into())
+    }
+
+    /// The event a client's Publish becomes: the same bytes as encoding a `pb::Event`
+    /// whose payload is the decoded data, without decoding it.
+    pub fn with_data(
+        topic: &str,
+        seq: u64,
+        time: &prost_types::Timestamp,
+        data: &EncodedStruct,
+    ) -> Self {
+        let mut buf = Vec::with_capacity(topic.len() + data.0.len() + 40);
+        encoding::encode_key(EVENT_TOPIC, WireType::LengthDelimited, &mut buf);
+        encoding::encode_varint(topic.len() as u64, &mut buf);
+        buf.put_slice(topic.as_bytes());
+        encoding::uint64::encode(EVENT_SEQ, &seq, &mut buf);
+        encoding::message::encode(EVENT_TIME, time, &mut buf);
+        encoding::encode_key(EVENT_DATA, WireType::LengthDelimited, &mut buf);
+        encoding::encode_varint(data.0.len() as u64, &mut buf);
+        buf.put_slice(&data.0);
+        Self(buf.into())
+    }
+
+    /// The encoded `Event` message.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+// Written by hand so that encoding is a copy of the stored bytes. The daemon never
+// decodes an EncodedEvent; decoding one skips every field.
+impl Message for EncodedEvent {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
+    }
+}
+
+/// An encoded `google.protobuf.Struct` that [`EncodedStruct::check`] found well-formed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EncodedStruct(Bytes);
+
+impl EncodedStruct {
+    /// Accepts the bytes if prost would decode them as a Struct: the wire format,
+    /// the field types and UTF-8 strings are checked, nothing is allocated.
+    pub fn check(bytes: Bytes) -> Result<Self, Malformed> {
+        check_struct(&mut bytes.as_ref(), 0)?;
+        Ok(Self(bytes))
+    }
+}
+
+/// Why bytes are not a well-formed Struct.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(String);
+
+impl Malformed {
+    fn new(why: impl Into<String>) -> Self {
+        Self(why.into())
+    }
+}
+
+impl From<DecodeError> for Malformed {
+    fn from(e: DecodeError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// A `streamhandler.v1.PublishRequest` with its data left encoded. The daemon's server
+/// receives these in place of `pb::PublishRequest`: same fields, same wire format.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawPublish {
+    pub topic: String,
+    /// The encoded data, unchecked; None when the request has none.
+    pub data: Option<Bytes>,
+}
+
+const PUBLISH_TOPIC: u32 = 1;
+const PUBLISH_DATA: u32 = 2;
+
+impl Message for RawPublish {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if !self.topic.is_empty() {
+            encoding::string::encode(PUBLISH_TOPIC, &self.topic, buf);
+        }
+        if let Some(data) = &self.data {
+            encoding::bytes::encode(PUBLISH_DATA, data, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            PUBLISH_TOPIC => encoding::string::merge(wire_type, &mut self.topic, buf, ctx),
+            PUBLISH_DATA => {
+                encoding::bytes::merge(wire_type, self.data.get_or_insert_default(), buf, ctx)
+            }
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let topic = if self.topic.is_empty() {
+            0
+        } else {
+            encoding::string::encoded_len(PUBLISH_TOPIC, &self.topic)
+        };
+        topic
+            + self
+                .data
+                .as_ref()
+                .map_or(0, |d| encoding::bytes::encoded_len(PUBLISH_DATA, d))
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// How deep Structs may nest, as prost allows.
+const MAX_DEPTH: u32 = 100;
+
+/// Walks the fields of one message, handing each to `field` with its tag, its wire
+/// type and, for length-delimited fields, its bytes; skips what `field` declines.
+fn each_field(
+    buf: &mut &[u8],
+    mut field: impl FnMut(u32, WireType, &mut &[u8]) -> Result<bool, Malformed>,
+) -> Result<(), Malformed> {
+    while buf.has_remaining() {
+        let (tag, wire_type) = encoding::decode_key(buf)?;
+        if !field(tag, wire_type, buf)? {
+            encoding::skip_field(wire_type, tag, buf, DecodeContext::default())?;
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a length-delimited field, taken off `buf`.
+fn delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Result<&'a [u8], Malformed> {
+    expect(wire_type, WireType::LengthDelimited)?;
+    let len = encoding::decode_varint(buf)?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= buf.len())
+        .ok_or_else(|| Malformed::new("buffer underflow"))?;
+    let (field, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(field)
+}
+
+fn expect(actual: WireType, expected: WireType) -> Result<(), Malformed> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Malformed::new(format!(
+            "invalid wire type: {actual:?} (expected {expected:?})"
+        )))
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<(), Malformed> {
+    std::str::from_utf8(bytes)
+        .map(drop)
+        .map_err(|_| Malformed::new("invalid string value: data is not UTF-8 encoded"))
+}
+
+/// `Struct { map<string, Value> fields = 1; }`
+fn check_struct(buf: &mut &[u8], depth: u32) -> Result<(), Malformed> {
+    if depth > MAX_DEPTH {
+        return Err(Malformed::new("recursion limit reached"));
+    }
+    each_field(buf, |tag, wire_type, buf| match tag {
+        1 => {
+            // A map entry: { string key = 1; Value value = 2; }
+            let mut entry = delimited(wire_type, buf)?;
+            each_field(&mut entry, |tag, wire_type, buf| match tag {
+                1 => utf8(delimited(wire_type, buf)?).map(|()| true),
+                2 => check_value(&mut delimited(wire_type, buf)?, depth + 1).map(|()| true),
+                _ => Ok(false),
+            })?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    })
+}
+
+/// `Value { oneof kind { NullValue null_value = 1; double number_value = 2;
+/// string string_value = 3; bool bool_value = 4; Struct struct_value = 5;
+/// ListValue list_value = 6; } }`
+fn check_value(buf: &mut &[u8], depth: u32) -> Result<(), Malformed> {
+    if depth > MAX_DEPTH {
+        return Err(Malformed::new("recursion limit reached"));
+    }
+    each_field(buf, |tag, wire_type, buf| {
+        match tag {
+            1 | 4 => {
+                expect(wire_type, WireType::Varint)?;
+                encoding::decode_varint(buf)?;
+            }
+            2 => {
+                expect(wire_type, WireType::SixtyFourBit)?;
+                if buf.len() < 8 {
+                    return Err(Malformed::new("buffer underflow"));
+                }
+                buf.advance(8);
+            }
+            3 => utf8(delimited(wire_type, buf)?)?,
+            5 => check_struct(&mut delimited(wire_type, buf)?, depth + 1)?,
+            6 => {
+                // ListValue { repeated Value values = 1; }
+                let mut list = delimited(wire_type, buf)?;
+                each_field(&mut list, |tag, wire_type, buf| match tag {
+                    1 => check_value(&mut delimited(wire_type, buf)?, depth + 1).map(|()| true),
+                    _ => Ok(false),
+                })?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use prost_types::{ListValue, Struct, Value, value::Kind};
+
+    use super::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Kind::NullValue(0)),
+            any::<f64>().prop_map(Kind::NumberValue),
+            ".{0,20}".prop_map(Kind::StringValue),
+            any::<bool>().prop_map(Kind::BoolValue),
+        ]
+        .prop_map(|kind| Value { kind: Some(kind) });
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|values| Kind::ListValue(ListValue { values })),
+                prop::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|fields| Kind::StructValue(Struct { fields })),
+            ]
+            .prop_map(|kind| Value { kind: Some(kind) })
+        })
+    }
+
+    fn structs() -> impl Strategy<Value = Struct> {
+        prop::collection::btree_map(".{0,8}", value(), 0..5).prop_map(|fields| Struct { fields })
+    }
+
+    proptest! {
+        #[test]
+        fn passed_through_data_makes_the_same_event(data in structs(), seq in 1u64.., topic in "[a-z/]{1,20}") {
+            let time = prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 };
+            let checked = EncodedStruct::check(data.encode_to_vec().into()).unwrap();
+            let passed = EncodedEvent::with_data(&topic, seq, &time, &checked);
+            let decoded = pb::Event::decode(passed.bytes().clone()).unwrap();
+            prop_assert_eq!(decoded, pb::Event {
+                topic,
+                seq,
+                time: Some(time),
+                payload: Some(pb::event::Payload::Data(data)),
+            });
+        }
+
+        #[test]
+        fn whatever_the_check_accepts_prost_decodes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            if EncodedStruct::check(bytes.clone().into()).is_ok() {
+                prop_assert!(Struct::decode(bytes.as_slice()).is_ok());
+            }
+        }
+
+        #[test]
+        fn damaged_structs_are_refused_or_still_decode(data in structs(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut bytes = data.encode_to_vec();
+            if !bytes.is_empty() {
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+            }
+            if EncodedStruct::check(bytes.clone().into()).is_ok() {
+                prop_assert!(Struct::decode(bytes.as_slice()).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_utf8_and_wrong_wire_types_are_refused() {
+        // fields { key: "k", value: { string_value: <0xff> } }
+        let bad_string = [0x0a, 0x08, 0x0a, 0x01, b'k', 0x12, 0x03, 0x1a, 0x01, 0xff];
+        assert!(EncodedStruct::check(Bytes::copy_from_slice(&bad_string)).is_err());
+        assert!(Struct::decode(&bad_string[..]).is_err());
+        // field 1 as a varint
+        assert!(EncodedStruct::check(Bytes::from_static(&[0x08, 0x01])).is_err());
+        assert!(EncodedStruct::check(Bytes::new()).is_ok());
+    }
+
+    #[test]
+    fn raw_publish_reads_a_publish_request() {
+        let request = pb::PublishRequest {
+            topic: "t".into(),
+            data: Some(Struct::default()),
+        };
+        let raw = RawPublish::decode(request.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(raw.topic, "t");
+        assert_eq!(raw.data, Some(Bytes::new()));
+        assert_eq!(raw.encode_to_vec(), request.encode_to_vec());
+        let none = RawPublish::decode(&[0x0a, 0x01, b't'][..]).unwrap();
+        assert_eq!(none.data, None);
+    }
+}
