@@ -7,6 +7,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use hdrhistogram::Histogram;
@@ -60,6 +61,36 @@ impl Shared {
                 .expect("same bounds");
         }
         latency
+    }
+}
+
+/// Sends warm-up events with `send` until `subscribers` subscribers have each seen
+/// one, so that the clock starts with every stream live.
+pub async fn warm_up<F, P>(
+    plan: &Plan,
+    shared: &Shared,
+    subscribers: usize,
+    mut send: F,
+) -> Result<(), Error>
+where
+    F: FnMut() -> P,
+    P: Future<Output = Result<(), Error>>,
+{
+    let give_up = Instant::now() + plan.ready_timeout();
+    loop {
+        let ready = shared.ready_changed.notified();
+        if shared.ready.load(Ordering::Acquire) == subscribers {
+            return Ok(());
+        }
+        if Instant::now() >= give_up {
+            return Err(Error::Other(format!(
+                "only {} of {subscribers} subscribers were ready within {}",
+                shared.ready.load(Ordering::Acquire),
+                humantime::format_duration(plan.ready_timeout())
+            )));
+        }
+        send().await?;
+        let _ = tokio::time::timeout(Duration::from_millis(100), ready).await;
     }
 }
 

@@ -176,28 +176,15 @@ async fn stalled_subscriber(url: &str, subject: &str) -> Result<TcpStream, Error
 }
 
 async fn warm_up(url: &str, plan: &Plan, client: &Client, shared: &Shared) -> Result<(), Error> {
-    let give_up = Instant::now() + plan.ready_timeout();
     let body: Bytes = payload::warmup().encode_to_vec().into();
-    loop {
-        let ready = shared.ready_changed.notified();
-        if shared.ready.load(Ordering::Acquire) == plan.subs {
-            return Ok(());
-        }
-        if Instant::now() >= give_up {
-            return Err(Error::Other(format!(
-                "only {} of {} NATS subscribers were ready within {}",
-                shared.ready.load(Ordering::Acquire),
-                plan.subs,
-                humantime::format_duration(plan.ready_timeout())
-            )));
-        }
+    measure::warm_up(plan, shared, plan.subs, || async {
         client
             .publish(plan.topic.clone(), body.clone())
             .await
             .map_err(|err| nats_error(url, err))?;
-        client.flush().await.map_err(|err| nats_error(url, err))?;
-        let _ = tokio::time::timeout(Duration::from_millis(100), ready).await;
-    }
+        client.flush().await.map_err(|err| nats_error(url, err))
+    })
+    .await
 }
 
 async fn publish(

@@ -134,29 +134,21 @@ async fn warm_up(
     shared: &Shared,
     subscribers: usize,
 ) -> Result<(), Error> {
-    let give_up = Instant::now() + plan.ready_timeout();
-    loop {
-        let ready = shared.ready_changed.notified();
-        if shared.ready.load(Ordering::Acquire) == subscribers {
-            return Ok(());
+    measure::warm_up(plan, shared, subscribers, || {
+        let mut client = client.clone();
+        let request = PublishRequest {
+            topic: plan.topic.clone(),
+            data: Some(payload::warmup()),
+        };
+        async move {
+            client
+                .publish(request)
+                .await
+                .map(drop)
+                .map_err(|status| Error::from_status(status, addr))
         }
-        if Instant::now() >= give_up {
-            return Err(Error::Other(format!(
-                "only {} of {subscribers} subscribers were ready within {}",
-                shared.ready.load(Ordering::Acquire),
-                humantime::format_duration(plan.ready_timeout())
-            )));
-        }
-        client
-            .clone()
-            .publish(PublishRequest {
-                topic: plan.topic.clone(),
-                data: Some(payload::warmup()),
-            })
-            .await
-            .map_err(|status| Error::from_status(status, addr))?;
-        let _ = tokio::time::timeout(Duration::from_millis(100), ready).await;
-    }
+    })
+    .await
 }
 
 /// Publisher `p`: its share of the messages, on schedule when a rate is set, as one
