@@ -23,8 +23,7 @@ pub async fn connect(addr: &Addr) -> Result<Client, Error> {
     let endpoint = Endpoint::from_shared(addr.uri.clone())
         .map_err(|err| Error::Other(format!("invalid address `{addr}`: {err}")))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_adaptive_window(true);
+        .tcp_nodelay(true);
     let channel = endpoint.connect().await.map_err(|err| Error::NotRunning {
         addr: addr.display.clone(),
         reason: describe_error(&err),

@@ -67,6 +67,7 @@ impl Shared {
 /// Sends warm-up events with `send` until `subscribers` subscribers have each seen
 /// one, so that the clock starts with every stream live.
 pub async fn warm_up<F, P>(
+    name: &str,
     plan: &Plan,
     shared: &Shared,
     subscribers: usize,
@@ -84,7 +85,7 @@ where
         }
         if Instant::now() >= give_up {
             return Err(Error::Other(format!(
-                "only {} of {subscribers} subscribers were ready within {}",
+                "only {} of {subscribers} {name} subscribers were ready within {}",
                 shared.ready.load(Ordering::Acquire),
                 humantime::format_duration(plan.ready_timeout())
             )));

@@ -177,7 +177,7 @@ async fn stalled_subscriber(url: &str, subject: &str) -> Result<TcpStream, Error
 
 async fn warm_up(url: &str, plan: &Plan, client: &Client, shared: &Shared) -> Result<(), Error> {
     let body: Bytes = payload::warmup().encode_to_vec().into();
-    measure::warm_up(plan, shared, plan.subs, || async {
+    measure::warm_up("NATS", plan, shared, plan.subs, || async {
         client
             .publish(plan.topic.clone(), body.clone())
             .await

@@ -134,7 +134,7 @@ async fn warm_up(
     shared: &Shared,
     subscribers: usize,
 ) -> Result<(), Error> {
-    measure::warm_up(plan, shared, subscribers, || {
+    measure::warm_up("streamd", plan, shared, subscribers, || {
         let mut client = client.clone();
         let request = PublishRequest {
             topic: plan.topic.clone(),
