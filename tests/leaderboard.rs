@@ -42,7 +42,8 @@ impl Db {
         }
     }
 
-    /// The scores the database holds, read after the daemon has exited.
+    /// The scores the database holds (SQLite's write-ahead log lets them be read while
+    /// the daemon runs).
     async fn scores(&self, daemon: &Daemon) -> Scores {
         let url = match self {
             Db::Sqlite => None,
@@ -300,9 +301,23 @@ async fn outlive_an_outage(
     // The table goes on without the database.
     let played = events.next_where(|e| scores_of(e).is_some()).await;
     recovery().await;
-    // Give the retry (backoff doubles from 200 ms) time to land before stopping.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop_and_compare(daemon, db, events, scores_of(&played)).await;
+    // The retry, not the final flush at stop, lands the pending changes: while the
+    // service runs, the database comes to hold a round played since the outage.
+    let mut since_outage = vec![scores_of(&played).unwrap()];
+    let give_up = std::time::Instant::now() + crate::harness::PATIENCE;
+    loop {
+        if let Some(scores) = scores_of(&events.next().await) {
+            since_outage.push(scores);
+        }
+        if since_outage.len() % 5 == 0 && since_outage.contains(&db.scores(&daemon).await) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no round played since the outage reached the database"
+        );
+    }
+    stop_and_compare(daemon, db, events, since_outage.pop()).await;
 }
 
 #[tokio::test]
