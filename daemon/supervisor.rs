@@ -28,7 +28,9 @@ use crate::{
     error::Error,
     pb::{self, ServiceState, event::Payload, lifecycle},
     resume::Recorder,
-    services::{Build, Environment, Kind, Params, StepContext, StepError, Worker},
+    services::{
+        Build, DaemonView, Environment, Kind, Outlet, Params, StepContext, StepError, Worker,
+    },
     store::DesiredState,
 };
 
@@ -125,6 +127,8 @@ struct Shared {
 /// One service: its configuration, its current run and its status.
 struct Slot {
     spec: ServiceSpec,
+    /// Carries the service's events, on the topic of its name.
+    bus: Bus,
     /// Serialises starts and stops of this service. A tokio mutex: a stop holds it
     /// while it waits for the service's task to end.
     run: tokio::sync::Mutex<Option<Run>>,
@@ -191,6 +195,7 @@ impl Supervisor {
                 };
                 let slot = Slot {
                     spec,
+                    bus: bus.clone(),
                     run: tokio::sync::Mutex::new(None),
                     status: Mutex::new(status),
                 };
@@ -258,7 +263,7 @@ impl Supervisor {
         }
         tracing::info!(service = %spec.name, ?interval, "started");
         // Before the task exists, so that "started" precedes the service's first event.
-        self.lifecycle(slot, lifecycle::Kind::Started, String::new());
+        slot.lifecycle(lifecycle::Kind::Started, String::new());
         let cancel = self.shared.root.child_token();
         let runner = Runner {
             supervisor: self.clone(),
@@ -328,7 +333,7 @@ impl Supervisor {
                 String::new()
             };
             tracing::info!(service = %name, forced, "stopped");
-            self.lifecycle(slot, lifecycle::Kind::Stopped, message);
+            slot.lifecycle(lifecycle::Kind::Stopped, message);
         }
         Ok(Stopped {
             was_running,
@@ -364,68 +369,19 @@ impl Supervisor {
     pub fn bus(&self) -> &Bus {
         &self.shared.bus
     }
+}
 
-    pub fn uptime(&self) -> Duration {
+impl DaemonView for Supervisor {
+    fn services(&self) -> Vec<pb::ServiceInfo> {
+        Supervisor::services(self)
+    }
+
+    fn subscribers(&self) -> usize {
+        self.shared.bus.subscribers()
+    }
+
+    fn uptime(&self) -> Duration {
         self.shared.started.elapsed()
-    }
-
-    fn lifecycle(&self, slot: &Slot, kind: lifecycle::Kind, message: String) {
-        publish_lifecycle(
-            &self.shared.bus,
-            slot,
-            pb::Lifecycle {
-                kind: kind.into(),
-                message,
-                ..Default::default()
-            },
-        );
-    }
-}
-
-/// Publishes a service's data events and counts them.
-pub struct Publisher {
-    bus: Bus,
-    slot: Arc<Slot>,
-}
-
-impl Publisher {
-    pub fn publish(&self, payload: Payload) -> Result<u64, Refused> {
-        let seq = self.bus.publish(&self.slot.spec.name, payload)?;
-        let mut status = lock(&self.slot.status);
-        status.events += 1;
-        status.last_event_at = Some(SystemTime::now());
-        Ok(seq)
-    }
-
-    /// Sets one entry of what the service reports of itself in ListServices.
-    pub fn set_status(&self, key: &str, value: String) {
-        lock(&self.slot.status)
-            .reported
-            .insert(key.to_owned(), value);
-    }
-
-    /// Data events published since the daemon started.
-    fn published(&self) -> u64 {
-        lock(&self.slot.status).events
-    }
-
-    /// Counts and reports a failed step, or a problem a step carries on through.
-    pub fn error(&self, message: String) {
-        tracing::debug!(service = %self.slot.spec.name, %message, "step failed");
-        {
-            let mut status = lock(&self.slot.status);
-            status.errors += 1;
-            status.last_error = message.clone();
-        }
-        publish_lifecycle(
-            &self.bus,
-            &self.slot,
-            pb::Lifecycle {
-                kind: lifecycle::Kind::Error.into(),
-                message,
-                ..Default::default()
-            },
-        );
     }
 }
 
@@ -445,14 +401,7 @@ enum Ended {
 
 impl Runner {
     async fn supervise(self, mut worker: Box<dyn Worker>, cancel: CancellationToken) {
-        let ctx = StepContext {
-            publisher: Publisher {
-                bus: self.supervisor.shared.bus.clone(),
-                slot: self.slot.clone(),
-            },
-            cancel,
-            supervisor: self.supervisor.clone(),
-        };
+        let ctx = StepContext::new(self.slot.clone(), cancel, Arc::new(self.supervisor.clone()));
         let policy = &self.supervisor.shared.settings.restart;
         let mut crashes = VecDeque::new();
         loop {
@@ -486,18 +435,14 @@ impl Runner {
                 status.restarts += 1;
                 status.last_error = reason.clone();
             }
-            publish_lifecycle(
-                &self.supervisor.shared.bus,
-                &self.slot,
-                pb::Lifecycle {
-                    kind: lifecycle::Kind::Restarting.into(),
-                    message: reason,
-                    backoff: prost_types::Duration::try_from(backoff).ok(),
-                    attempt,
-                },
-            );
+            self.slot.publish_lifecycle(pb::Lifecycle {
+                kind: lifecycle::Kind::Restarting.into(),
+                message: reason,
+                backoff: prost_types::Duration::try_from(backoff).ok(),
+                attempt,
+            });
             tokio::select! {
-                _ = ctx.cancel.cancelled() => return,
+                _ = ctx.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
             worker = match self
@@ -524,12 +469,12 @@ impl Runner {
     async fn run_steps(&self, worker: &mut dyn Worker, ctx: &StepContext) -> Ended {
         let mut failures = 0;
         loop {
-            let published = ctx.publisher.published();
+            let published = self.slot.published();
             match AssertUnwindSafe(worker.step(ctx)).catch_unwind().await {
                 Ok(Ok(())) => failures = 0,
                 Ok(Err(StepError::Step(message))) => {
-                    ctx.publisher.error(message);
-                    if ctx.publisher.published() > published {
+                    self.slot.report(message);
+                    if self.slot.published() > published {
                         failures = 0;
                     }
                     failures += 1;
@@ -546,16 +491,16 @@ impl Runner {
             let wait = self.wait_after(failures);
             tokio::select! {
                 biased;
-                _ = ctx.cancel.cancelled() => break,
+                _ = ctx.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
         match AssertUnwindSafe(worker.finish(ctx)).catch_unwind().await {
             Ok(Ok(())) => {}
             Ok(Err(StepError::Step(message) | StepError::Fatal(message))) => {
-                ctx.publisher.error(message)
+                self.slot.report(message)
             }
-            Err(panic) => ctx.publisher.error(format!(
+            Err(panic) => self.slot.report(format!(
                 "panicked while stopping: {}",
                 panic_message(&*panic)
             )),
@@ -592,15 +537,8 @@ impl Runner {
             status.started_at = None;
             status.last_error = message.clone();
         }
-        self.supervisor
-            .lifecycle(&self.slot, lifecycle::Kind::Failed, message);
+        self.slot.lifecycle(lifecycle::Kind::Failed, message);
     }
-}
-
-fn publish_lifecycle(bus: &Bus, slot: &Slot, event: pb::Lifecycle) {
-    // Lifecycle events are far below the size limit, and after the bus closes there is
-    // nobody left to tell.
-    let _ = bus.publish(&slot.spec.name, Payload::Lifecycle(event));
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
@@ -612,6 +550,26 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 }
 
 impl Slot {
+    /// Data events published since the daemon started.
+    fn published(&self) -> u64 {
+        lock(&self.status).events
+    }
+
+    /// Publishes a lifecycle event of `kind` that carries only a message.
+    fn lifecycle(&self, kind: lifecycle::Kind, message: String) {
+        self.publish_lifecycle(pb::Lifecycle {
+            kind: kind.into(),
+            message,
+            ..Default::default()
+        });
+    }
+
+    fn publish_lifecycle(&self, event: pb::Lifecycle) {
+        // Lifecycle events are far below the size limit, and after the bus closes there
+        // is nobody left to tell.
+        let _ = self.bus.publish(&self.spec.name, Payload::Lifecycle(event));
+    }
+
     fn info(&self) -> pb::ServiceInfo {
         let status = lock(&self.status);
         pb::ServiceInfo {
@@ -633,6 +591,30 @@ impl Slot {
             description: self.spec.kind.description.to_owned(),
             status: status.reported.clone().into_iter().collect(),
         }
+    }
+}
+
+impl Outlet for Slot {
+    fn publish(&self, payload: Payload) -> Result<(), Refused> {
+        self.bus.publish(&self.spec.name, payload)?;
+        let mut status = lock(&self.status);
+        status.events += 1;
+        status.last_event_at = Some(SystemTime::now());
+        Ok(())
+    }
+
+    fn report(&self, message: String) {
+        tracing::debug!(service = %self.spec.name, %message, "step failed");
+        {
+            let mut status = lock(&self.status);
+            status.errors += 1;
+            status.last_error = message.clone();
+        }
+        self.lifecycle(lifecycle::Kind::Error, message);
+    }
+
+    fn set_status(&self, key: &str, value: String) {
+        lock(&self.status).reported.insert(key.to_owned(), value);
     }
 }
 

@@ -4,6 +4,7 @@
 //! timer. Workers never see gRPC or the supervisor's bookkeeping: a step gets a
 //! [`StepContext`] to publish through and to notice a stop request.
 
+mod context;
 mod http;
 mod images;
 mod kraken;
@@ -20,13 +21,10 @@ use std::{
 };
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
 
-use crate::{
-    pb::event::Payload,
-    store::Store,
-    supervisor::{Publisher, Supervisor},
-};
+pub use self::context::StepContext;
+pub(crate) use self::context::{DaemonView, Outlet};
+use crate::store::Store;
 
 /// A service's parameters: names to raw values, parsed by its kind.
 pub type Params = BTreeMap<String, String>;
@@ -99,45 +97,6 @@ impl ParamError {
             key: key.to_owned(),
             message: message.into(),
         }
-    }
-}
-
-/// What a step can use.
-pub struct StepContext {
-    pub(crate) publisher: Publisher,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) supervisor: Supervisor,
-}
-
-impl StepContext {
-    /// Publishes a data event on the service's topic.
-    pub fn publish(&self, payload: Payload) -> Result<(), StepError> {
-        self.publisher
-            .publish(payload)
-            .map(drop)
-            .map_err(|e| StepError::Step(format!("event not published: {e}")))
-    }
-
-    /// Reports a problem as an error event without ending the step, for steps that
-    /// carry on through it (a missing file being followed, a dropped connection).
-    pub fn report(&self, message: String) {
-        self.publisher.error(message)
-    }
-
-    /// Sets one entry of what the service reports of itself, shown in ListServices:
-    /// a connection's state, the time of the last heartbeat, a count of skipped frames.
-    pub fn set_status(&self, key: &str, value: impl Into<String>) {
-        self.publisher.set_status(key, value.into())
-    }
-
-    /// Resolves when the service is asked to stop. Long-running steps return soon after.
-    pub async fn cancelled(&self) {
-        self.cancel.cancelled().await
-    }
-
-    /// The daemon this service runs in, for services that report on it.
-    pub fn supervisor(&self) -> &Supervisor {
-        &self.supervisor
     }
 }
 

@@ -46,14 +46,14 @@ impl Worker for System {
             }
             _ => 0.0,
         };
-        let supervisor = ctx.supervisor();
+        let daemon = ctx.daemon();
         let metrics = tokio::runtime::Handle::current().metrics();
         ctx.publish(Payload::System(pb::SystemSnapshot {
-            services: supervisor.services(),
-            subscribers: u32::try_from(supervisor.bus().subscribers()).unwrap_or(u32::MAX),
+            services: daemon.services(),
+            subscribers: u32::try_from(daemon.subscribers()).unwrap_or(u32::MAX),
             rss_bytes,
             cpu_percent,
-            uptime: prost_types::Duration::try_from(supervisor.uptime()).ok(),
+            uptime: prost_types::Duration::try_from(daemon.uptime()).ok(),
             worker_threads: u32::try_from(metrics.num_workers()).unwrap_or(u32::MAX),
             tasks: metrics.num_alive_tasks() as u64,
         }))
