@@ -55,7 +55,7 @@ pub async fn run(
         env,
         config.settings,
         config.services,
-        Some(recorder),
+        Some(Box::new(recorder)),
     );
     for name in &config.start {
         if let Err(e) = supervisor.start(name, Default::default()).await {

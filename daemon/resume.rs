@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     bus::lock,
     store::{DesiredState, Store},
-    supervisor::{Overrides, Supervisor},
+    supervisor::{Overrides, Supervisor, WishRecorder},
 };
 
 /// The wait before saving again after the database refused.
@@ -50,12 +50,6 @@ impl Recorder {
         (recorder, writer)
     }
 
-    /// Notes what a client asked of a service.
-    pub fn note(&self, desired: DesiredState) {
-        lock(&self.shared.pending).insert(desired.name.clone(), desired);
-        self.shared.wake.notify_one();
-    }
-
     async fn write(self, store: Store, stop: CancellationToken) {
         loop {
             let stopping = tokio::select! {
@@ -81,6 +75,13 @@ impl Recorder {
                 }
             }
         }
+    }
+}
+
+impl WishRecorder for Recorder {
+    fn note(&self, wish: DesiredState) {
+        lock(&self.shared.pending).insert(wish.name.clone(), wish);
+        self.shared.wake.notify_one();
     }
 }
 

@@ -27,7 +27,6 @@ use crate::{
     bus::{Bus, Refused, lock},
     error::Error,
     pb::{self, ServiceState, event::Payload, lifecycle},
-    resume::Recorder,
     services::{
         Build, DaemonView, Environment, Kind, Outlet, Params, StepContext, StepError, Worker,
     },
@@ -104,6 +103,13 @@ impl Default for Settings {
     }
 }
 
+/// Keeps what clients ask of services, so that it can be done again after a restart.
+pub trait WishRecorder: Send + Sync {
+    /// Notes the latest wish for one service. Starts and stops call it as they happen,
+    /// so it must not wait for I/O.
+    fn note(&self, wish: DesiredState);
+}
+
 /// A cheap-to-clone handle to the supervisor.
 #[derive(Clone)]
 pub struct Supervisor {
@@ -121,7 +127,7 @@ struct Shared {
     shutting_down: AtomicBool,
     started: Instant,
     /// Remembers what clients ask, for resuming after a restart.
-    recorder: Option<Recorder>,
+    recorder: Option<Box<dyn WishRecorder>>,
 }
 
 /// One service: its configuration, its current run and its status.
@@ -176,7 +182,7 @@ impl Supervisor {
         env: Environment,
         settings: Settings,
         specs: Vec<ServiceSpec>,
-        recorder: Option<Recorder>,
+        recorder: Option<Box<dyn WishRecorder>>,
     ) -> Self {
         let services = specs
             .into_iter()
