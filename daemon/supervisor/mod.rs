@@ -1,0 +1,386 @@
+//! The supervisor: starts, stops and restarts services, and keeps their counters.
+//!
+//! Each running service is one task with its own cancellation token, a child of the
+//! daemon's. The task runs the worker's steps, arming the next tick only after a step
+//! has finished. A failed step is reported and the service carries on; a fatal error or
+//! a panic restarts it with a fresh worker after an exponential backoff with jitter,
+//! and a service that crashes more than `max_restarts` times within `restart_window`
+//! (OTP's intensity and period) is marked failed. One service's fault touches nothing
+//! else.
+//!
+//! This module is the handle clients hold; `runner` is one run of a service,
+//! `restart` the policy for crashes, and `slot` what is kept per service.
+
+#[cfg(test)]
+mod fixtures;
+mod restart;
+mod runner;
+mod slot;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use self::restart::RestartPolicy;
+use self::{
+    runner::Runner,
+    slot::{Run, Slot},
+};
+use crate::{
+    bus::Bus,
+    error::Error,
+    pb::{self, lifecycle},
+    services::{Build, DaemonView, Environment, Kind, Params},
+    store::DesiredState,
+};
+
+/// A service as configured: what runs when it starts without overrides.
+#[derive(Clone, Debug)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub kind: &'static Kind,
+    pub interval: Duration,
+    pub params: Params,
+}
+
+/// Changes to a service's configuration for one run.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub interval: Option<Duration>,
+    pub params: Params,
+}
+
+/// The supervisor's settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub restart: RestartPolicy,
+    /// How long a stopping service's current step may take before it is cancelled.
+    pub stop_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            restart: RestartPolicy::default(),
+            stop_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Keeps what clients ask of services, so that it can be done again after a restart.
+pub trait WishRecorder: Send + Sync {
+    /// Notes the latest wish for one service. Starts and stops call it as they happen,
+    /// so it must not wait for I/O.
+    fn note(&self, wish: DesiredState);
+}
+
+/// A cheap-to-clone handle to the supervisor.
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    bus: Bus,
+    env: Environment,
+    settings: Settings,
+    services: BTreeMap<String, Arc<Slot>>,
+    /// Parent of every service's token.
+    root: CancellationToken,
+    tracker: TaskTracker,
+    shutting_down: AtomicBool,
+    started: Instant,
+    /// Remembers what clients ask, for resuming after a restart.
+    recorder: Option<Box<dyn WishRecorder>>,
+}
+
+/// The outcome of a start.
+#[derive(Debug)]
+pub struct Started {
+    pub already_running: bool,
+    pub service: pb::ServiceInfo,
+}
+
+/// The outcome of a stop.
+#[derive(Debug)]
+pub struct Stopped {
+    pub was_running: bool,
+    pub forced: bool,
+    pub service: pb::ServiceInfo,
+}
+
+impl Supervisor {
+    pub fn new(
+        bus: Bus,
+        env: Environment,
+        settings: Settings,
+        specs: Vec<ServiceSpec>,
+        recorder: Option<Box<dyn WishRecorder>>,
+    ) -> Self {
+        let services = specs
+            .into_iter()
+            .map(|spec| (spec.name.clone(), Arc::new(Slot::new(spec, bus.clone()))))
+            .collect();
+        Self {
+            shared: Arc::new(Shared {
+                bus,
+                env,
+                settings,
+                services,
+                root: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                shutting_down: AtomicBool::new(false),
+                started: Instant::now(),
+                recorder,
+            }),
+        }
+    }
+
+    fn slot(&self, name: &str) -> Result<&Arc<Slot>, Error> {
+        self.shared
+            .services
+            .get(name)
+            .ok_or_else(|| Error::UnknownService(name.to_owned()))
+    }
+
+    /// Starts a service, or reports that it is already running.
+    pub async fn start(&self, name: &str, overrides: Overrides) -> Result<Started, Error> {
+        let slot = self.slot(name)?;
+        let mut run = slot.run.lock().await;
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        // A finished task is a service that failed: it may start again.
+        if run.as_ref().is_some_and(|r| !r.task.is_finished()) {
+            return Ok(Started {
+                already_running: true,
+                service: slot.info(),
+            });
+        }
+        let spec = &slot.spec;
+        let interval = overrides.interval.unwrap_or(spec.interval);
+        if interval.is_zero() {
+            return Err(Error::invalid("interval", "must be greater than zero"));
+        }
+        let mut params = spec.params.clone();
+        params.extend(overrides.params.clone());
+        let worker = spec
+            .kind
+            .build(&params, &self.shared.env)
+            .map_err(|e| match e {
+                Build::Param(e) => Error::invalid(format!("params.{}", e.key), e.message),
+                Build::Precondition(message) => Error::FailedPrecondition(message),
+            })?;
+        slot.mark_started(interval, params.clone());
+        tracing::info!(service = %spec.name, ?interval, "started");
+        // Before the task exists, so that "started" precedes the service's first event.
+        slot.lifecycle(lifecycle::Kind::Started, String::new());
+        let cancel = self.shared.root.child_token();
+        let runner = Runner {
+            supervisor: self.clone(),
+            slot: slot.clone(),
+            interval,
+            params,
+        };
+        let task = self
+            .shared
+            .tracker
+            .spawn(runner.supervise(worker, cancel.clone()));
+        *run = Some(Run { cancel, task });
+        self.record(DesiredState {
+            name: spec.name.clone(),
+            running: true,
+            interval: overrides.interval,
+            params: overrides.params,
+        });
+        Ok(Started {
+            already_running: false,
+            service: slot.info(),
+        })
+    }
+
+    /// Stops a service: lets its current step finish, bounded by the stop timeout.
+    pub async fn stop(&self, name: &str) -> Result<Stopped, Error> {
+        let slot = self.slot(name)?;
+        let mut run = slot.run.lock().await;
+        if !self.shared.shutting_down.load(Ordering::Acquire) {
+            self.record(DesiredState {
+                name: name.to_owned(),
+                running: false,
+                interval: None,
+                params: Params::new(),
+            });
+        }
+        let Some(Run { cancel, mut task }) = run.take() else {
+            return Ok(Stopped {
+                was_running: false,
+                forced: false,
+                service: slot.info(),
+            });
+        };
+        let was_running = !task.is_finished();
+        cancel.cancel();
+        let forced = tokio::time::timeout(self.shared.settings.stop_timeout, &mut task)
+            .await
+            .is_err();
+        if forced {
+            task.abort();
+            let _ = task.await;
+        }
+        slot.mark_stopped();
+        if was_running {
+            let message = if forced {
+                format!(
+                    "its step did not finish within {:?} and was cancelled",
+                    self.shared.settings.stop_timeout
+                )
+            } else {
+                String::new()
+            };
+            tracing::info!(service = %name, forced, "stopped");
+            slot.lifecycle(lifecycle::Kind::Stopped, message);
+        }
+        Ok(Stopped {
+            was_running,
+            forced,
+            service: slot.info(),
+        })
+    }
+
+    /// Refuses further starts, stops every service and waits for all their tasks.
+    pub async fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        let stops = self.shared.services.keys().map(|name| self.stop(name));
+        futures::future::join_all(stops).await;
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+
+    fn record(&self, desired: DesiredState) {
+        if let Some(recorder) = &self.shared.recorder {
+            recorder.note(desired);
+        }
+    }
+
+    /// Every service, in name order.
+    pub fn services(&self) -> Vec<pb::ServiceInfo> {
+        self.shared.services.values().map(|s| s.info()).collect()
+    }
+
+    pub fn has_service(&self, name: &str) -> bool {
+        self.shared.services.contains_key(name)
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.shared.bus
+    }
+}
+
+impl DaemonView for Supervisor {
+    fn services(&self) -> Vec<pb::ServiceInfo> {
+        Supervisor::services(self)
+    }
+
+    fn subscribers(&self) -> usize {
+        self.shared.bus.subscribers()
+    }
+
+    fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use futures::StreamExt;
+    use prost::Message;
+
+    use super::{fixtures::test_kind, *};
+    use crate::{
+        bus::TopicFilter,
+        pb::{ServiceState, event::Payload},
+        services::{StepContext, StepError, Worker},
+    };
+
+    /// Takes 300 ms per step, ignoring stop requests, then publishes.
+    static SLOW_STEPS: AtomicUsize = AtomicUsize::new(0);
+    struct Slow;
+    #[async_trait]
+    impl Worker for Slow {
+        async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+            SLOW_STEPS.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ctx.publish(Payload::Text(pb::Text::default()))
+        }
+    }
+    test_kind!(SLOW, Slow);
+
+    fn supervisor(stop_timeout: Duration) -> Supervisor {
+        fixtures::supervisor(stop_timeout, &[&SLOW])
+    }
+
+    #[tokio::test]
+    async fn stop_lets_the_current_step_finish_within_the_timeout() {
+        let supervisor = supervisor(Duration::from_secs(5));
+        let mut events = Box::pin(
+            supervisor
+                .bus()
+                .subscribe(TopicFilter::new(&["slow"]).unwrap(), false),
+        );
+        let steps_before = SLOW_STEPS.load(Ordering::SeqCst);
+        supervisor
+            .start("slow", Overrides::default())
+            .await
+            .unwrap();
+        while SLOW_STEPS.load(Ordering::SeqCst) == steps_before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let stopped = supervisor.stop("slow").await.unwrap();
+        assert!(stopped.was_running && !stopped.forced);
+        let kinds: Vec<_> = (0..3)
+            .map(|_| {
+                pb::Event::decode(
+                    futures::executor::block_on(events.next())
+                        .unwrap()
+                        .bytes()
+                        .clone(),
+                )
+                .unwrap()
+            })
+            .map(|e| match e.payload {
+                Some(Payload::Lifecycle(l)) => format!("{:?}", l.kind()),
+                _ => "data".into(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["Started", "data", "Stopped"],
+            "the step's event comes before the stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_that_outlasts_the_stop_timeout_is_cancelled() {
+        let supervisor = supervisor(Duration::from_millis(50));
+        supervisor
+            .start("slow", Overrides::default())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let stopped = supervisor.stop("slow").await.unwrap();
+        assert!(stopped.was_running && stopped.forced);
+        assert_eq!(stopped.service.state(), ServiceState::Stopped);
+        let again = supervisor.stop("slow").await.unwrap();
+        assert!(!again.was_running);
+    }
+}

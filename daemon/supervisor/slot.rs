@@ -1,0 +1,212 @@
+//! One service's slot: its configuration, its current run, the status and counters
+//! kept for it, and the ServiceInfo that shows them. The slot is also the service's
+//! outlet: its steps publish and report through it.
+
+use std::{
+    collections::BTreeMap,
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::ServiceSpec;
+use crate::{
+    bus::{Bus, Refused, lock},
+    pb::{self, ServiceState, event::Payload, lifecycle},
+    services::{Outlet, Params},
+};
+
+/// One service: its configuration, its current run and its status.
+pub(super) struct Slot {
+    pub(super) spec: ServiceSpec,
+    /// Carries the service's events, on the topic of its name.
+    bus: Bus,
+    /// Serialises starts and stops of this service. A tokio mutex: a stop holds it
+    /// while it waits for the service's task to end.
+    pub(super) run: tokio::sync::Mutex<Option<Run>>,
+    /// A std mutex: held only to read or update fields, never across an await.
+    status: Mutex<Status>,
+}
+
+/// The service's task while it runs.
+pub(super) struct Run {
+    pub(super) cancel: CancellationToken,
+    pub(super) task: JoinHandle<()>,
+}
+
+struct Status {
+    state: ServiceState,
+    interval: Duration,
+    params: Params,
+    started_at: Option<SystemTime>,
+    events: u64,
+    errors: u64,
+    restarts: u64,
+    last_error: String,
+    last_event_at: Option<SystemTime>,
+    /// What the service reports of itself; see [`crate::services::StepContext::set_status`].
+    reported: BTreeMap<String, String>,
+}
+
+impl Slot {
+    /// A stopped service with its configured interval and parameters.
+    pub(super) fn new(spec: ServiceSpec, bus: Bus) -> Self {
+        let status = Status {
+            state: ServiceState::Stopped,
+            interval: spec.interval,
+            params: spec.params.clone(),
+            started_at: None,
+            events: 0,
+            errors: 0,
+            restarts: 0,
+            last_error: String::new(),
+            last_event_at: None,
+            reported: BTreeMap::new(),
+        };
+        Self {
+            spec,
+            bus,
+            run: tokio::sync::Mutex::new(None),
+            status: Mutex::new(status),
+        }
+    }
+
+    /// A run begins with these settings: no restarts yet, nothing reported.
+    pub(super) fn mark_started(&self, interval: Duration, params: Params) {
+        let mut status = lock(&self.status);
+        status.state = ServiceState::Running;
+        status.interval = interval;
+        status.params = params;
+        status.started_at = Some(SystemTime::now());
+        status.restarts = 0;
+        status.reported.clear();
+    }
+
+    /// The run was stopped: back to the configured interval and parameters.
+    pub(super) fn mark_stopped(&self) {
+        let mut status = lock(&self.status);
+        status.state = ServiceState::Stopped;
+        status.started_at = None;
+        status.interval = self.spec.interval;
+        status.params = self.spec.params.clone();
+    }
+
+    /// The worker crashed for `reason` and waits to be restarted.
+    pub(super) fn mark_backing_off(&self, reason: &str) {
+        let mut status = lock(&self.status);
+        status.state = ServiceState::BackingOff;
+        status.restarts += 1;
+        status.last_error = reason.to_owned();
+    }
+
+    /// A fresh worker took over after a crash.
+    pub(super) fn mark_restarted(&self) {
+        lock(&self.status).state = ServiceState::Running;
+    }
+
+    /// The service was given up on, for `reason`.
+    pub(super) fn mark_failed(&self, reason: &str) {
+        let mut status = lock(&self.status);
+        status.state = ServiceState::Failed;
+        status.started_at = None;
+        status.last_error = reason.to_owned();
+    }
+
+    /// Counts a crash among the errors; its reason is kept by what follows it, a
+    /// restart or a failure.
+    pub(super) fn count_crash(&self) {
+        lock(&self.status).errors += 1;
+    }
+
+    /// Data events published since the daemon started.
+    pub(super) fn published(&self) -> u64 {
+        lock(&self.status).events
+    }
+
+    /// Publishes a lifecycle event of `kind` that carries only a message.
+    pub(super) fn lifecycle(&self, kind: lifecycle::Kind, message: String) {
+        self.publish_lifecycle(pb::Lifecycle {
+            kind: kind.into(),
+            message,
+            ..Default::default()
+        });
+    }
+
+    pub(super) fn publish_lifecycle(&self, event: pb::Lifecycle) {
+        // Lifecycle events are far below the size limit, and after the bus closes there
+        // is nobody left to tell.
+        let _ = self.bus.publish(&self.spec.name, Payload::Lifecycle(event));
+    }
+
+    pub(super) fn info(&self) -> pb::ServiceInfo {
+        let status = lock(&self.status);
+        pb::ServiceInfo {
+            name: self.spec.name.clone(),
+            kind: self.spec.kind.name.to_owned(),
+            state: status.state.into(),
+            interval: prost_types::Duration::try_from(status.interval).ok(),
+            params: status
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), redacted(k, v)))
+                .collect(),
+            started_at: status.started_at.map(Into::into),
+            events_published: status.events,
+            errors: status.errors,
+            restarts: status.restarts,
+            last_error: status.last_error.clone(),
+            last_event_at: status.last_event_at.map(Into::into),
+            description: self.spec.kind.description.to_owned(),
+            status: status.reported.clone().into_iter().collect(),
+        }
+    }
+}
+
+impl Outlet for Slot {
+    fn publish(&self, payload: Payload) -> Result<(), Refused> {
+        self.bus.publish(&self.spec.name, payload)?;
+        let mut status = lock(&self.status);
+        status.events += 1;
+        status.last_event_at = Some(SystemTime::now());
+        Ok(())
+    }
+
+    fn report(&self, message: String) {
+        tracing::debug!(service = %self.spec.name, %message, "step failed");
+        {
+            let mut status = lock(&self.status);
+            status.errors += 1;
+            status.last_error = message.clone();
+        }
+        self.lifecycle(lifecycle::Kind::Error, message);
+    }
+
+    fn set_status(&self, key: &str, value: String) {
+        lock(&self.status).reported.insert(key.to_owned(), value);
+    }
+}
+
+/// Hides the values of parameters whose names say they are secret.
+fn redacted(key: &str, value: &str) -> String {
+    const SECRET_WORDS: [&str; 6] = ["key", "token", "secret", "password", "auth", "credential"];
+    let key = key.to_ascii_lowercase();
+    if SECRET_WORDS.iter().any(|w| key.contains(w)) {
+        "<redacted>".to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_params_are_redacted() {
+        assert_eq!(redacted("api_key", "hunter2"), "<redacted>");
+        assert_eq!(redacted("X-Auth-Token", "t"), "<redacted>");
+        assert_eq!(redacted("dir", "/srv"), "/srv");
+    }
+}
