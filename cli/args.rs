@@ -98,9 +98,35 @@ pub struct SubscribeArgs {
     #[arg(long)]
     pub last: bool,
 
+    /// Bytes of events the daemon holds while this terminal is slower than they come,
+    /// e.g. `64MiB` [default: the daemon's].
+    #[arg(long, value_name = "SIZE", value_parser = streamhandler::config::parse_size)]
+    pub buffer: Option<usize>,
+
+    /// When the buffer is full: skip the oldest events (and say which), or end with
+    /// an error after the events held.
+    #[arg(long, value_enum, default_value_t = OnOverflow::Skip)]
+    pub on_overflow: OnOverflow,
+
     /// How to print events.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// What a subscription does when the client falls a whole buffer behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOverflow {
+    Skip,
+    Close,
+}
+
+impl From<OnOverflow> for streamhandler::pb::OverflowPolicy {
+    fn from(policy: OnOverflow) -> Self {
+        match policy {
+            OnOverflow::Skip => Self::Skip,
+            OnOverflow::Close => Self::Close,
+        }
+    }
 }
 
 /// Arguments of `streamctl bench`. [`crate::bench::Plan`] checks them.

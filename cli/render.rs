@@ -90,17 +90,38 @@ pub fn payload_lines(payload: Option<&Payload>, palette: &Palette) -> Vec<String
     }
 }
 
+/// What a subscriber skipped, per topic with the sequence numbers, at most a few
+/// topics shown.
+fn lagged_line(lagged: &pb::Lagged) -> String {
+    const SHOWN: usize = 3;
+    let mut line = format!(
+        "lagged: missed {}",
+        format::count(lagged.missed, "event", "events")
+    );
+    let topics: Vec<String> = lagged
+        .topics
+        .iter()
+        .take(SHOWN)
+        .map(|t| match t.first_seq == t.last_seq {
+            true => format!("{} #{}", t.topic, t.first_seq),
+            false => format!("{} #{}–{}", t.topic, t.first_seq, t.last_seq),
+        })
+        .collect();
+    if !topics.is_empty() {
+        line.push_str(&format!(" ({}", topics.join(", ")));
+        if lagged.topics.len() > SHOWN {
+            line.push_str(&format!(" and {} more topics", lagged.topics.len() - SHOWN));
+        }
+        line.push(')');
+    }
+    line
+}
+
 /// The rendering of every payload kind that fits on one line.
 fn one_line(payload: &Payload, palette: &Palette) -> String {
     match payload {
         Payload::Lifecycle(lifecycle) => lifecycle_line(lifecycle, palette),
-        Payload::Lagged(lagged) => palette.paint(
-            &format!(
-                "lagged: missed {}",
-                format::count(lagged.missed, "event", "events")
-            ),
-            styles::warn(),
-        ),
+        Payload::Lagged(lagged) => palette.paint(&lagged_line(lagged), styles::warn()),
         Payload::Data(data) => from_struct(data).to_string(),
         Payload::Text(text) => text_line(text),
         Payload::Line(line) => format!("{}:{}  {}", line.path, line.number, line.text),
@@ -273,7 +294,7 @@ fn text_line(text: &pb::Text) -> String {
     }
 }
 
-/// `N services (R running, F failed) · S subscribers · RSS … · CPU …% · up …`.
+/// `N services (R running, F failed) · S subscribers · T topics · RSS … · CPU …% · up …`.
 fn system_line(system: &pb::SystemSnapshot) -> String {
     let in_state = |state: ServiceState| {
         system
@@ -283,11 +304,12 @@ fn system_line(system: &pb::SystemSnapshot) -> String {
             .count()
     };
     let mut line = format!(
-        "{} ({} running, {} failed) · {} · RSS {} · CPU {:.1}%",
+        "{} ({} running, {} failed) · {} · {} · RSS {} · CPU {:.1}%",
         format::count(system.services.len() as u64, "service", "services"),
         in_state(ServiceState::Running),
         in_state(ServiceState::Failed),
         format::count(u64::from(system.subscribers), "subscriber", "subscribers"),
+        format::count(system.topics, "topic", "topics"),
         format::bytes(system.rss_bytes),
         system.cpu_percent,
     );
@@ -387,8 +409,30 @@ mod tests {
 
     #[test]
     fn lagged() {
-        let payload = Payload::Lagged(pb::Lagged { missed: 17 });
+        let payload = Payload::Lagged(pb::Lagged {
+            missed: 17,
+            ..Default::default()
+        });
         assert_eq!(render(payload), "lagged: missed 17 events");
+        let skipped = |topic: &str, first_seq, last_seq| pb::Skipped {
+            topic: topic.into(),
+            missed: last_seq - first_seq + 1,
+            first_seq,
+            last_seq,
+        };
+        let payload = Payload::Lagged(pb::Lagged {
+            missed: 17,
+            topics: vec![skipped("a", 5, 20), skipped("b", 3, 3)],
+        });
+        assert_eq!(render(payload), "lagged: missed 17 events (a #5–20, b #3)");
+        let payload = Payload::Lagged(pb::Lagged {
+            missed: 5,
+            topics: ["a", "b", "c", "d", "e"].map(|t| skipped(t, 1, 1)).into(),
+        });
+        assert_eq!(
+            render(payload),
+            "lagged: missed 5 events (a #1, b #1, c #1 and 2 more topics)"
+        );
     }
 
     #[test]
@@ -520,10 +564,11 @@ mod tests {
             }),
             worker_threads: 4,
             tasks: 10,
+            topics: 12,
         });
         assert_eq!(
             render(system),
-            "4 services (2 running, 1 failed) · 1 subscriber · RSS 12.3 MiB · CPU 0.4% · up 1h02m"
+            "4 services (2 running, 1 failed) · 1 subscriber · 12 topics · RSS 12.3 MiB · CPU 0.4% · up 1h02m"
         );
     }
 
@@ -552,7 +597,13 @@ mod tests {
         let mut printer = EventPrinter::new(PLAIN);
         let text = printer.format_at(
             "12:00:00.000",
-            &event("x", Payload::Lagged(pb::Lagged { missed: 1 })),
+            &event(
+                "x",
+                Payload::Lagged(pb::Lagged {
+                    missed: 1,
+                    ..Default::default()
+                }),
+            ),
         );
         assert_eq!(text, "12:00:00.000 x         lagged: missed 1 event");
 
@@ -572,7 +623,12 @@ mod tests {
     #[test]
     fn topic_column_widens() {
         let mut printer = EventPrinter::new(PLAIN);
-        let lagged = || Payload::Lagged(pb::Lagged { missed: 2 });
+        let lagged = || {
+            Payload::Lagged(pb::Lagged {
+                missed: 2,
+                ..Default::default()
+            })
+        };
         printer.format_at("t", &event("a-rather-long-topic", lagged()));
         let text = printer.format_at("t", &event("b", lagged()));
         assert_eq!(text, format!("t {:<19}  lagged: missed 2 events", "b"));

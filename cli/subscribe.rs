@@ -26,6 +26,8 @@ pub async fn run(addr: &Addr, args: SubscribeArgs) -> Result<(), Error> {
     let request = SubscribeRequest {
         topics: args.topics,
         last: args.last,
+        buffer_bytes: args.buffer.map_or(0, |b| b as u64),
+        on_overflow: streamhandler::pb::OverflowPolicy::from(args.on_overflow).into(),
     };
     let mut printer = Printer::new(args.output)?;
     tokio::select! {
@@ -50,6 +52,10 @@ async fn follow(
             match stream.message().await {
                 Ok(Some(event)) => printer.print(&event)?,
                 Ok(None) => break "the stream ended".to_string(),
+                // Asked for: the stream ends rather than skip events.
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    return Err(Error::from_status(status, addr));
+                }
                 Err(status) => {
                     break transport_reason(&status).unwrap_or_else(|| status_message(&status));
                 }

@@ -10,6 +10,13 @@
 //! max_backoff = "30s"
 //! stop_timeout = "5s"
 //!
+//! [bus]
+//! subscriber_buffer = "16MiB"         # events held for a slow subscriber
+//! max_subscriber_buffer = "256MiB"    # the most a subscriber may ask for
+//! topic_retention = "10m"             # clients' topics unused this long are forgotten
+//! max_topics = 10000                  # clients' topics kept at most
+//! max_topic_bytes = "64MiB"           # bytes of their latest events kept at most
+//!
 //! [services.streamer]                 # a built-in service: change its interval
 //! interval = "1s"
 //!
@@ -32,6 +39,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
+    bus,
     services::{self, Environment, Params},
     supervisor::{RestartPolicy, ServiceSpec, Settings},
 };
@@ -44,6 +52,7 @@ pub struct Config {
     /// Services to start at boot.
     pub start: Vec<String>,
     pub settings: Settings,
+    pub bus: bus::Settings,
 }
 
 impl Config {
@@ -61,6 +70,7 @@ impl Config {
                 .collect(),
             start: Vec::new(),
             settings: Settings::default(),
+            bus: bus::Settings::default(),
         }
     }
 
@@ -88,6 +98,7 @@ impl Config {
         })?;
         let mut config = Self::builtin();
         apply_supervisor(&file.supervisor, &mut config.settings)?;
+        apply_bus(&file.bus, &mut config.bus)?;
         for (name, service) in &file.services {
             apply_service(name, service, &mut config.services, env)?;
         }
@@ -131,6 +142,59 @@ fn apply_supervisor(file: &SupervisorFile, settings: &mut Settings) -> Result<()
         }
     }
     Ok(())
+}
+
+fn apply_bus(file: &BusFile, settings: &mut bus::Settings) -> Result<(), Problem> {
+    let sizes = [
+        (
+            &file.subscriber_buffer,
+            "subscriber_buffer",
+            &mut settings.subscriber_buffer,
+        ),
+        (
+            &file.max_subscriber_buffer,
+            "max_subscriber_buffer",
+            &mut settings.max_subscriber_buffer,
+        ),
+        (
+            &file.max_topic_bytes,
+            "max_topic_bytes",
+            &mut settings.max_topic_bytes,
+        ),
+    ];
+    for (value, key, target) in sizes {
+        if let Some(value) = value {
+            *target = parse_size(value.get_ref())
+                .map_err(|message| Problem::at(value, &format!("bus.{key}"), message))?;
+        }
+    }
+    if let Some(value) = &file.topic_retention {
+        settings.topic_retention = positive_duration(value, "bus.topic_retention")?;
+    }
+    if let Some(value) = &file.max_topics {
+        settings.max_topics = *value.get_ref();
+    }
+    settings.check().map_err(|(key, message)| {
+        let span = match key {
+            "subscriber_buffer" => file.subscriber_buffer.as_ref().map(Spanned::span),
+            "max_subscriber_buffer" => file.max_subscriber_buffer.as_ref().map(Spanned::span),
+            "max_topics" => file.max_topics.as_ref().map(Spanned::span),
+            _ => None,
+        };
+        Problem {
+            span,
+            key: format!("bus.{key}"),
+            message,
+        }
+    })
+}
+
+/// Parses a size such as "16MiB", "512 KiB" or "1000000".
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    text.parse::<bytesize::ByteSize>()
+        .ok()
+        .and_then(|size| usize::try_from(size.as_u64()).ok())
+        .ok_or_else(|| format!("{text:?} is not a size like \"16MiB\" or \"512KiB\""))
 }
 
 fn apply_service(
@@ -225,7 +289,7 @@ fn apply_service(
 
 /// Service names are topics too, so they follow the topic rules.
 pub fn check_name(name: &str) -> Result<(), String> {
-    crate::server::check_topic(name)
+    crate::topic::check_name(name)
 }
 
 fn positive_duration(value: &Spanned<String>, key: &str) -> Result<Duration, Problem> {
@@ -297,6 +361,8 @@ struct File {
     #[serde(default)]
     supervisor: SupervisorFile,
     #[serde(default)]
+    bus: BusFile,
+    #[serde(default)]
     services: BTreeMap<Spanned<String>, ServiceFile>,
 }
 
@@ -308,6 +374,16 @@ struct SupervisorFile {
     initial_backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusFile {
+    subscriber_buffer: Option<Spanned<String>>,
+    max_subscriber_buffer: Option<Spanned<String>>,
+    topic_retention: Option<Spanned<String>>,
+    max_topics: Option<Spanned<usize>>,
+    max_topic_bytes: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -406,6 +482,40 @@ mod tests {
 
         let (line, _, message) = error("start = [");
         assert!(line.is_some(), "{message}");
+
+        let (line, key, message) = error("[bus]\nsubscriber_buffer = \"lots\"\n");
+        assert_eq!((line, key.as_str()), (Some(2), "bus.subscriber_buffer"));
+        assert!(message.contains("\"lots\""), "{message}");
+
+        let (line, key, message) = error("[bus]\n\nsubscriber_buffer = \"1KiB\"\n");
+        assert_eq!((line, key.as_str()), (Some(3), "bus.subscriber_buffer"));
+        assert!(message.contains("65600"), "{message}");
+
+        let (line, key, _) = error("[bus]\nmax_topics = 0\n");
+        assert_eq!((line, key.as_str()), (Some(2), "bus.max_topics"));
+    }
+
+    #[test]
+    fn the_bus_section_sets_buffers_and_topic_limits() {
+        let text = r#"
+            [bus]
+            subscriber_buffer = "1MiB"
+            max_subscriber_buffer = "2 MiB"
+            topic_retention = "30s"
+            max_topics = 50
+            max_topic_bytes = "100KiB"
+        "#;
+        let bus = Config::parse(text, &env()).ok().unwrap().bus;
+        assert_eq!(
+            bus,
+            bus::Settings {
+                subscriber_buffer: 1 << 20,
+                max_subscriber_buffer: 2 << 20,
+                topic_retention: Duration::from_secs(30),
+                max_topics: 50,
+                max_topic_bytes: 100 << 10,
+            }
+        );
     }
 
     #[test]

@@ -2,14 +2,24 @@
 
 use tonic::{Code, Status};
 
+use crate::{
+    bus::{BufferFull, Refused},
+    topic::quoted,
+};
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
-    #[error("no service named {0:?}; `streamctl list` shows every service")]
+    #[error("no service named {}; `streamctl list` shows every service", quoted(.0))]
     UnknownService(String),
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error(
+        "{0}: events came faster than this client read them; everything before this \
+         point was delivered. Read faster, or ask for a larger buffer_bytes"
+    )]
+    BufferFull(BufferFull),
     #[error("streamd is shutting down")]
     ShuttingDown,
 }
@@ -21,6 +31,28 @@ impl Error {
             message: message.into(),
         }
     }
+
+    /// The same error, its field named as that of one of many messages in a stream:
+    /// `events[3].topic`.
+    pub fn in_message(self, index: u64) -> Self {
+        match self {
+            Self::InvalidArgument { field, message } => Self::InvalidArgument {
+                field: format!("events[{index}].{field}"),
+                message,
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<Refused> for Error {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::TooLarge(_) => Self::invalid("data", refused.to_string()),
+            Refused::Buffer { .. } => Self::invalid("buffer_bytes", refused.to_string()),
+            Refused::Closed => Self::ShuttingDown,
+        }
+    }
 }
 
 impl From<Error> for Status {
@@ -29,6 +61,7 @@ impl From<Error> for Status {
             Error::UnknownService(_) => Code::NotFound,
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::BufferFull(_) => Code::ResourceExhausted,
             Error::ShuttingDown => Code::Unavailable,
         };
         Status::new(code, error.to_string())

@@ -16,6 +16,7 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod supervisor;
+pub mod topic;
 pub mod wire;
 
 use std::future::Future;
@@ -25,7 +26,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    bus::Bus, config::Config, resume::Recorder, services::Environment, supervisor::Supervisor,
+    bus::{Bus, LocalBus},
+    config::Config,
+    resume::Recorder,
+    services::Environment,
+    supervisor::Supervisor,
 };
 
 /// Runs the daemon on `listener` until `shutdown` resolves: starts the services the
@@ -50,8 +55,9 @@ pub async fn run(
     }
     let stop_recorder = CancellationToken::new();
     let (recorder, recorder_task) = Recorder::start(store.clone(), stop_recorder.clone());
+    let bus = LocalBus::new(config.bus);
     let supervisor = Supervisor::new(
-        Bus::default(),
+        Bus::new(bus.clone()),
         env,
         config.settings,
         config.services,
@@ -66,7 +72,11 @@ pub async fn run(
     if resume {
         resume::resume(&supervisor, &store).await;
     }
+    let stop_sweeping = CancellationToken::new();
+    let sweeper = tokio::spawn(bus.sweep_until(stop_sweeping.clone()));
     let served = server::serve(listener, supervisor, shutdown).await;
+    stop_sweeping.cancel();
+    let _ = sweeper.await;
     // After the services, which may still write to the database as they stop.
     stop_recorder.cancel();
     let _ = recorder_task.await;

@@ -1,9 +1,12 @@
 //! streamd: parses its flags, sets up logging and runs the daemon until SIGINT or SIGTERM.
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use streamhandler::{config::Config, services::Environment};
+use streamhandler::{
+    config::{Config, parse_size},
+    services::Environment,
+};
 use tokio::net::TcpListener;
 
 /// Supervises long-running services and streams their events over gRPC.
@@ -26,6 +29,21 @@ struct Args {
     /// Do not start the services that were running when streamd last stopped.
     #[arg(long)]
     no_resume: bool,
+    /// Bytes of events held for a subscriber that reads slower than they come, unless
+    /// it asks for another amount [default: 16MiB, or the config file's].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    subscriber_buffer: Option<usize>,
+    /// The largest buffer a subscriber may ask for [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_subscriber_buffer: Option<usize>,
+    /// A topic of clients' that nobody publishes to or follows for this long is
+    /// forgotten [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    topic_retention: Option<Duration>,
+    /// Clients' topics kept at most: beyond, the least recently published that no
+    /// subscriber names are forgotten [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_topics: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -65,10 +83,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
     let env =
         Environment::new(data_dir, args.database_url.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path, &env).map_err(|e| anyhow::anyhow!("bad config: {e}"))?,
         None => Config::builtin(),
     };
+    let bus = &mut config.bus;
+    bus.subscriber_buffer = args.subscriber_buffer.unwrap_or(bus.subscriber_buffer);
+    bus.max_subscriber_buffer = args
+        .max_subscriber_buffer
+        .unwrap_or(bus.max_subscriber_buffer);
+    bus.topic_retention = args.topic_retention.unwrap_or(bus.topic_retention);
+    bus.max_topics = args.max_topics.unwrap_or(bus.max_topics);
+    bus.check()
+        .map_err(|(key, message)| anyhow::anyhow!("--{}: {message}", key.replace('_', "-")))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;

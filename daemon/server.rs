@@ -9,9 +9,11 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
 
 use crate::{
-    bus::TopicFilter,
+    bus::{Overflow, SubscribeOptions},
+    error::Error,
     pb::{self},
     supervisor::{Overrides, Supervisor},
+    topic::{self, TopicFilter},
     wire::{EncodedEvent, EncodedStruct, RawPublish},
 };
 
@@ -118,7 +120,7 @@ impl StreamHandler for ControlPlane {
             .interval
             .map(|d| {
                 std::time::Duration::try_from(d)
-                    .map_err(|_| Status::invalid_argument("interval: must be greater than zero"))
+                    .map_err(|_| Error::invalid("interval", "must be greater than zero"))
             })
             .transpose()?;
         let started = self
@@ -165,12 +167,32 @@ impl StreamHandler for ControlPlane {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let request = request.into_inner();
-        let filter = TopicFilter::new(&request.topics).map_err(Status::invalid_argument)?;
+        let filter = TopicFilter::new(&request.topics).map_err(|bad| match bad.index {
+            Some(i) => Error::invalid(format!("topics[{i}]"), bad.message),
+            None => Error::invalid("topics", bad.message),
+        })?;
+        let overflow = match pb::OverflowPolicy::try_from(request.on_overflow) {
+            Ok(pb::OverflowPolicy::Unspecified | pb::OverflowPolicy::Skip) => Overflow::Skip,
+            Ok(pb::OverflowPolicy::Close) => Overflow::Close,
+            Err(_) => {
+                return Err(Error::invalid(
+                    "on_overflow",
+                    format!("{} is not an OverflowPolicy", request.on_overflow),
+                )
+                .into());
+            }
+        };
         let events = self
             .supervisor
             .bus()
-            .subscribe(filter, request.last)
-            .map(Ok);
+            .subscribe(SubscribeOptions {
+                filter,
+                last: request.last,
+                buffer: (request.buffer_bytes > 0).then_some(request.buffer_bytes),
+                overflow,
+            })
+            .map_err(Error::from)?
+            .map(|event| event.map_err(|full| Error::BufferFull(full).into()));
         Ok(Response::new(Box::pin(events)))
     }
 
@@ -189,12 +211,8 @@ impl StreamHandler for ControlPlane {
         let mut events = request.into_inner();
         let mut published = 0;
         while let Some(event) = events.message().await? {
-            self.publish_one(event).map_err(|status| {
-                Status::new(
-                    status.code(),
-                    format!("events[{published}].{}", status.message()),
-                )
-            })?;
+            self.publish_one(event)
+                .map_err(|e| Status::from(e.in_message(published)))?;
             published += 1;
         }
         Ok(Response::new(pb::PublishStreamResponse { published }))
@@ -203,39 +221,22 @@ impl StreamHandler for ControlPlane {
 
 impl ControlPlane {
     /// Checks one event from a client and publishes it; returns its sequence number.
-    fn publish_one(&self, request: RawPublish) -> Result<u64, Status> {
-        check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
+    fn publish_one(&self, request: RawPublish) -> Result<u64, Error> {
+        topic::check_name(&request.topic).map_err(|e| Error::invalid("topic", e))?;
         if self.supervisor.has_service(&request.topic) {
-            return Err(Status::invalid_argument(format!(
-                "topic: {:?} belongs to the service of that name; publish to a topic of your own",
-                request.topic
-            )));
+            return Err(Error::invalid(
+                "topic",
+                format!(
+                    "{:?} belongs to the service of that name; publish to a topic of your own",
+                    request.topic
+                ),
+            ));
         }
         let data = request
             .data
-            .ok_or_else(|| Status::invalid_argument("data: missing"))?;
+            .ok_or_else(|| Error::invalid("data", "missing"))?;
         let data = EncodedStruct::check(data)
-            .map_err(|e| Status::invalid_argument(format!("data: not a Struct: {e}")))?;
-        self.supervisor
-            .bus()
-            .publish_data(&request.topic, &data)
-            .map_err(|e| Status::invalid_argument(format!("data: {e}")))
-    }
-}
-
-/// Topic names: 1 to 128 characters from letters, digits and `._-/:`, so that they
-/// never contain glob syntax.
-pub fn check_topic(topic: &str) -> Result<(), String> {
-    if topic.is_empty() || topic.len() > 128 {
-        return Err(format!("{topic:?} must be 1 to 128 characters long"));
-    }
-    match topic
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._-/:".contains(*c)))
-    {
-        Some(c) => Err(format!(
-            "{topic:?} has {c:?}; use letters, digits and ._-/: only"
-        )),
-        None => Ok(()),
+            .map_err(|e| Error::invalid("data", format!("not a Struct: {e}")))?;
+        Ok(self.supervisor.bus().publish_data(&request.topic, &data)?)
     }
 }

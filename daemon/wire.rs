@@ -27,24 +27,20 @@ impl EncodedEvent {
         Self(event.encode_to_vec().into())
     }
 
-    /// The event a client's Publish becomes: the same bytes as encoding a `pb::Event`
-    /// whose payload is the decoded data, without decoding it.
-    pub fn with_data(
-        topic: &str,
-        seq: u64,
-        time: &prost_types::Timestamp,
-        data: &EncodedStruct,
-    ) -> Self {
-        let mut buf = Vec::with_capacity(topic.len() + data.0.len() + 40);
-        encoding::encode_key(EVENT_TOPIC, WireType::LengthDelimited, &mut buf);
-        encoding::encode_varint(topic.len() as u64, &mut buf);
-        buf.put_slice(topic.as_bytes());
-        encoding::uint64::encode(EVENT_SEQ, &seq, &mut buf);
-        encoding::message::encode(EVENT_TIME, time, &mut buf);
-        encoding::encode_key(EVENT_DATA, WireType::LengthDelimited, &mut buf);
-        encoding::encode_varint(data.0.len() as u64, &mut buf);
-        buf.put_slice(&data.0);
-        Self(buf.into())
+    /// The topic and sequence number, read off the front of an event the bus numbered
+    /// (where [`Draft::finish`] puts them); None for anything else.
+    pub fn topic_and_seq(&self) -> Option<(&str, u64)> {
+        fn key(buf: &mut &[u8], tag: u32) -> Option<()> {
+            matches!(encoding::decode_key(buf), Ok((t, _)) if t == tag).then_some(())
+        }
+        let mut buf = self.0.as_ref();
+        key(&mut buf, EVENT_TOPIC)?;
+        let len = usize::try_from(encoding::decode_varint(&mut buf).ok()?).ok()?;
+        let topic = std::str::from_utf8(buf.get(..len)?).ok()?;
+        buf = &buf[len..];
+        key(&mut buf, EVENT_SEQ)?;
+        let seq = encoding::decode_varint(&mut buf).ok()?;
+        Some((topic, seq))
     }
 
     /// The encoded `Event` message.
@@ -84,6 +80,82 @@ impl Message for EncodedEvent {
 
     fn clear(&mut self) {
         self.0 = Bytes::new();
+    }
+}
+
+/// An event encoded but for its sequence number, which the bus gives it under its
+/// topic's lock. Room is left for the number, so that under the lock only the number is
+/// written: no payload is ever encoded while a lock is held.
+#[derive(Debug)]
+pub struct Draft {
+    /// The topic field, [`SEQ_ROOM`] bytes of room, then the time and the payload.
+    buf: Vec<u8>,
+    /// Where the room starts.
+    topic_end: usize,
+}
+
+/// Room for the sequence number field: its key and the longest varint.
+const SEQ_ROOM: usize = 1 + 10;
+
+impl Draft {
+    /// A service's event.
+    pub fn new(topic: &str, time: &prost_types::Timestamp, payload: &pb::event::Payload) -> Self {
+        Self::build(topic, time, payload.encoded_len(), |buf| {
+            payload.encode(buf)
+        })
+    }
+
+    /// The event a client's Publish becomes: the same bytes as encoding a `pb::Event`
+    /// whose payload is the decoded data, without decoding it.
+    pub fn with_data(topic: &str, time: &prost_types::Timestamp, data: &EncodedStruct) -> Self {
+        let field_len = encoding::key_len(EVENT_DATA)
+            + encoding::encoded_len_varint(data.0.len() as u64)
+            + data.0.len();
+        Self::build(topic, time, field_len, |buf| {
+            encoding::encode_key(EVENT_DATA, WireType::LengthDelimited, buf);
+            encoding::encode_varint(data.0.len() as u64, buf);
+            buf.put_slice(&data.0);
+        })
+    }
+
+    fn build(
+        topic: &str,
+        time: &prost_types::Timestamp,
+        payload_len: usize,
+        encode_payload: impl FnOnce(&mut Vec<u8>),
+    ) -> Self {
+        let topic_len = encoding::key_len(EVENT_TOPIC)
+            + encoding::encoded_len_varint(topic.len() as u64)
+            + topic.len();
+        let time_len = encoding::message::encoded_len(EVENT_TIME, time);
+        let mut buf = Vec::with_capacity(topic_len + SEQ_ROOM + time_len + payload_len);
+        encoding::encode_key(EVENT_TOPIC, WireType::LengthDelimited, &mut buf);
+        encoding::encode_varint(topic.len() as u64, &mut buf);
+        buf.put_slice(topic.as_bytes());
+        let topic_end = buf.len();
+        buf.resize(topic_end + SEQ_ROOM, 0);
+        encoding::message::encode(EVENT_TIME, time, &mut buf);
+        encode_payload(&mut buf);
+        Self { buf, topic_end }
+    }
+
+    /// The most bytes the event can take once numbered.
+    pub fn max_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Numbers the event: writes the sequence number at the end of the room, moves the
+    /// topic field up to meet it and leaves the rest of the room out. Copies at most
+    /// the topic field, whatever the payload's size.
+    pub fn finish(mut self, seq: u64) -> EncodedEvent {
+        let mut field = [0u8; SEQ_ROOM];
+        let mut writer = &mut field[..];
+        encoding::uint64::encode(EVENT_SEQ, &seq, &mut writer);
+        let len = SEQ_ROOM - writer.len();
+        let start = SEQ_ROOM - len;
+        self.buf.copy_within(..self.topic_end, start);
+        self.buf[start + self.topic_end..self.topic_end + SEQ_ROOM].copy_from_slice(&field[..len]);
+        EncodedEvent(Bytes::from(self.buf).slice(start..))
     }
 }
 
@@ -311,7 +383,8 @@ mod tests {
         fn passed_through_data_makes_the_same_event(data in structs(), seq in 1u64.., topic in "[a-z/]{1,20}") {
             let time = prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 };
             let checked = EncodedStruct::check(data.encode_to_vec().into()).unwrap();
-            let passed = EncodedEvent::with_data(&topic, seq, &time, &checked);
+            let passed = Draft::with_data(&topic, &time, &checked).finish(seq);
+            prop_assert_eq!(passed.topic_and_seq(), Some((topic.as_str(), seq)));
             let decoded = pb::Event::decode(passed.bytes().clone()).unwrap();
             prop_assert_eq!(decoded, pb::Event {
                 topic,
@@ -339,6 +412,38 @@ mod tests {
                 prop_assert!(Struct::decode(bytes.as_slice()).is_ok());
             }
         }
+    }
+
+    #[test]
+    fn a_numbered_draft_is_the_event_prost_encodes() {
+        let time = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        };
+        let payloads = [
+            pb::event::Payload::Text(pb::Text {
+                body: "x".repeat(300),
+                ..Default::default()
+            }),
+            pb::event::Payload::Lifecycle(pb::Lifecycle::default()),
+        ];
+        for payload in payloads {
+            for (topic, seq) in [("t", 1), ("a/b", 300), (&*"x".repeat(128), u64::MAX)] {
+                let numbered = Draft::new(topic, &time, &payload).finish(seq);
+                let event = pb::Event {
+                    topic: topic.to_owned(),
+                    seq,
+                    time: Some(time),
+                    payload: Some(payload.clone()),
+                };
+                assert_eq!(numbered, EncodedEvent::new(&event), "{topic} {seq}");
+                assert_eq!(numbered.topic_and_seq(), Some((topic, seq)));
+            }
+        }
+        assert_eq!(
+            EncodedEvent::new(&pb::Event::default()).topic_and_seq(),
+            None
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod harness;
 
 mod bench;
+mod bus;
 mod cli;
 mod config;
 mod control;

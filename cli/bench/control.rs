@@ -70,6 +70,7 @@ pub async fn run(addr: &Addr, service: &str, cycles: usize) -> Result<ControlRep
         .subscribe(SubscribeRequest {
             topics: vec![service.to_string()],
             last: false,
+            ..Default::default()
         })
         .await
         .map_err(|status| Error::from_status(status, addr))?

@@ -49,6 +49,7 @@ pub async fn run(addr: &Addr, plan: &Plan) -> Result<Report, Error> {
     let request = SubscribeRequest {
         topics: vec![plan.topic.clone()],
         last: false,
+        ..Default::default()
     };
     let streams: Vec<Streaming<Event>> = stream::iter(0..subscribers)
         .map(|j| {

@@ -34,6 +34,9 @@ pub(crate) trait DaemonView: Send + Sync {
     /// Subscriptions open on the bus.
     fn subscribers(&self) -> usize;
 
+    /// Topics the bus holds.
+    fn topics(&self) -> usize;
+
     fn uptime(&self) -> Duration;
 }
 

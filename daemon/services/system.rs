@@ -51,6 +51,7 @@ impl Worker for System {
         ctx.publish(Payload::System(pb::SystemSnapshot {
             services: daemon.services(),
             subscribers: u32::try_from(daemon.subscribers()).unwrap_or(u32::MAX),
+            topics: daemon.topics() as u64,
             rss_bytes,
             cpu_percent,
             uptime: prost_types::Duration::try_from(daemon.uptime()).ok(),

@@ -49,5 +49,5 @@ pub(super) fn supervisor(stop_timeout: Duration, kinds: &[&'static Kind]) -> Sup
         stop_timeout,
     };
     let env = Environment::new("/nonexistent".into(), None).unwrap();
-    Supervisor::new(Bus::default(), env, settings, specs, None)
+    Supervisor::new(Bus::local(), env, settings, specs, None)
 }

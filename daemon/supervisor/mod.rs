@@ -292,6 +292,10 @@ impl DaemonView for Supervisor {
         self.shared.bus.subscribers()
     }
 
+    fn topics(&self) -> usize {
+        self.shared.bus.topics()
+    }
+
     fn uptime(&self) -> Duration {
         self.shared.started.elapsed()
     }
@@ -307,7 +311,6 @@ mod tests {
 
     use super::{fixtures::test_kind, *};
     use crate::{
-        bus::TopicFilter,
         pb::{ServiceState, event::Payload},
         services::{StepContext, StepError, Worker},
     };
@@ -332,11 +335,7 @@ mod tests {
     #[tokio::test]
     async fn stop_lets_the_current_step_finish_within_the_timeout() {
         let supervisor = supervisor(Duration::from_secs(5));
-        let mut events = Box::pin(
-            supervisor
-                .bus()
-                .subscribe(TopicFilter::new(&["slow"]).unwrap(), false),
-        );
+        let mut events = Box::pin(supervisor.bus().follow(&["slow"]));
         let steps_before = SLOW_STEPS.load(Ordering::SeqCst);
         supervisor
             .start("slow", Overrides::default())

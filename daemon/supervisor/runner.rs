@@ -185,7 +185,6 @@ mod tests {
 
     use super::*;
     use crate::{
-        bus::TopicFilter,
         pb::{ServiceState, event::Payload},
         supervisor::{
             Overrides,
@@ -271,16 +270,8 @@ mod tests {
     #[tokio::test]
     async fn a_crashing_service_restarts_with_backoff_then_fails_alone() {
         let supervisor = supervisor(Duration::from_secs(1));
-        let mut events = Box::pin(
-            supervisor
-                .bus()
-                .subscribe(TopicFilter::new(&["panics"]).unwrap(), false),
-        );
-        let mut streamer = Box::pin(
-            supervisor
-                .bus()
-                .subscribe(TopicFilter::new(&["streamer"]).unwrap(), false),
-        );
+        let mut events = Box::pin(supervisor.bus().follow(&["panics"]));
+        let mut streamer = Box::pin(supervisor.bus().follow(&["streamer"]));
         supervisor
             .start("streamer", Overrides::default())
             .await
@@ -330,11 +321,7 @@ mod tests {
     #[tokio::test]
     async fn a_fatal_error_restarts_a_fresh_worker_that_then_runs() {
         let supervisor = supervisor(Duration::from_secs(1));
-        let mut events = Box::pin(
-            supervisor
-                .bus()
-                .subscribe(TopicFilter::new(&["flaky"]).unwrap(), false),
-        );
+        let mut events = Box::pin(supervisor.bus().follow(&["flaky"]));
         supervisor
             .start("flaky", Overrides::default())
             .await
@@ -359,11 +346,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_step_is_reported_and_the_service_carries_on() {
         let supervisor = supervisor(Duration::from_secs(1));
-        let mut events = Box::pin(
-            supervisor
-                .bus()
-                .subscribe(TopicFilter::new(&["stumbles"]).unwrap(), false),
-        );
+        let mut events = Box::pin(supervisor.bus().follow(&["stumbles"]));
         supervisor
             .start("stumbles", Overrides::default())
             .await

@@ -222,6 +222,7 @@ impl Events {
         let request = pb::SubscribeRequest {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             last,
+            ..Default::default()
         };
         Self(client.subscribe(request).await.unwrap().into_inner())
     }

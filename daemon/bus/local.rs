@@ -1,0 +1,949 @@
+//! The in-process bus: topics in a sharded map, each with its own lock, its own
+//! numbering and the list of subscribers it sends to.
+//!
+//! Publishing takes only its topic's lock, to number the event and append it to each
+//! follower's inbox; the event was encoded before, with room left for its number. So
+//! publishers of different topics never wait for each other, and none waits for a
+//! subscriber. A subscriber joins each topic it follows under that topic's lock,
+//! taking the latest event there if it asked, so its snapshot and its live events
+//! neither overlap nor leave a gap. Subscribers with patterns are also kept in a list
+//! that every new topic is matched against, under one lock taken only to create a
+//! topic or register such a subscriber, so a new topic and a new subscriber always
+//! meet.
+//!
+//! Clients' topics are forgotten when unused past a retention, and the least recently
+//! published go first beyond a cap, so that publishing to ever new names takes no more
+//! memory; services' topics are kept for the daemon's life.
+//!
+//! Locks are taken in one order: the pattern list, a shard, a topic, a follower's list
+//! of topics, an inbox. None is held across an await.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasher, RandomState},
+    pin::Pin,
+    sync::{
+        Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
+};
+
+use futures::Stream;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    BufferFull, EventBus, Events, MAX_EVENT_BYTES, Outgoing, Refused, Settings, SubscribeOptions,
+    inbox::{Inbox, Reader},
+    lock,
+};
+use crate::{
+    pb::event::Payload,
+    topic::TopicFilter,
+    wire::{Draft, EncodedEvent},
+};
+
+/// Shards of the topic map: publishers of different topics rarely share one.
+const SHARDS: usize = 16;
+
+/// A cheap-to-clone handle to an in-process bus.
+#[derive(Clone)]
+pub struct LocalBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: Settings,
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    /// Followers with patterns, or of every topic, for new topics to be matched
+    /// against. Held while a topic is created.
+    pattern_followers: Mutex<Vec<Arc<Follower>>>,
+    closed: AtomicBool,
+    subscribers: AtomicUsize,
+    /// Topics that may be forgotten (all but services'), and their latest events' bytes.
+    forgettable: AtomicUsize,
+    forgettable_bytes: AtomicUsize,
+    /// Held by the one sweep that runs at a time.
+    sweeping: Mutex<()>,
+}
+
+/// Part of the topic map. An RwLock: publishers only look topics up.
+type Shard = RwLock<HashMap<Arc<str>, Arc<Topic>>>;
+
+struct Topic {
+    name: Arc<str>,
+    /// A std mutex: held to number an event and hand it to the followers' inboxes.
+    state: Mutex<TopicState>,
+}
+
+struct TopicState {
+    /// The last sequence number given out.
+    seq: u64,
+    /// The latest data event, for subscribers that ask for it.
+    latest: Option<EncodedEvent>,
+    followers: Vec<Arc<Follower>>,
+    /// Followers that name this topic, not only match it: they keep it.
+    named: usize,
+    /// A service's topic, kept for the daemon's life.
+    service: bool,
+    last_published: Instant,
+    /// Removed from the map: whoever finds it looks again.
+    forgotten: bool,
+}
+
+/// One subscription as topics see it.
+struct Follower {
+    filter: TopicFilter,
+    inbox: Inbox,
+    /// A std mutex: the topics it follows, so that it can leave them.
+    joined: Mutex<Joined>,
+}
+
+#[derive(Default)]
+struct Joined {
+    /// Set when the subscription ends; it joins nothing more.
+    left: bool,
+    /// Each topic followed, and whether the filter names it.
+    topics: HashMap<Arc<str>, (Arc<Topic>, bool)>,
+}
+
+/// What joining a topic changed.
+#[derive(Default)]
+struct Joining {
+    /// Not followed before: add it to the topic's followers.
+    new: bool,
+    /// Named now and not before: count it.
+    named: bool,
+}
+
+impl Follower {
+    /// Notes that this follower follows `topic`, named or through a pattern.
+    fn join(&self, topic: &Arc<Topic>, named: bool) -> Joining {
+        let mut joined = lock(&self.joined);
+        if joined.left {
+            return Joining::default();
+        }
+        match joined.topics.get_mut(&topic.name) {
+            Some((known, was_named)) if Arc::ptr_eq(known, topic) => {
+                let newly_named = named && !*was_named;
+                *was_named |= named;
+                Joining {
+                    new: false,
+                    named: newly_named,
+                }
+            }
+            _ => {
+                joined
+                    .topics
+                    .insert(topic.name.clone(), (topic.clone(), named));
+                Joining { new: true, named }
+            }
+        }
+    }
+
+    /// Forgets a topic that is being forgotten.
+    fn drop_topic(&self, topic: &Arc<Topic>) {
+        let mut joined = lock(&self.joined);
+        if joined
+            .topics
+            .get(&topic.name)
+            .is_some_and(|(known, _)| Arc::ptr_eq(known, topic))
+        {
+            joined.topics.remove(&topic.name);
+        }
+    }
+}
+
+impl TopicState {
+    fn new() -> Self {
+        Self {
+            seq: 0,
+            latest: None,
+            followers: Vec::new(),
+            named: 0,
+            service: false,
+            last_published: Instant::now(),
+            forgotten: false,
+        }
+    }
+
+    /// Adds a follower to this topic, with the latest event first if it asked.
+    fn add(&mut self, topic: &Arc<Topic>, follower: &Arc<Follower>, named: bool, last: bool) {
+        let joining = follower.join(topic, named);
+        if joining.new {
+            self.followers.push(follower.clone());
+            if let (true, Some(latest)) = (last, &self.latest) {
+                follower.inbox.push(latest);
+            }
+        }
+        if joining.named {
+            self.named += 1;
+        }
+    }
+
+    fn latest_bytes(&self) -> usize {
+        self.latest.as_ref().map_or(0, EncodedEvent::len)
+    }
+}
+
+impl LocalBus {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                settings,
+                shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+                hasher: RandomState::new(),
+                pattern_followers: Mutex::default(),
+                closed: AtomicBool::new(false),
+                subscribers: AtomicUsize::new(0),
+                forgettable: AtomicUsize::new(0),
+                forgettable_bytes: AtomicUsize::new(0),
+                sweeping: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Forgets clients' topics past their retention every so often, until `stop`.
+    pub async fn sweep_until(self, stop: CancellationToken) {
+        let period = (self.shared.settings.topic_retention / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => self.shared.sweep(Instant::now()),
+            }
+        }
+    }
+}
+
+impl EventBus for LocalBus {
+    fn publish(&self, topic: &str, event: Outgoing<'_>) -> Result<u64, Refused> {
+        let shared = &self.shared;
+        let time = SystemTime::now().into();
+        let (draft, retain, service) = match event {
+            Outgoing::Service(payload) => (
+                Draft::new(topic, &time, payload),
+                !matches!(payload, Payload::Lifecycle(_)),
+                true,
+            ),
+            Outgoing::Client(data) => (Draft::with_data(topic, &time, data), true, false),
+        };
+        if draft.max_len() > MAX_EVENT_BYTES {
+            return Err(Refused::TooLarge(draft.max_len()));
+        }
+        let seq = shared.with_topic(topic, |_, state| {
+            if shared.closed.load(Ordering::SeqCst) {
+                return Err(Refused::Closed);
+            }
+            if service && !state.service {
+                state.service = true;
+                shared.forgettable.fetch_sub(1, Ordering::Relaxed);
+                shared
+                    .forgettable_bytes
+                    .fetch_sub(state.latest_bytes(), Ordering::Relaxed);
+            }
+            state.seq += 1;
+            let event = draft.finish(state.seq);
+            for follower in &state.followers {
+                follower.inbox.push(&event);
+            }
+            if retain {
+                let before = state.latest_bytes();
+                let after = event.len();
+                state.latest = Some(event);
+                if !state.service && before != after {
+                    shared.forgettable_bytes.fetch_add(after, Ordering::Relaxed);
+                    shared
+                        .forgettable_bytes
+                        .fetch_sub(before, Ordering::Relaxed);
+                }
+            }
+            state.last_published = Instant::now();
+            Ok(state.seq)
+        })?;
+        if !service && shared.over_caps() {
+            shared.sweep(Instant::now());
+        }
+        Ok(seq)
+    }
+
+    fn subscribe(&self, options: SubscribeOptions) -> Result<Events, Refused> {
+        let shared = &self.shared;
+        let buffer = shared.settings.buffer(options.buffer)?;
+        let follower = Arc::new(Follower {
+            filter: options.filter,
+            inbox: Inbox::new(buffer, options.overflow),
+            joined: Mutex::default(),
+        });
+        shared.subscribers.fetch_add(1, Ordering::Relaxed);
+        // From here on, dropping the subscription undoes whatever was joined.
+        let subscription = Subscription {
+            follower: follower.clone(),
+            shared: shared.clone(),
+            reader: Reader::default(),
+        };
+        let filter = &follower.filter;
+        if filter.has_patterns() {
+            // Before looking at the topics that exist, so that one created meanwhile
+            // finds this follower.
+            lock(&shared.pattern_followers).push(follower.clone());
+        }
+        let mut joining = BTreeMap::new();
+        for name in filter.names() {
+            joining.insert(Arc::<str>::from(name.as_str()), true);
+        }
+        if filter.has_patterns() {
+            for shard in shared.shards.iter() {
+                for name in read(shard).keys() {
+                    if filter.matches_pattern(name) {
+                        joining.entry(name.clone()).or_insert(false);
+                    }
+                }
+            }
+        }
+        // In name order, so that the latest events come sorted.
+        for (name, named) in joining {
+            if named {
+                // Named topics are created if need be, and kept while named.
+                shared.with_topic(&name, |topic, state| {
+                    state.add(topic, &follower, true, options.last)
+                });
+            } else if let Some(topic) = shared.find(&name) {
+                let mut state = lock(&topic.state);
+                // One forgotten meanwhile is gone for this follower too; if published
+                // again, it is created anew and matched then.
+                if !state.forgotten {
+                    state.add(&topic, &follower, false, options.last);
+                }
+            }
+        }
+        // A close that began before this follower joined everything may have missed it.
+        if shared.closed.load(Ordering::SeqCst) {
+            follower.inbox.close();
+        }
+        Ok(Box::pin(subscription))
+    }
+
+    fn close(&self) {
+        let shared = &self.shared;
+        if shared.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let topics = shared.topics();
+        // Every publish that took a topic's lock before the flag was set has finished
+        // once each lock has been taken after it: then no more events come.
+        for topic in &topics {
+            drop(lock(&topic.state));
+        }
+        for topic in &topics {
+            for follower in &lock(&topic.state).followers {
+                follower.inbox.close();
+            }
+        }
+        for follower in lock(&shared.pattern_followers).iter() {
+            follower.inbox.close();
+        }
+    }
+
+    fn subscribers(&self) -> usize {
+        self.shared.subscribers.load(Ordering::Relaxed)
+    }
+
+    fn topics(&self) -> usize {
+        self.shared
+            .shards
+            .iter()
+            .map(|shard| read(shard).len())
+            .sum()
+    }
+}
+
+impl Shared {
+    fn shard(&self, name: &str) -> &Shard {
+        &self.shards[self.hasher.hash_one(name) as usize % SHARDS]
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<Topic>> {
+        read(self.shard(name)).get(name).cloned()
+    }
+
+    fn topics(&self) -> Vec<Arc<Topic>> {
+        self.shards
+            .iter()
+            .flat_map(|shard| read(shard).values().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Runs `f` on a topic under its lock, creating the topic if need be.
+    fn with_topic<R>(&self, name: &str, f: impl FnOnce(&Arc<Topic>, &mut TopicState) -> R) -> R {
+        loop {
+            let topic = match self.find(name) {
+                Some(topic) => topic,
+                None => self.create(name),
+            };
+            let mut state = lock(&topic.state);
+            if !state.forgotten {
+                return f(&topic, &mut state);
+            }
+        }
+    }
+
+    /// Creates a topic, already followed by the pattern followers that match it.
+    fn create(&self, name: &str) -> Arc<Topic> {
+        let pattern_followers = lock(&self.pattern_followers);
+        if let Some(topic) = self.find(name) {
+            return topic;
+        }
+        let topic = Arc::new(Topic {
+            name: name.into(),
+            state: Mutex::new(TopicState::new()),
+        });
+        {
+            let mut state = lock(&topic.state);
+            for follower in pattern_followers.iter() {
+                if follower.filter.matches_pattern(name) {
+                    state.add(&topic, follower, false, false);
+                }
+            }
+        }
+        write(self.shard(name)).insert(topic.name.clone(), topic.clone());
+        self.forgettable.fetch_add(1, Ordering::Relaxed);
+        topic
+    }
+
+    /// Whether clients' topics take more than the caps allow.
+    fn over_caps(&self) -> bool {
+        self.forgettable.load(Ordering::Relaxed) > self.settings.max_topics
+            || self.forgettable_bytes.load(Ordering::Relaxed) > self.settings.max_topic_bytes
+    }
+
+    /// Forgets the clients' topics that nobody has published to or followed for the
+    /// retention and, when over a cap, the least recently published that no follower
+    /// names, until a tenth below the caps (so that a sweep is not due at every new
+    /// topic).
+    fn sweep(&self, now: Instant) {
+        let Ok(_sweeping) = self.sweeping.try_lock() else {
+            return;
+        };
+        let trim = self.over_caps();
+        let (topics_floor, bytes_floor) = (
+            self.settings.max_topics - self.settings.max_topics / 10,
+            self.settings.max_topic_bytes - self.settings.max_topic_bytes / 10,
+        );
+        let over = || {
+            trim && (self.forgettable.load(Ordering::Relaxed) > topics_floor
+                || self.forgettable_bytes.load(Ordering::Relaxed) > bytes_floor)
+        };
+        let mut candidates: Vec<(Instant, Arc<Topic>)> = Vec::new();
+        for shard in self.shards.iter() {
+            for topic in read(shard).values() {
+                let state = lock(&topic.state);
+                if !state.service && state.named == 0 {
+                    candidates.push((state.last_published, topic.clone()));
+                }
+            }
+        }
+        candidates.sort_by_key(|(at, _)| *at);
+        let retention = self.settings.topic_retention;
+        for (_, topic) in candidates {
+            self.forget(&topic, |state| {
+                (now.saturating_duration_since(state.last_published) >= retention
+                    && state.followers.is_empty())
+                    || over()
+            });
+        }
+    }
+
+    /// Removes a topic if it may still be forgotten and `unwanted` says so.
+    fn forget(&self, topic: &Arc<Topic>, unwanted: impl FnOnce(&TopicState) -> bool) {
+        let mut shard = write(self.shard(&topic.name));
+        let mut state = lock(&topic.state);
+        if state.forgotten || state.service || state.named > 0 || !unwanted(&state) {
+            return;
+        }
+        state.forgotten = true;
+        for follower in state.followers.drain(..) {
+            follower.drop_topic(topic);
+        }
+        self.forgettable_bytes
+            .fetch_sub(state.latest_bytes(), Ordering::Relaxed);
+        state.latest = None;
+        shard.remove(&topic.name);
+        self.forgettable.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes a follower off every topic it followed.
+    fn leave(&self, follower: &Arc<Follower>) {
+        follower.inbox.abandon();
+        let topics = {
+            let mut joined = lock(&follower.joined);
+            joined.left = true;
+            std::mem::take(&mut joined.topics)
+        };
+        if follower.filter.has_patterns() {
+            lock(&self.pattern_followers).retain(|f| !Arc::ptr_eq(f, follower));
+        }
+        for (topic, named) in topics.into_values() {
+            let mut state = lock(&topic.state);
+            if let Some(i) = state
+                .followers
+                .iter()
+                .position(|f| Arc::ptr_eq(f, follower))
+            {
+                state.followers.swap_remove(i);
+            }
+            if named {
+                state.named -= 1;
+            }
+        }
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A subscription's stream; dropping it leaves every topic.
+struct Subscription {
+    follower: Arc<Follower>,
+    shared: Arc<Shared>,
+    reader: Reader,
+}
+
+impl Stream for Subscription {
+    type Item = Result<EncodedEvent, BufferFull>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.follower.inbox.poll_next(&mut this.reader, cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.leave(&self.follower);
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::{FutureExt, StreamExt};
+    use prost::Message;
+
+    use super::*;
+    use crate::{
+        bus::{Bus, MIN_BUFFER, Overflow, cost},
+        pb,
+        wire::EncodedStruct,
+    };
+
+    fn bus_with(settings: Settings) -> (LocalBus, Bus) {
+        let local = LocalBus::new(settings);
+        (local.clone(), Bus::new(local))
+    }
+
+    fn text(n: usize) -> Payload {
+        Payload::Text(pb::Text {
+            body: "x".repeat(n),
+            ..Default::default()
+        })
+    }
+
+    fn client_data(n: f64) -> EncodedStruct {
+        let mut s = prost_types::Struct::default();
+        s.fields.insert(
+            "n".into(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::NumberValue(n)),
+            },
+        );
+        EncodedStruct::check(s.encode_to_vec().into()).unwrap()
+    }
+
+    fn subscribe(bus: &Bus, patterns: &[&str], options: SubscribeOptions) -> Events {
+        bus.subscribe(SubscribeOptions {
+            filter: TopicFilter::new(patterns).unwrap(),
+            ..options
+        })
+        .unwrap()
+    }
+
+    /// The events that have arrived, decoded, without waiting for more.
+    fn arrived(events: &mut Events) -> Vec<pb::Event> {
+        let mut seen = Vec::new();
+        while let Some(Some(event)) = events.next().now_or_never() {
+            seen.push(pb::Event::decode(event.unwrap().bytes().clone()).unwrap());
+        }
+        seen
+    }
+
+    fn topics_and_seqs(events: &[pb::Event]) -> Vec<(&str, u64)> {
+        events.iter().map(|e| (e.topic.as_str(), e.seq)).collect()
+    }
+
+    #[test]
+    fn sequences_are_per_topic_and_filters_apply() {
+        let (_, bus) = bus_with(Settings::default());
+        let mut all = subscribe(&bus, &[], Default::default());
+        let mut only_b = subscribe(&bus, &["b*"], Default::default());
+        assert_eq!(bus.subscribers(), 2);
+        assert_eq!(bus.publish("a", text(1)), Ok(1));
+        assert_eq!(bus.publish_data("a", &client_data(2.0)), Ok(2));
+        assert_eq!(bus.publish("bee", text(3)), Ok(1));
+        assert_eq!(
+            topics_and_seqs(&arrived(&mut all)),
+            [("a", 1), ("a", 2), ("bee", 1)]
+        );
+        assert_eq!(topics_and_seqs(&arrived(&mut only_b)), [("bee", 1)]);
+        drop(all);
+        assert_eq!(bus.subscribers(), 1);
+    }
+
+    #[test]
+    fn names_and_patterns_that_overlap_deliver_each_event_once() {
+        let (_, bus) = bus_with(Settings::default());
+        let mut events = subscribe(&bus, &["a1", "a*", "*1"], Default::default());
+        bus.publish("a1", text(1)).unwrap();
+        bus.publish("a2", text(1)).unwrap();
+        bus.publish("b1", text(1)).unwrap();
+        bus.publish("b2", text(1)).unwrap();
+        assert_eq!(
+            topics_and_seqs(&arrived(&mut events)),
+            [("a1", 1), ("a2", 1), ("b1", 1)]
+        );
+    }
+
+    #[test]
+    fn last_gives_latest_data_first_in_topic_order_without_overlap() {
+        let (_, bus) = bus_with(Settings::default());
+        bus.publish("c", text(9)).unwrap();
+        bus.publish("a", text(1)).unwrap();
+        bus.publish("a", text(2)).unwrap();
+        bus.publish("a", Payload::Lifecycle(pb::Lifecycle::default()))
+            .unwrap();
+        bus.publish("b", Payload::Lifecycle(pb::Lifecycle::default()))
+            .unwrap();
+        let options = || SubscribeOptions {
+            last: true,
+            ..Default::default()
+        };
+        let mut named = subscribe(&bus, &["c", "a", "b"], options());
+        let mut patterned = subscribe(&bus, &["?"], options());
+        bus.publish("a", text(3)).unwrap();
+        for events in [&mut named, &mut patterned] {
+            assert_eq!(
+                topics_and_seqs(&arrived(events)),
+                [("a", 2), ("c", 1), ("a", 4)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_snapshot_meets_live_events_without_gap_or_overlap_under_load() {
+        let (_, bus) = bus_with(Settings::default());
+        let publisher = {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000 {
+                    bus.publish_data("hot", &client_data(i as f64)).unwrap();
+                }
+            })
+        };
+        loop {
+            let publishing = !publisher.is_finished();
+            let options = SubscribeOptions {
+                last: true,
+                ..Default::default()
+            };
+            let mut events = subscribe(&bus, &["h*"], options);
+            std::thread::yield_now();
+            let seqs: Vec<u64> = arrived(&mut events).iter().map(|e| e.seq).collect();
+            assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+            if !publishing {
+                break;
+            }
+        }
+        publisher.join().unwrap();
+    }
+
+    #[test]
+    fn a_quiet_topic_loses_nothing_to_a_loud_one() {
+        let (_, bus) = bus_with(Settings {
+            subscriber_buffer: MIN_BUFFER,
+            ..Default::default()
+        });
+        let mut quiet = subscribe(&bus, &["quiet"], Default::default());
+        let mut loud = subscribe(&bus, &["loud"], Default::default());
+        for i in 0..10_000 {
+            bus.publish("loud", text(1000)).unwrap();
+            if i % 100 == 0 {
+                bus.publish("quiet", text(10)).unwrap();
+            }
+        }
+        let events = arrived(&mut quiet);
+        assert_eq!(events.len(), 100);
+        assert!(events.iter().all(|e| e.topic == "quiet"));
+        assert!(
+            arrived(&mut loud)
+                .iter()
+                .any(|e| matches!(e.payload, Some(Payload::Lagged(_)))),
+            "the loud topic's own reader overflowed"
+        );
+    }
+
+    #[test]
+    fn a_burst_that_fits_the_buffer_loses_nothing() {
+        let (_, bus) = bus_with(Settings::default());
+        let mut events = subscribe(&bus, &["burst"], Default::default());
+        // 50,000 events of ~200 bytes: about 13 MiB with the overhead, within 16 MiB.
+        for _ in 0..50_000 {
+            bus.publish("burst", text(180)).unwrap();
+        }
+        let seqs: Vec<u64> = arrived(&mut events).iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=50_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn past_its_buffer_a_reader_skips_the_oldest_and_is_told_exactly_which() {
+        let (_, bus) = bus_with(Settings::default());
+        let mut events = subscribe(
+            &bus,
+            &["a", "b"],
+            SubscribeOptions {
+                buffer: Some(MIN_BUFFER as u64),
+                ..Default::default()
+            },
+        );
+        bus.publish("other", text(1000)).unwrap();
+        for _ in 0..100 {
+            bus.publish("a", text(1000)).unwrap();
+            bus.publish("b", text(1000)).unwrap();
+        }
+        let one = bus.publish("a", text(1000)).unwrap();
+        assert_eq!(one, 101);
+        let seen = arrived(&mut events);
+        let Some(Payload::Lagged(lagged)) = &seen[0].payload else {
+            panic!("first came {:?}", seen[0]);
+        };
+        let kept = &seen[1..];
+        assert_eq!(
+            lagged.missed as usize + kept.len(),
+            201,
+            "every event counted once"
+        );
+        for skipped in &lagged.topics {
+            assert_eq!(skipped.first_seq, 1, "{skipped:?}");
+            assert_eq!(skipped.missed, skipped.last_seq, "{skipped:?}");
+            let first_kept = kept.iter().find(|e| e.topic == skipped.topic).unwrap();
+            assert_eq!(first_kept.seq, skipped.last_seq + 1, "it skips ahead");
+        }
+        let topics: Vec<_> = lagged.topics.iter().map(|t| t.topic.as_str()).collect();
+        assert_eq!(topics, ["a", "b"], "only its own topics, in order");
+        let held: usize = kept
+            .iter()
+            .map(|e| cost(&crate::wire::EncodedEvent::new(e)))
+            .sum();
+        assert!(held <= MIN_BUFFER, "{held}");
+        // After catching up, nothing more is skipped.
+        bus.publish("b", text(10)).unwrap();
+        assert_eq!(topics_and_seqs(&arrived(&mut events)), [("b", 101)]);
+    }
+
+    #[test]
+    fn a_reader_that_chose_close_gets_what_was_held_then_the_error() {
+        let (_, bus) = bus_with(Settings::default());
+        let mut events = subscribe(
+            &bus,
+            &["t"],
+            SubscribeOptions {
+                buffer: Some(MIN_BUFFER as u64),
+                overflow: Overflow::Close,
+                ..Default::default()
+            },
+        );
+        for _ in 0..200 {
+            bus.publish("t", text(1000)).unwrap();
+        }
+        let mut seqs = Vec::new();
+        let error = loop {
+            match events
+                .next()
+                .now_or_never()
+                .expect("ready")
+                .expect("an item")
+            {
+                Ok(event) => seqs.push(event.topic_and_seq().unwrap().1),
+                Err(full) => break full,
+            }
+        };
+        assert_eq!(error.buffer, MIN_BUFFER);
+        assert!(!seqs.is_empty() && seqs.len() < 200);
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        assert_eq!(events.next().now_or_never(), Some(None), "then it ends");
+    }
+
+    #[test]
+    fn buffers_outside_the_limits_are_refused() {
+        let (_, bus) = bus_with(Settings::default());
+        for asked in [1, MIN_BUFFER as u64 - 1, (256 << 20) + 1] {
+            let refused = bus
+                .subscribe(SubscribeOptions {
+                    buffer: Some(asked),
+                    ..Default::default()
+                })
+                .err()
+                .unwrap();
+            assert!(matches!(refused, Refused::Buffer { .. }), "{asked}");
+        }
+        assert_eq!(bus.subscribers(), 0);
+    }
+
+    #[test]
+    fn oversized_events_are_refused_without_using_a_sequence_number() {
+        let (_, bus) = bus_with(Settings::default());
+        assert!(matches!(
+            bus.publish("t", text(MAX_EVENT_BYTES)),
+            Err(Refused::TooLarge(_))
+        ));
+        assert_eq!(bus.publish("t", text(1)), Ok(1));
+    }
+
+    #[test]
+    fn closing_ends_subscriptions_after_the_events_before_it() {
+        let (_, bus) = bus_with(Settings::default());
+        let mut events = subscribe(&bus, &[], Default::default());
+        bus.publish("t", text(1)).unwrap();
+        bus.close();
+        assert_eq!(bus.publish("t", text(2)), Err(Refused::Closed));
+        assert_eq!(topics_and_seqs(&arrived(&mut events)), [("t", 1)]);
+        assert_eq!(events.next().now_or_never(), Some(None));
+        let options = SubscribeOptions {
+            last: true,
+            ..Default::default()
+        };
+        let mut late = subscribe(&bus, &["t"], options);
+        assert_eq!(topics_and_seqs(&arrived(&mut late)), [("t", 1)]);
+        assert_eq!(late.next().now_or_never(), Some(None));
+    }
+
+    #[test]
+    fn clients_topics_are_forgotten_after_the_retention_unless_kept() {
+        let retention = Duration::from_secs(60);
+        let (local, bus) = bus_with(Settings {
+            topic_retention: retention,
+            ..Default::default()
+        });
+        bus.publish("service", text(1)).unwrap();
+        bus.publish_data("named", &client_data(1.0)).unwrap();
+        bus.publish_data("matched", &client_data(1.0)).unwrap();
+        bus.publish_data("idle", &client_data(1.0)).unwrap();
+        let _named = subscribe(&bus, &["named"], Default::default());
+        let _matched = subscribe(&bus, &["mat*"], Default::default());
+        assert_eq!(local.shared.forgettable.load(Ordering::Relaxed), 3);
+        local.shared.sweep(Instant::now());
+        assert_eq!(
+            local.shared.forgettable.load(Ordering::Relaxed),
+            3,
+            "not yet"
+        );
+        local.shared.sweep(Instant::now() + retention);
+        assert_eq!(
+            local.shared.forgettable.load(Ordering::Relaxed),
+            2,
+            "idle is gone"
+        );
+        // Numbering starts again for a topic forgotten; the others go on.
+        assert_eq!(bus.publish_data("idle", &client_data(2.0)), Ok(1));
+        assert_eq!(bus.publish_data("named", &client_data(2.0)), Ok(2));
+        assert_eq!(bus.publish("service", text(1)), Ok(2));
+    }
+
+    #[test]
+    fn beyond_the_cap_the_least_recently_published_go_and_memory_stays_flat() {
+        let (local, bus) = bus_with(Settings {
+            max_topics: 100,
+            ..Default::default()
+        });
+        let mut everything = subscribe(&bus, &[], Default::default());
+        bus.publish_data("kept", &client_data(0.0)).unwrap();
+        let _kept = subscribe(&bus, &["kept"], Default::default());
+        for i in 0..10_000 {
+            bus.publish_data(&format!("t{i}"), &client_data(i as f64))
+                .unwrap();
+            assert!(local.shared.forgettable.load(Ordering::Relaxed) <= 101);
+        }
+        assert!(local.shared.forgettable.load(Ordering::Relaxed) >= 90);
+        // The newest stay, the topic that is named stays, and the follower of every
+        // topic follows no more than there are.
+        let shared = &local.shared;
+        assert!(shared.find("t9999").is_some() && shared.find("kept").is_some());
+        assert!(shared.find("t0").is_none());
+        let follows = lock(&shared.pattern_followers)[0]
+            .joined
+            .lock()
+            .unwrap()
+            .topics
+            .len();
+        assert_eq!(follows, local.shared.forgettable.load(Ordering::Relaxed));
+        assert_eq!(arrived(&mut everything).len(), 10_001, "it saw every event");
+    }
+
+    #[test]
+    fn the_bytes_of_latest_events_are_capped_too() {
+        let (local, bus) = bus_with(Settings {
+            max_topic_bytes: 100_000,
+            ..Default::default()
+        });
+        for i in 0..100 {
+            bus.publish(&format!("s{i}"), text(10_000)).unwrap();
+            let big = EncodedStruct::check(
+                prost_types::Struct {
+                    fields: [(
+                        "pad".to_owned(),
+                        prost_types::Value {
+                            kind: Some(prost_types::value::Kind::StringValue("x".repeat(10_000))),
+                        },
+                    )]
+                    .into(),
+                }
+                .encode_to_vec()
+                .into(),
+            )
+            .unwrap();
+            bus.publish_data(&format!("c{i}"), &big).unwrap();
+            assert!(local.shared.forgettable_bytes.load(Ordering::Relaxed) <= 100_000 + 10_100);
+        }
+        assert_eq!(
+            local.shared.find("s0").map(|_| ()),
+            Some(()),
+            "services' topics stay"
+        );
+    }
+
+    #[test]
+    fn leaving_takes_a_follower_off_every_topic() {
+        let (local, bus) = bus_with(Settings::default());
+        let events = subscribe(&bus, &["a", "b*"], Default::default());
+        bus.publish("a", text(1)).unwrap();
+        bus.publish("bb", text(1)).unwrap();
+        drop(events);
+        assert_eq!(bus.subscribers(), 0);
+        for name in ["a", "bb"] {
+            let topic = local.shared.find(name).unwrap();
+            let state = lock(&topic.state);
+            assert!(state.followers.is_empty() && state.named == 0, "{name}");
+        }
+        assert!(lock(&local.shared.pattern_followers).is_empty());
+    }
+}
