@@ -420,10 +420,9 @@ async fn climb(args: &BenchArgs, plan: &Plan, bins: &Binaries) -> Result<(), Err
                 r.lost,
                 report::us_text(r.latency.p99_us)
             );
-            let line = serde_json::to_string(record).expect("plain data") + "\n";
+            let line = serde_json::to_string(record).expect("plain data");
             match &mut lines {
-                Some(file) => file
-                    .write_all(line.as_bytes())
+                Some(file) => writeln!(file, "{line}")
                     .map_err(|err| Error::Other(format!("cannot write the JSON lines: {err}"))),
                 None => term::emit(&line),
             }
@@ -433,7 +432,6 @@ async fn climb(args: &BenchArgs, plan: &Plan, bins: &Binaries) -> Result<(), Err
     let summary = ladder::Summary::of(&args.rates, &systems, &records);
     term::emit(&if args.json {
         serde_json::to_string(&serde_json::json!({ "summary": summary })).expect("plain data")
-            + "\n"
     } else {
         summary.table()
     })
