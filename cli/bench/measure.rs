@@ -20,6 +20,7 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{
     IDLE, Plan,
@@ -182,8 +183,10 @@ pub fn payloads(
     })
 }
 
-/// Runs `publishers` to the end, each in its own task.
+/// Runs `publishers` to the end, each in its own task; dropping the future (when the
+/// deadline passes) stops them.
 pub async fn join_publishers(publishers: Vec<JoinHandle<Result<(), Error>>>) -> Result<(), Error> {
+    let publishers = publishers.into_iter().map(AbortOnDropHandle::new);
     for publisher in futures::future::join_all(publishers).await {
         publisher.map_err(|err| Error::Other(format!("a publisher failed: {err}")))??;
     }
@@ -200,11 +203,14 @@ where
         return main.await;
     };
     let (done_tx, done_rx) = watch::channel(false);
-    let quiet = quiet(done_rx);
-    let main = main.await;
-    let _ = done_tx.send(true);
-    join_publishers(vec![quiet]).await?;
-    main
+    let quiet = join_publishers(vec![quiet(done_rx)]);
+    let main = async {
+        let main = main.await;
+        let _ = done_tx.send(true);
+        main
+    };
+    let (main, quiet) = tokio::join!(main, quiet);
+    main.and(quiet)
 }
 
 /// One message as a subscriber takes it, whichever system delivered it.

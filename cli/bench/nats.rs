@@ -227,7 +227,13 @@ pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, 
                 .load(std::sync::atomic::Ordering::Relaxed)
         })
         .sum();
-    report.nats_client_dropped = Some(arrived.saturating_sub(taken));
+    let dropped = arrived.saturating_sub(taken);
+    report.nats_client_dropped = Some(dropped);
+    if dropped > 0 {
+        report.notes.push(format!(
+            "async-nats dropped {dropped} messages: a subscription's buffer was full (slow consumer)"
+        ));
+    }
     report.stall = stall;
     report.notes.extend(notes);
     Ok(report)

@@ -220,6 +220,7 @@ pub struct Report {
     pub delivered_rate: f64,
     /// Measured messages that never arrived, summed over subscribers.
     pub lost: u64,
+    /// Events streamd's Lagged said were skipped, warm-up ones included.
     pub lagged: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
