@@ -235,6 +235,16 @@ pub enum StallLevel {
     Tcp,
 }
 
+impl StallLevel {
+    /// The name `--stall` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            StallLevel::Grpc => "grpc",
+            StallLevel::Tcp => "tcp",
+        }
+    }
+}
+
 /// The format `subscribe` prints events in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {

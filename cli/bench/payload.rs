@@ -150,7 +150,7 @@ pub fn read(mut buf: &[u8]) -> Option<Stamp> {
 }
 
 /// The next length-delimited field's bytes, if that is what the field is.
-pub fn length_delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+fn length_delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Option<&'a [u8]> {
     if wire_type != WireType::LengthDelimited {
         return None;
     }

@@ -540,10 +540,7 @@ pub fn table(ours: &Report, theirs: Option<&Report>) -> String {
         Some(s) => format!(
             " + {} stalled ({}{})",
             s.subscribers,
-            serde_json::to_value(s.level)
-                .expect("plain data")
-                .as_str()
-                .unwrap_or(""),
+            s.level.name(),
             if s.shared {
                 ", sharing connections"
             } else {
@@ -580,7 +577,7 @@ pub fn table(ours: &Report, theirs: Option<&Report>) -> String {
         line.extend(reports.iter().map(|r| text(r)));
         if let Some(theirs) = theirs {
             line.push(match value.and_then(|v| ratio(v(ours), v(theirs))) {
-                Some(r) if v_positive(value, ours) => format!("{r:.2}×"),
+                Some(r) if is_measured(value, ours) => format!("{r:.2}×"),
                 _ => String::new(),
             });
         }
@@ -615,8 +612,8 @@ pub fn table(ours: &Report, theirs: Option<&Report>) -> String {
     out
 }
 
-/// Whether a ratio's numerator is a real figure (absent ones read as 0).
-fn v_positive(value: Option<fn(&Report) -> f64>, report: &Report) -> bool {
+/// Whether the row's figure was measured for `report` (absent ones read as 0).
+fn is_measured(value: Option<fn(&Report) -> f64>, report: &Report) -> bool {
     value.is_some_and(|v| v(report) > 0.0)
 }
 
