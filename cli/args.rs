@@ -1,7 +1,7 @@
 //! The command line: streamctl's subcommands and options, and the parsers for the
 //! values that need more than clap's defaults (address, interval, `KEY=VALUE`).
 
-use std::{collections::HashMap, fmt, str::FromStr, time::Duration};
+use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -44,7 +44,7 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Measure the event stream: publish rate, delivered rate, latency and loss,
     /// optionally beside nats-server running the same workload.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 /// Arguments of `streamctl start`.
@@ -140,11 +140,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0, value_name = "C")]
     pub conns: usize,
 
-    /// Publishers, each on its own connection.
+    /// Publishers, each on its own connection and in its own task.
     #[arg(long, default_value_t = 1, value_name = "P")]
     pub pubs: usize,
 
-    /// Messages in total, shared among the publishers.
+    /// Measured messages in total, shared among the publishers.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub msgs: u64,
 
@@ -153,21 +153,46 @@ pub struct BenchArgs {
     pub size: usize,
 
     /// Messages per second over all publishers; 0 publishes as fast as possible.
+    /// Latency counts from when each message was due, so a publisher that falls
+    /// behind shows the delay.
     #[arg(long, default_value_t = 0, value_name = "R")]
     pub rate: u64,
 
-    /// Extra subscribers that read the warm-up event, then stop reading until the end
-    /// (an isolation test); they are left out of the figures.
+    /// With a rate: publish for this long once warmed up (--msgs becomes rate × D).
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval, conflicts_with = "msgs")]
+    pub duration: Option<Duration>,
+
+    /// Publish at the same rate for this long before the measured part; those
+    /// messages count nowhere.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Also run a quiet topic: one subscriber on its own connection and a publisher of
+    /// its own at R/s while the main topic runs; reported on its own.
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    pub quiet_rate: u64,
+
+    /// Extra subscribers that read the warm-up, then stop reading until the end (an
+    /// isolation test); they are left out of the figures.
     #[arg(long, default_value_t = 0, value_name = "S")]
     pub stalled: usize,
+
+    /// How stalled subscribers stop: `grpc` holds the stream unread, `tcp` stops
+    /// reading the socket.
+    #[arg(long, value_enum, default_value_t = StallLevel::Grpc, value_name = "LEVEL")]
+    pub stall: StallLevel,
+
+    /// Stalled streamd streams share their connections with live subscribers.
+    #[arg(long)]
+    pub stall_shared: bool,
 
     /// Keep every stream open this long after the run, e.g. to measure the daemon's
     /// memory per idle stream.
     #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
     pub hold: Option<Duration>,
 
-    /// Give up on events not delivered by then (default: the expected publishing time
-    /// plus 10s); what did not arrive counts as lost.
+    /// Give up on events not delivered by then (default: the warm-up and the expected
+    /// publishing time plus 10s); what did not arrive counts as lost.
     #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
     pub timeout: Option<Duration>,
 
@@ -175,9 +200,41 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NAME")]
     pub topic: Option<String>,
 
-    /// Also run the same workload against nats-server at this URL and compare.
-    #[arg(long, value_name = "URL")]
-    pub against_nats: Option<String>,
+    /// Also run the same workload against nats-server: the one at URL, or with --spawn
+    /// a fresh one per run.
+    #[arg(long, value_name = "URL", num_args = 0..=1)]
+    pub against_nats: Option<Option<String>>,
+
+    /// Keep async-nats's default subscription buffer (64Ki messages, dropped past
+    /// that) instead of one that holds the whole run.
+    #[arg(long)]
+    pub nats_default_client: bool,
+
+    /// Start a fresh streamd (and nats-server) for each run, and stop it after.
+    #[arg(long)]
+    pub spawn: bool,
+
+    /// The streamd that --spawn starts [default: streamd beside streamctl].
+    #[arg(long, value_name = "PATH", requires = "spawn")]
+    pub streamd_bin: Option<PathBuf>,
+
+    /// The nats-server that --spawn starts [default: nats-server on PATH, else
+    /// /usr/sbin/nats-server].
+    #[arg(long, value_name = "PATH", requires = "spawn")]
+    pub nats_server_bin: Option<PathBuf>,
+
+    /// A ladder of rates, climbed in order with fresh servers per run until a system
+    /// no longer sustains a rate (any loss, p99 of 100 ms or more, or an incomplete run).
+    #[arg(long, value_name = "R1,R2,...", value_delimiter = ',', num_args = 1.., requires = "spawn", conflicts_with_all = ["rate", "msgs"])]
+    pub rates: Vec<u64>,
+
+    /// Runs of each system at each rate, alternating which goes first.
+    #[arg(long, default_value_t = 2, value_name = "N", requires = "rates")]
+    pub repeat: usize,
+
+    /// Append each ladder run to FILE as a JSON line (default: print them).
+    #[arg(long, value_name = "FILE", requires = "rates")]
+    pub json_lines: Option<PathBuf>,
 
     /// Instead of the pub/sub workload, time N start/stop cycles of --service and the
     /// first event after each start.
@@ -188,9 +245,30 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NAME", default_value = "streamer")]
     pub service: String,
 
-    /// Print one JSON object instead of a table.
+    /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a stalled subscriber stops reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StallLevel {
+    /// The stream (NATS: the subscription) is held but never read; the connection is
+    /// still read.
+    Grpc,
+    /// The client stops reading its socket.
+    Tcp,
+}
+
+impl StallLevel {
+    /// The name `--stall` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            StallLevel::Grpc => "grpc",
+            StallLevel::Tcp => "tcp",
+        }
+    }
 }
 
 /// The format `subscribe` prints events in.
@@ -264,9 +342,14 @@ impl fmt::Display for Addr {
     }
 }
 
+/// Parses a humantime duration such as `0s`, `500ms` or `1m 30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|err| err.to_string())
+}
+
 /// Parses a positive humantime duration such as `500ms`, `2s` or `1m 30s`.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(s).map_err(|err| err.to_string())?;
+    let duration = parse_duration(s)?;
     if duration.is_zero() {
         return Err("the interval must be positive".into());
     }

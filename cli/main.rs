@@ -53,7 +53,7 @@ fn run() -> Result<(), Error> {
             Command::Show { name } => commands::show(&cli.addr, &name).await,
             Command::Publish(args) => commands::publish(&cli.addr, args).await,
             Command::Subscribe(args) => subscribe::run(&cli.addr, args).await,
-            Command::Bench(args) => bench::run(&cli.addr, args).await,
+            Command::Bench(args) => bench::run(&cli.addr, *args).await,
         }
     })
 }

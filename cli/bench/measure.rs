@@ -1,158 +1,617 @@
-//! What both workloads share: the state their subscriber tasks report into, and the
-//! timed phase, from starting the clock to the report.
+//! What both workloads share, so that streamd and NATS are measured by the same code:
+//! the publishers' schedule, the subscribers' reading loop, the readiness warm-up, and
+//! the timed phase from starting the clock to the report, with the server's CPU read
+//! around its measured part.
 
 use std::{
     future::Future,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::{
     sync::{Notify, mpsc, watch},
+    task::JoinHandle,
     time::Instant,
 };
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    Plan,
-    report::{self, Measured, Report, Tally},
+    IDLE, Plan,
+    payload::{self, Kind},
+    report::{self, Measured, Report, System, Tally},
+    server,
 };
 use crate::error::Error;
 
-/// Latency histograms shared by the subscribers, each subscriber using one, so that
-/// many subscribers need not each hold a histogram.
+/// Latency histograms shared by a group's subscribers, each subscriber using one, so
+/// that many subscribers need not each hold a histogram.
 const HISTOGRAMS: usize = 16;
 
-/// What the subscriber tasks share with the run.
-pub struct Shared {
-    /// Subscribers that have seen the warm-up.
-    pub ready: AtomicUsize,
-    pub ready_changed: Notify,
-    histograms: Vec<Mutex<Histogram<u64>>>,
+/// When publishing started, in both clocks, and when its measured part starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub start: Instant,
+    /// `start` in nanoseconds since the epoch, the time payloads carry.
+    pub start_ns: u64,
+    pub warmup: Duration,
 }
 
-impl Shared {
-    pub fn new() -> Self {
+impl Clock {
+    fn now(warmup: Duration) -> Self {
         Self {
-            ready: AtomicUsize::new(0),
-            ready_changed: Notify::new(),
-            histograms: (0..HISTOGRAMS)
-                .map(|_| Mutex::new(report::histogram()))
-                .collect(),
+            start: Instant::now(),
+            start_ns: payload::now_ns(),
+            warmup,
         }
     }
 
-    /// Records a latency, in nanoseconds, in subscriber `index`'s histogram.
-    pub fn record(&self, index: usize, nanos: u64) {
-        self.histograms[index % HISTOGRAMS]
+    /// When the measured part starts.
+    pub fn measured(&self) -> Instant {
+        self.start + self.warmup
+    }
+
+    /// The epoch time of `due` after the start.
+    pub fn intended_ns(&self, due: Duration) -> u64 {
+        self.start_ns + due.as_nanos() as u64
+    }
+}
+
+/// What one publisher sends, in order, and when. With a rate, message `n` of the run is
+/// due at `n / rate` and carries that time, whenever it really goes out, so that a
+/// publisher that falls behind shows in the latency (no coordinated omission); the
+/// warm-up's messages come first. Without a rate, warm-up messages go out flat out
+/// until the measured part starts, and each message carries its real send time.
+pub struct Schedule {
+    clock: Clock,
+    rate: u64,
+    padding: usize,
+    step: u64,
+    /// The next warm-up number, and (with a rate) where the warm-up ends.
+    next_warmup: u64,
+    warmup_msgs: Option<u64>,
+    /// The next measured index, and the end of the measured indices.
+    next: u64,
+    msgs: u64,
+    /// Measured messages handed to the client so far, over all publishers.
+    published: Arc<AtomicU64>,
+}
+
+impl Schedule {
+    /// Publisher `p`'s share of the main topic.
+    pub fn main(plan: &Plan, p: usize, clock: Clock, published: Arc<AtomicU64>) -> Self {
+        Self {
+            clock,
+            rate: plan.rate,
+            padding: plan.padding,
+            step: plan.pubs as u64,
+            next_warmup: p as u64,
+            warmup_msgs: (plan.rate > 0).then(|| plan.warmup_msgs()),
+            next: p as u64,
+            msgs: plan.msgs,
+            published,
+        }
+    }
+
+    /// The quiet topic's publisher: `rate` a second from the measured start, until
+    /// stopped.
+    pub fn quiet(plan: &Plan, clock: Clock, published: Arc<AtomicU64>) -> Self {
+        Self {
+            clock,
+            rate: plan.quiet_rate,
+            padding: plan.padding,
+            step: 1,
+            next_warmup: 0,
+            warmup_msgs: Some(0),
+            next: 0,
+            msgs: u64::MAX,
+            published,
+        }
+    }
+
+    /// The next payload, once it is due; `None` when this publisher is done.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        let number = self.next_warmup;
+        match self.warmup_msgs {
+            Some(warmup_msgs) if number < warmup_msgs => {
+                self.next_warmup += self.step;
+                let due = self.due(number);
+                self.wait(due).await;
+                let sent_ns = self.clock.intended_ns(due);
+                return Some(payload::encode(Kind::Warmup, number, sent_ns, self.padding));
+            }
+            None if Instant::now() < self.clock.measured() => {
+                self.next_warmup += self.step;
+                let sent_ns = payload::now_ns();
+                return Some(payload::encode(Kind::Warmup, number, sent_ns, self.padding));
+            }
+            _ => {}
+        }
+        if self.next >= self.msgs {
+            return None;
+        }
+        let index = self.next;
+        self.next += self.step;
+        let sent_ns = if self.rate > 0 {
+            let due = self.clock.warmup + self.due(index);
+            self.wait(due).await;
+            self.clock.intended_ns(due)
+        } else {
+            payload::now_ns()
+        };
+        self.published.fetch_add(1, Ordering::Relaxed);
+        Some(payload::encode(
+            Kind::Measured,
+            index,
+            sent_ns,
+            self.padding,
+        ))
+    }
+
+    fn due(&self, number: u64) -> Duration {
+        Duration::from_secs_f64(number as f64 / self.rate as f64)
+    }
+
+    async fn wait(&self, due: Duration) {
+        let at = self.clock.start + due;
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+}
+
+/// The schedule's payloads as a stream, ending early once `done` says so.
+pub fn payloads(
+    schedule: Schedule,
+    done: Option<watch::Receiver<bool>>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    futures::stream::unfold((schedule, done), |(mut schedule, mut done)| async move {
+        let next = match &mut done {
+            Some(done) => tokio::select! {
+                next = schedule.next() => next,
+                _ = done.wait_for(|done| *done) => None,
+            },
+            None => schedule.next().await,
+        };
+        next.map(|payload| (payload, (schedule, done)))
+    })
+}
+
+/// Runs `publishers` to the end, each in its own task; dropping the future (when the
+/// deadline passes) stops them.
+pub async fn join_publishers(publishers: Vec<JoinHandle<Result<(), Error>>>) -> Result<(), Error> {
+    let publishers = publishers.into_iter().map(AbortOnDropHandle::new);
+    for publisher in futures::future::join_all(publishers).await {
+        publisher.map_err(|err| Error::Other(format!("a publisher failed: {err}")))??;
+    }
+    Ok(())
+}
+
+/// Runs the main publishers and, beside them, the quiet topic's until they end.
+pub async fn with_quiet<M, Q>(main: M, quiet: Option<Q>) -> Result<(), Error>
+where
+    M: Future<Output = Result<(), Error>>,
+    Q: FnOnce(watch::Receiver<bool>) -> JoinHandle<Result<(), Error>>,
+{
+    let Some(quiet) = quiet else {
+        return main.await;
+    };
+    let (done_tx, done_rx) = watch::channel(false);
+    let quiet = join_publishers(vec![quiet(done_rx)]);
+    let main = async {
+        let main = main.await;
+        let _ = done_tx.send(true);
+        main
+    };
+    let (main, quiet) = tokio::join!(main, quiet);
+    main.and(quiet)
+}
+
+/// One message as a subscriber takes it, whichever system delivered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A readiness ping, or a message of the warm-up phase.
+    Warmup,
+    /// Measured message `index`, meant to be sent at `sent_ns`, at `position` in the
+    /// independently ordered stream `stream`.
+    Data {
+        index: u64,
+        sent_ns: u64,
+        stream: usize,
+        position: u64,
+    },
+    /// The transport says this subscriber skipped this many events.
+    Lagged(u64),
+    /// Not a bench payload.
+    Foreign,
+}
+
+/// Counts the subscribers that have seen the warm-up.
+pub struct Readiness {
+    ready: AtomicUsize,
+    changed: Notify,
+}
+
+impl Readiness {
+    fn new() -> Self {
+        Self {
+            ready: AtomicUsize::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    fn mark(&self) {
+        self.ready.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+}
+
+/// One group's latency histograms.
+pub struct Latencies(Vec<Mutex<Histogram<u64>>>);
+
+impl Latencies {
+    fn new() -> Self {
+        Self(
+            (0..HISTOGRAMS)
+                .map(|_| Mutex::new(report::histogram()))
+                .collect(),
+        )
+    }
+
+    /// Records a latency, in nanoseconds, in subscriber `slot`'s histogram.
+    fn record(&self, slot: usize, nanos: u64) {
+        // No lock is held across an await; a poisoned one still holds good counts.
+        self.0[slot % HISTOGRAMS]
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .saturating_record(nanos.max(1));
     }
 
-    fn latency(&self) -> Histogram<u64> {
+    fn merged(&self) -> Histogram<u64> {
         let mut latency = report::histogram();
-        for h in &self.histograms {
+        for h in &self.0 {
             latency
-                .add(&*h.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+                .add(&*h.lock().unwrap_or_else(PoisonError::into_inner))
                 .expect("same bounds");
         }
         latency
     }
 }
 
-/// Sends warm-up events with `send` until `subscribers` subscribers have each seen
-/// one, so that the clock starts with every stream live.
-pub async fn warm_up<F, P>(
-    name: &str,
-    plan: &Plan,
-    shared: &Shared,
-    subscribers: usize,
-    mut send: F,
-) -> Result<(), Error>
-where
-    F: FnMut() -> P,
-    P: Future<Output = Result<(), Error>>,
-{
-    let give_up = Instant::now() + plan.ready_timeout();
-    loop {
-        let ready = shared.ready_changed.notified();
-        if shared.ready.load(Ordering::Acquire) == subscribers {
-            return Ok(());
+/// A group of subscribers: the main topic's, or the quiet topic's.
+struct Group {
+    latencies: Arc<Latencies>,
+    /// How many measured messages were published, once publishing has ended.
+    published: watch::Sender<Option<u64>>,
+    tallies_tx: mpsc::UnboundedSender<Tally>,
+    tallies: mpsc::UnboundedReceiver<Tally>,
+    /// Messages each subscriber expects, when known before the run.
+    expected: Option<u64>,
+    /// Indices beyond this are not the bench's.
+    limit: u64,
+    /// Independently ordered streams the messages arrive in.
+    streams: usize,
+}
+
+impl Group {
+    fn new(expected: Option<u64>, limit: u64, streams: usize) -> Self {
+        let (tallies_tx, tallies) = mpsc::unbounded_channel();
+        Self {
+            latencies: Arc::new(Latencies::new()),
+            published: watch::channel(None).0,
+            tallies_tx,
+            tallies,
+            expected,
+            limit,
+            streams,
         }
-        if Instant::now() >= give_up {
-            return Err(Error::Other(format!(
-                "only {} of {subscribers} {name} subscribers were ready within {}",
-                shared.ready.load(Ordering::Acquire),
-                humantime::format_duration(plan.ready_timeout())
-            )));
+    }
+
+    /// Waits for `count` subscribers' tallies (fewer if some task ended without one).
+    async fn tallies(&mut self, count: usize) -> Vec<Tally> {
+        let mut tallies = Vec::with_capacity(count);
+        while tallies.len() < count {
+            match self.tallies.recv().await {
+                Some(tally) => tallies.push(tally),
+                None => break,
+            }
         }
-        send().await?;
-        let _ = tokio::time::timeout(Duration::from_millis(100), ready).await;
+        tallies
     }
 }
 
-/// The channels between a run and its subscriber tasks.
-pub struct Signals {
-    /// When the clock started; the subscribers measure from it.
-    pub start: watch::Sender<Option<Instant>>,
-    /// Set when publishing has ended, so subscribers stop waiting by the deadline.
-    pub published: watch::Sender<bool>,
-    /// Each (non-stalled) subscriber's count, once it is done.
-    pub tallies: mpsc::UnboundedReceiver<Tally>,
+/// Whose messages a subscriber reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    Main,
+    Quiet,
 }
 
-/// Starts the clock, runs `publish` (given the start and a counter of messages
-/// published) until it ends or the deadline passes, then gathers the subscribers'
-/// tallies into the report.
-pub async fn timed<F, P, T>(
-    name: &'static str,
-    plan: &Plan,
-    shared: &Shared,
-    signals: &mut Signals,
-    publish: F,
-) -> Result<Report, Error>
-where
-    F: FnOnce(Instant, Arc<AtomicUsize>) -> P,
-    P: Future<Output = Result<T, Error>>,
-{
-    let start = Instant::now();
-    let deadline = start + plan.timeout;
-    let _ = signals.start.send(Some(start));
-    let published = Arc::new(AtomicUsize::new(0));
-    let timed_out_publishing = tokio::select! {
-        result = publish(start, published.clone()) => { result?; false }
-        () = tokio::time::sleep_until(deadline) => true,
-    };
-    let publish_time = start.elapsed();
-    let _ = signals.published.send(true);
+/// The state of one run that its subscriber tasks share.
+pub struct Run {
+    readiness: Arc<Readiness>,
+    start: watch::Sender<Option<Clock>>,
+    release: watch::Sender<bool>,
+    main: Group,
+    quiet: Group,
+    timeout: Duration,
+}
 
-    let mut tallies = Vec::with_capacity(plan.subs);
-    while let Some(tally) = signals.tallies.recv().await {
-        tallies.push(tally);
-        if tallies.len() == plan.subs {
-            break;
+impl Run {
+    /// `streams`: the independently ordered streams the main topic's messages arrive
+    /// in (1 for streamd, whose `seq` orders a topic; a publisher each for NATS).
+    pub fn new(plan: &Plan, streams: usize) -> Self {
+        let quiet_limit = (plan.quiet_rate as f64 * plan.timeout().as_secs_f64()) as u64 + 1;
+        Self {
+            readiness: Arc::new(Readiness::new()),
+            start: watch::channel(None).0,
+            release: watch::channel(false).0,
+            main: Group::new(Some(plan.msgs), plan.msgs, streams),
+            quiet: Group::new(None, quiet_limit, 1),
+            timeout: plan.timeout(),
         }
     }
-    let timed_out = timed_out_publishing || Instant::now() >= deadline;
-    let last = tallies.iter().filter_map(|t: &Tally| t.last_at).max();
-    let measured = Measured {
-        published: published.load(Ordering::Relaxed) as u64,
-        publish_time,
-        elapsed: last.map_or(publish_time, |l| l.duration_since(start.into_std())),
-        timed_out,
-    };
-    let report = Report::new(name, plan, measured, &tallies, &shared.latency());
-    if let Some(hold) = plan.hold {
-        eprintln!(
-            "streamctl: holding {} {name} subscribers open for {}",
-            plan.subs + plan.stalled,
-            humantime::format_duration(hold)
+
+    /// The reader for subscriber `slot` of `topic`.
+    pub fn reader(&self, topic: Topic, slot: usize) -> Reader {
+        let group = match topic {
+            Topic::Main => &self.main,
+            Topic::Quiet => &self.quiet,
+        };
+        Reader {
+            slot,
+            tally: Tally::new(group.limit, group.streams),
+            expected: group.expected,
+            readiness: self.readiness.clone(),
+            latencies: group.latencies.clone(),
+            start: self.start.subscribe(),
+            published: group.published.subscribe(),
+            release: self.release.subscribe(),
+            tallies: group.tallies_tx.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    /// Sends warm-up messages with `send` until `subscribers` subscribers have each seen
+    /// one, so that the clock starts with every stream live.
+    pub async fn warm_up<F, P>(
+        &self,
+        system: System,
+        plan: &Plan,
+        subscribers: usize,
+        mut send: F,
+    ) -> Result<(), Error>
+    where
+        F: FnMut() -> P,
+        P: Future<Output = Result<(), Error>>,
+    {
+        let give_up = Instant::now() + plan.ready_timeout();
+        loop {
+            let ready = self.readiness.changed.notified();
+            let count = self.readiness.ready.load(Ordering::Acquire);
+            if count == subscribers {
+                return Ok(());
+            }
+            if Instant::now() >= give_up {
+                return Err(Error::Other(format!(
+                    "only {count} of {subscribers} {system} subscribers were ready within {}",
+                    humantime::format_duration(plan.ready_timeout())
+                )));
+            }
+            send().await?;
+            let _ = tokio::time::timeout(Duration::from_millis(100), ready).await;
+        }
+    }
+
+    /// Starts the clock and runs `publish` (given the clock, and the counters of
+    /// measured messages published on the main and quiet topics) until it ends or the
+    /// deadline passes, then gathers the subscribers' tallies into the report. The
+    /// server's CPU time is read when the measured part starts and once every
+    /// subscriber is done.
+    pub async fn timed<F, P>(
+        mut self,
+        system: System,
+        plan: &Plan,
+        server: Option<u32>,
+        publish: F,
+    ) -> Result<Finished, Error>
+    where
+        F: FnOnce(Clock, Arc<AtomicU64>, Arc<AtomicU64>) -> P,
+        P: Future<Output = Result<(), Error>>,
+    {
+        let clock = Clock::now(plan.warmup);
+        let deadline = clock.start + plan.timeout();
+        let _ = self.start.send(Some(clock));
+        let (published, quiet_published) = (Arc::new(AtomicU64::new(0)), Arc::default());
+        let cpu_at_start = async {
+            tokio::time::sleep_until(clock.measured()).await;
+            server.and_then(server::cpu_time)
+        };
+        let publishing = async {
+            tokio::select! {
+                result = publish(clock, published.clone(), Arc::clone(&quiet_published)) => {
+                    result.map(|()| false)
+                }
+                () = tokio::time::sleep_until(deadline) => Ok(true),
+            }
+        };
+        let (timed_out_publishing, cpu_before) = tokio::join!(publishing, cpu_at_start);
+        let timed_out_publishing = timed_out_publishing?;
+        let publish_time = Instant::now().saturating_duration_since(clock.measured());
+        let published = published.load(Ordering::Relaxed);
+        let quiet_published = quiet_published.load(Ordering::Relaxed);
+        let _ = self.main.published.send(Some(published));
+        let _ = self.quiet.published.send(Some(quiet_published));
+
+        let tallies = self.main.tallies(plan.subs).await;
+        let quiet_tallies = self.quiet.tallies(usize::from(plan.quiet_rate > 0)).await;
+        let cpu = cpu_before.zip(server.and_then(server::cpu_time));
+        let last = tallies.iter().filter_map(|t| t.last_at).max();
+        let measured = Measured {
+            published,
+            publish_time,
+            elapsed: last.map_or(publish_time, |l| {
+                l.saturating_duration_since(clock.measured())
+            }),
+            timed_out: timed_out_publishing || Instant::now() >= deadline,
+            server_cpu: cpu.map(|(before, after)| after.saturating_sub(before)),
+        };
+        let mut report = Report::new(
+            system,
+            plan,
+            measured,
+            &tallies,
+            &self.main.latencies.merged(),
         );
-        tokio::time::sleep(hold).await;
+        if plan.quiet_rate > 0 {
+            report.quiet = Some(report::Quiet::new(
+                plan.quiet_rate,
+                quiet_published,
+                quiet_tallies.first(),
+                &self.quiet.latencies.merged(),
+            ));
+        }
+        Ok(Finished {
+            report,
+            release: self.release,
+        })
     }
-    Ok(report)
+}
+
+/// A run whose figures are in, with its streams still open.
+pub struct Finished {
+    pub report: Report,
+    release: watch::Sender<bool>,
+}
+
+impl Finished {
+    /// Holds the streams open for `--hold`, then lets every subscriber task end.
+    pub async fn release(self, plan: &Plan) -> Report {
+        if let Some(hold) = plan.hold {
+            eprintln!(
+                "streamctl: holding {} {} subscribers open for {}",
+                plan.subs + plan.stalled,
+                self.report.system,
+                humantime::format_duration(hold)
+            );
+            tokio::time::sleep(hold).await;
+        }
+        let _ = self.release.send(true);
+        self.report
+    }
+}
+
+/// One subscriber's reading: first until it has seen the warm-up, then through the run.
+pub struct Reader {
+    slot: usize,
+    tally: Tally,
+    expected: Option<u64>,
+    readiness: Arc<Readiness>,
+    latencies: Arc<Latencies>,
+    start: watch::Receiver<Option<Clock>>,
+    published: watch::Receiver<Option<u64>>,
+    release: watch::Receiver<bool>,
+    tallies: mpsc::UnboundedSender<Tally>,
+    timeout: Duration,
+}
+
+impl Reader {
+    /// Reads until the first warm-up message and counts this subscriber ready; false
+    /// if the stream ended first.
+    pub async fn until_ready<S>(&mut self, stream: &mut S) -> bool
+    where
+        S: Stream<Item = Received> + Unpin,
+    {
+        while let Some(received) = stream.next().await {
+            self.tally.taken += 1;
+            if received == Received::Warmup {
+                self.readiness.mark();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Reads until every expected message has arrived, the deadline, or a second of
+    /// silence after publishing ends, and reports its tally.
+    pub async fn read<S>(mut self, stream: &mut S) -> Self
+    where
+        S: Stream<Item = Received> + Unpin,
+    {
+        let Ok(clock) = self
+            .start
+            .wait_for(Option::is_some)
+            .await
+            .map(|clock| clock.expect("waited for"))
+        else {
+            return self;
+        };
+        let deadline = clock.start + self.timeout;
+        let mut published = self.published.borrow_and_update().is_some();
+        let mut last = Instant::now();
+        while self.expected.is_none_or(|n| self.tally.distinct() < n) {
+            let idle = last + IDLE;
+            let received = tokio::select! {
+                received = stream.next() => received,
+                () = tokio::time::sleep_until(deadline) => break,
+                Ok(()) = self.published.changed(), if !published => {
+                    published = true;
+                    self.expected = self.expected.or(*self.published.borrow());
+                    continue;
+                }
+                () = tokio::time::sleep_until(idle), if published => break,
+            };
+            let Some(received) = received else { break };
+            last = Instant::now();
+            self.take(received, last);
+        }
+        let _ = self.tallies.send(self.tally.clone());
+        self
+    }
+
+    fn take(&mut self, received: Received, at: Instant) {
+        self.tally.taken += 1;
+        match received {
+            Received::Data {
+                index,
+                sent_ns,
+                stream,
+                position,
+            } => {
+                let latency = payload::now_ns().saturating_sub(sent_ns);
+                self.latencies.record(self.slot, latency);
+                self.tally.record(index, stream, position, at);
+            }
+            Received::Lagged(missed) => self.tally.lagged += missed,
+            Received::Foreign => self.tally.foreign += 1,
+            Received::Warmup => {}
+        }
+    }
+
+    /// Messages taken from the stream so far, of any kind.
+    pub fn taken(&self) -> u64 {
+        self.tally.taken
+    }
+
+    /// Counts what the stream holds already, without waiting (NATS's client buffer).
+    pub fn drain<S>(&mut self, stream: &mut S)
+    where
+        S: Stream<Item = Received> + Unpin,
+    {
+        use futures::FutureExt;
+        while let Some(Some(_)) = stream.next().now_or_never() {
+            self.tally.taken += 1;
+        }
+    }
+
+    /// Waits until the run lets its streams go.
+    pub async fn released(mut self) {
+        let _ = self.release.wait_for(|released| *released).await;
+    }
 }

@@ -1,37 +1,35 @@
 //! The same workload against nats-server, through async-nats: K subscriptions over
-//! their connections, P publishers each on its own connection, the same payload bytes
-//! as the message body. A stalled subscriber is a raw connection that subscribes and
-//! then never reads, as a stuck client would.
+//! their connections, P publishers each on its own connection and in its own task, the
+//! same payload bytes as the message body. A stalled subscriber is, at the `tcp` level,
+//! a raw connection that subscribes and then never reads, as a stuck client would; at
+//! the `grpc` level, a subscription on its own connection that is never read (its
+//! client still reads the socket and drops what does not fit its buffer). A stalled
+//! subscription cannot share a live one's connection: the client reads a connection
+//! for all its subscriptions alike.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use async_nats::Client;
-use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt, stream};
-use prost::Message;
+use async_nats::{Client, ConnectOptions, Subject};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::{mpsc, watch},
-    time::Instant,
 };
 
 use super::{
-    IDLE, Plan,
-    measure::{self, Shared, Signals},
-    payload::{self, Stamp},
-    report::{Report, Tally},
+    Plan,
+    measure::{self, Reader, Received, Run, Schedule, Topic},
+    payload::{self, Kind, Stamp},
+    report::{Report, Stall, System},
 };
-use crate::error::Error;
+use crate::{args::StallLevel, error::Error};
 
 const OPENING: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A subscription buffer that holds any run, so that what is measured is the server,
+/// not async-nats's buffer (64Ki messages by default, dropped past that). tokio's
+/// channel allocates only for what it holds.
+const HOLD_ALL: usize = 1 << 40;
 
 /// Checks a `nats://host:port` URL and returns it.
 pub fn url(url: &str) -> Result<String, Error> {
@@ -49,12 +47,12 @@ pub fn url(url: &str) -> Result<String, Error> {
 }
 
 /// Connects once, so that an unreachable server is reported before any run.
-pub async fn probe(url: &str) -> Result<Client, Error> {
-    connect(url).await
+pub async fn probe(url: &str) -> Result<(), Error> {
+    connect(url, ConnectOptions::new()).await.map(drop)
 }
 
-async fn connect(url: &str) -> Result<Client, Error> {
-    async_nats::ConnectOptions::new()
+async fn connect(url: &str, options: ConnectOptions) -> Result<Client, Error> {
+    options
         .connection_timeout(CONNECT_TIMEOUT)
         .ignore_discovered_servers()
         .connect(url)
@@ -62,87 +60,182 @@ async fn connect(url: &str) -> Result<Client, Error> {
         .map_err(|err| Error::Other(format!("nats-server is not reachable at {url} ({err})")))
 }
 
+/// A subscriber's connection: with a buffer for the whole run unless the plan keeps
+/// async-nats's default.
+async fn connect_subscriber(url: &str, plan: &Plan) -> Result<Client, Error> {
+    let options = ConnectOptions::new();
+    let options = if plan.nats_default_client {
+        options
+    } else {
+        options.subscription_capacity(HOLD_ALL)
+    };
+    connect(url, options).await
+}
+
 fn nats_error(url: &str, err: impl std::fmt::Display) -> Error {
     Error::Other(format!("nats-server at {url}: {err}"))
 }
 
-/// Runs the plan against nats-server at `url`.
-pub async fn run(url: &str, plan: &Plan) -> Result<Report, Error> {
+async fn subscription(
+    url: &str,
+    client: &Client,
+    subject: &str,
+) -> Result<async_nats::Subscriber, Error> {
+    let subscription = client
+        .subscribe(subject.to_string())
+        .await
+        .map_err(|err| nats_error(url, err))?;
+    client.flush().await.map_err(|err| nats_error(url, err))?;
+    Ok(subscription)
+}
+
+/// Runs the plan against nats-server at `url`, whose process is `server` if known.
+pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, Error> {
     let clients: Vec<Client> = stream::iter(0..plan.conns)
-        .map(|_| connect(url))
+        .map(|_| connect_subscriber(url, plan))
         .buffered(OPENING)
         .try_collect()
         .await?;
     let subscriptions: Vec<async_nats::Subscriber> = stream::iter(0..plan.subs)
-        .map(|j| {
-            let client = clients[j % plan.conns].clone();
-            let subject = plan.topic.clone();
-            async move {
-                client
-                    .subscribe(subject)
-                    .await
-                    .map_err(|err| nats_error(url, err))
-            }
-        })
+        .map(|j| subscription(url, &clients[j % plan.conns], &plan.topic))
         .buffered(OPENING)
         .try_collect()
         .await?;
-    for client in &clients {
-        client.flush().await.map_err(|err| nats_error(url, err))?;
-    }
-    let mut stalled = Vec::with_capacity(plan.stalled);
-    for _ in 0..plan.stalled {
-        stalled.push(stalled_subscriber(url, &plan.topic).await?);
-    }
-
-    let shared = Arc::new(Shared::new());
-    let (start_tx, start_rx) = watch::channel(None::<Instant>);
-    let (published_tx, published_rx) = watch::channel(false);
-    let (release_tx, release_rx) = watch::channel(false);
-    let (tally_tx, tally_rx) = mpsc::unbounded_channel();
-    let mut tasks = Vec::with_capacity(plan.subs);
+    let run = Run::new(plan, plan.pubs);
+    let mut readers = Vec::new();
     for (j, subscription) in subscriptions.into_iter().enumerate() {
-        let task = Subscriber {
-            index: j,
-            msgs: plan.msgs,
-            pubs: plan.pubs,
-            timeout: plan.timeout,
-            shared: shared.clone(),
-            start: start_rx.clone(),
-            published: published_rx.clone(),
-            release: release_rx.clone(),
-            tallies: tally_tx.clone(),
-        };
-        tasks.push(tokio::spawn(task.run(subscription)));
+        readers.push(tokio::spawn(live(
+            run.reader(Topic::Main, j),
+            subscription,
+            plan.pubs,
+        )));
     }
-    drop(tally_tx);
+    let mut stall = None;
+    let mut notes = Vec::new();
+    let mut stalled_sockets = Vec::new();
+    let mut stalled_tasks = Vec::new();
+    let mut ready = plan.subs;
+    if plan.stalled > 0 && plan.stall_shared {
+        notes.push(
+            "no stalled subscribers: a stalled subscription cannot share a live one's connection \
+             (async-nats reads the connection for every subscription)"
+                .to_string(),
+        );
+    } else if plan.stalled > 0 {
+        for j in 0..plan.stalled {
+            match plan.stall {
+                StallLevel::Tcp => {
+                    stalled_sockets.push(stalled_subscriber(url, &plan.topic).await?);
+                }
+                StallLevel::Grpc => {
+                    let client = connect_subscriber(url, plan).await?;
+                    let subscription = subscription(url, &client, &plan.topic).await?;
+                    let reader = run.reader(Topic::Main, plan.subs + j);
+                    stalled_tasks.push(tokio::spawn(stalled(
+                        reader,
+                        client,
+                        subscription,
+                        plan.pubs,
+                    )));
+                    ready += 1;
+                }
+            }
+        }
+        stall = Some(Stall {
+            subscribers: plan.stalled,
+            level: plan.stall,
+            shared: false,
+        });
+    }
+    let mut quiet_client = None;
+    if let Some(topic) = plan.quiet_topic() {
+        let client = connect_subscriber(url, plan).await?;
+        let subscription = subscription(url, &client, &topic).await?;
+        readers.push(tokio::spawn(live(
+            run.reader(Topic::Quiet, 0),
+            subscription,
+            1,
+        )));
+        quiet_client = Some(client);
+        ready += 1;
+    }
 
     let publishers: Vec<Client> = stream::iter(0..plan.pubs)
-        .map(|_| connect(url))
+        .map(|_| connect(url, ConnectOptions::new()))
         .buffered(OPENING)
         .try_collect()
         .await?;
-    warm_up(url, plan, &publishers[0], &shared).await?;
-
-    let mut signals = Signals {
-        start: start_tx,
-        published: published_tx,
-        tallies: tally_rx,
+    let quiet_publisher = match plan.quiet_topic() {
+        Some(topic) => Some((
+            connect(url, ConnectOptions::new()).await?,
+            Subject::from(topic),
+        )),
+        None => None,
     };
-    let report = measure::timed("nats", plan, &shared, &mut signals, |start, published| {
-        futures::future::try_join_all(
-            publishers
-                .into_iter()
-                .enumerate()
-                .map(|(p, client)| publish(url, plan, p, client, start, published.clone())),
-        )
+    let subject = Subject::from(plan.topic.as_str());
+    let subjects: Vec<Subject> = std::iter::once(subject.clone())
+        .chain(quiet_publisher.as_ref().map(|(_, subject)| subject.clone()))
+        .collect();
+    run.warm_up(System::Nats, plan, ready, || {
+        ping(url, &publishers[0], &subjects)
     })
     .await?;
-    let _ = release_tx.send(true);
-    for task in tasks {
+
+    let finished = run
+        .timed(
+            System::Nats,
+            plan,
+            server,
+            |clock, published, quiet_published| {
+                let main = publishers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, client)| {
+                        let schedule = Schedule::main(plan, p, clock, published.clone());
+                        let payloads = measure::payloads(schedule, None);
+                        tokio::spawn(publish(url.to_string(), client, subject.clone(), payloads))
+                    })
+                    .collect();
+                let quiet = quiet_publisher.map(|(client, subject)| {
+                    let schedule = Schedule::quiet(plan, clock, quiet_published);
+                    move |done| {
+                        let payloads = measure::payloads(schedule, Some(done));
+                        tokio::spawn(publish(url.to_string(), client, subject, payloads))
+                    }
+                });
+                measure::with_quiet(measure::join_publishers(main), quiet)
+            },
+        )
+        .await?;
+    let mut report = finished.release(plan).await;
+    let mut taken = 0;
+    for reader in readers {
+        taken += reader.await.unwrap_or(0);
+    }
+    for task in stalled_tasks {
         let _ = task.await;
     }
-    drop(stalled);
+    drop(stalled_sockets);
+    // What reached a reading connection but no subscriber: async-nats dropped it.
+    let arrived: u64 = clients
+        .iter()
+        .chain(&quiet_client)
+        .map(|client| {
+            client
+                .statistics()
+                .in_messages
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    let dropped = arrived.saturating_sub(taken);
+    report.nats_client_dropped = Some(dropped);
+    if dropped > 0 {
+        report.notes.push(format!(
+            "async-nats dropped {dropped} messages: a subscription's buffer was full (slow consumer)"
+        ));
+    }
+    report.stall = stall;
+    report.notes.extend(notes);
     Ok(report)
 }
 
@@ -175,104 +268,74 @@ async fn stalled_subscriber(url: &str, subject: &str) -> Result<TcpStream, Error
     Ok(socket)
 }
 
-async fn warm_up(url: &str, plan: &Plan, client: &Client, shared: &Shared) -> Result<(), Error> {
-    let body: Bytes = payload::warmup().encode_to_vec().into();
-    measure::warm_up("NATS", plan, shared, plan.subs, || async {
+/// Publishes one readiness ping on each subject.
+async fn ping(url: &str, client: &Client, subjects: &[Subject]) -> Result<(), Error> {
+    for subject in subjects {
+        let body = payload::encode(Kind::Warmup, 0, payload::now_ns(), 0);
         client
-            .publish(plan.topic.clone(), body.clone())
+            .publish(subject.clone(), body)
             .await
             .map_err(|err| nats_error(url, err))?;
-        client.flush().await.map_err(|err| nats_error(url, err))
-    })
-    .await
-}
-
-async fn publish(
-    url: &str,
-    plan: &Plan,
-    p: usize,
-    client: Client,
-    start: Instant,
-    published: Arc<AtomicUsize>,
-) -> Result<(), Error> {
-    for index in plan.indices(p) {
-        if let Some(due) = plan.due(index) {
-            tokio::time::sleep_until(start + due).await;
-        }
-        let body = payload::data(index, payload::now_ns(), plan.padding).encode_to_vec();
-        client
-            .publish(plan.topic.clone(), body.into())
-            .await
-            .map_err(|err| nats_error(url, err))?;
-        published.fetch_add(1, Ordering::Relaxed);
     }
     client.flush().await.map_err(|err| nats_error(url, err))
 }
 
-struct Subscriber {
-    index: usize,
-    msgs: u64,
-    pubs: usize,
-    timeout: Duration,
-    shared: Arc<Shared>,
-    start: watch::Receiver<Option<Instant>>,
-    published: watch::Receiver<bool>,
-    release: watch::Receiver<bool>,
-    tallies: mpsc::UnboundedSender<Tally>,
+async fn publish(
+    url: String,
+    client: Client,
+    subject: Subject,
+    payloads: impl Stream<Item = bytes::Bytes> + Send + 'static,
+) -> Result<(), Error> {
+    let mut payloads = std::pin::pin!(payloads);
+    while let Some(body) = payloads.next().await {
+        client
+            .publish(subject.clone(), body)
+            .await
+            .map_err(|err| nats_error(&url, err))?;
+    }
+    client.flush().await.map_err(|err| nats_error(&url, err))
 }
 
-impl Subscriber {
-    async fn run(mut self, mut subscription: async_nats::Subscriber) {
-        let mut tally = Tally::new(self.msgs, self.pubs);
-        while let Some(message) = subscription.next().await {
-            if payload::stamp_bytes(&message.payload) == Some(Stamp::Warmup) {
-                self.shared.ready.fetch_add(1, Ordering::AcqRel);
-                self.shared.ready_changed.notify_one();
-                self.read(&mut subscription, &mut tally).await;
-                break;
-            }
-        }
-        let _ = self.tallies.send(tally);
-        let _ = self.release.wait_for(|r| *r).await;
-    }
+/// A subscription as the measuring code reads it. NATS orders messages per publisher
+/// only, so each publisher's messages are an ordered stream of their own.
+fn received(
+    subscription: async_nats::Subscriber,
+    pubs: usize,
+) -> impl Stream<Item = Received> + Unpin {
+    subscription.map(move |message| match payload::read(&message.payload) {
+        Some(Stamp::Warmup) => Received::Warmup,
+        Some(Stamp::Data { index, sent_ns }) => Received::Data {
+            index,
+            sent_ns,
+            stream: (index % pubs as u64) as usize,
+            position: index,
+        },
+        None => Received::Foreign,
+    })
+}
 
-    async fn read(&mut self, subscription: &mut async_nats::Subscriber, tally: &mut Tally) {
-        let Ok(start) = self
-            .start
-            .wait_for(Option::is_some)
-            .await
-            .map(|s| s.unwrap())
-        else {
-            return;
-        };
-        let deadline = start + self.timeout;
-        let mut published = false;
-        let mut last = Instant::now();
-        while !tally.complete() {
-            let idle = last + IDLE;
-            let message = tokio::select! {
-                message = subscription.next() => message,
-                () = tokio::time::sleep_until(deadline) => return,
-                Ok(()) = self.published.changed(), if !published => {
-                    published = true;
-                    continue;
-                }
-                () = tokio::time::sleep_until(idle), if published => return,
-            };
-            let Some(message) = message else { return };
-            last = Instant::now();
-            match payload::stamp_bytes(&message.payload) {
-                Some(Stamp::Data { index, sent_ns }) => {
-                    let latency = payload::now_ns().saturating_sub(sent_ns);
-                    self.shared.record(self.index, latency);
-                    let publisher = (index % self.pubs as u64) as usize;
-                    tally.record(index, publisher, index, last.into_std());
-                }
-                Some(Stamp::Warmup) => {}
-                None => tally.foreign += 1,
-            }
-        }
-    }
+/// Reads the run and says how many messages it took from its subscription.
+async fn live(mut reader: Reader, subscription: async_nats::Subscriber, pubs: usize) -> u64 {
+    let mut messages = received(subscription, pubs);
+    reader.until_ready(&mut messages).await;
+    let mut reader = reader.read(&mut messages).await;
+    reader.drain(&mut messages);
+    let taken = reader.taken();
+    reader.released().await;
+    taken
+}
+
+/// Reads the warm-up, then leaves the subscription unread until the run is over.
+async fn stalled(
+    mut reader: Reader,
+    client: Client,
+    subscription: async_nats::Subscriber,
+    pubs: usize,
+) {
+    let mut messages = received(subscription, pubs);
+    reader.until_ready(&mut messages).await;
+    reader.released().await;
+    drop((messages, client));
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! What a run counts and how it is reported: each subscriber's tally (every message
-//! once, in order, or what went wrong), the latency histogram's summary, and the
-//! report as a table or JSON, with NATS beside it when asked.
+//! once, in order, or what went wrong), the latency histogram's summary, the server's
+//! CPU and memory, and the report as a table or JSON, with NATS beside it when asked.
 
-use std::time::{Duration, Instant};
+use std::{fmt, time::Duration};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use super::Plan;
+use crate::args::StallLevel;
 
 /// The largest latency recorded, in nanoseconds; longer ones count as this.
 const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
@@ -17,10 +19,28 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid bounds")
 }
 
+/// The systems the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    Streamd,
+    Nats,
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            System::Streamd => "streamd",
+            System::Nats => "nats",
+        })
+    }
+}
+
 /// One subscriber's account of the run.
 #[derive(Debug, Clone)]
 pub struct Tally {
-    msgs: u64,
+    /// Indices from here on are not the bench's.
+    limit: u64,
     /// Which indices arrived, a bit each.
     seen: Vec<u64>,
     /// The last position seen in each ordered stream, plus one (0: none yet).
@@ -32,22 +52,25 @@ pub struct Tally {
     pub lagged: u64,
     /// Payloads that were neither the bench's warm-up nor a valid index.
     pub foreign: u64,
+    /// Messages taken from the stream, of any kind.
+    pub taken: u64,
     /// When the last data message arrived.
     pub last_at: Option<Instant>,
 }
 
 impl Tally {
-    /// A tally for `msgs` messages in `streams` independently ordered streams.
-    pub fn new(msgs: u64, streams: usize) -> Self {
+    /// A tally for indices below `limit` in `streams` independently ordered streams.
+    pub fn new(limit: u64, streams: usize) -> Self {
         Self {
-            msgs,
-            seen: vec![0; msgs.div_ceil(64) as usize],
+            limit,
+            seen: vec![0; limit.div_ceil(64) as usize],
             last: vec![0; streams.max(1)],
             received: 0,
             duplicates: 0,
             out_of_order: 0,
             lagged: 0,
             foreign: 0,
+            taken: 0,
             last_at: None,
         }
     }
@@ -55,7 +78,7 @@ impl Tally {
     /// Records message `index`, which is at `position` in ordered stream `stream`:
     /// positions must rise within a stream.
     pub fn record(&mut self, index: u64, stream: usize, position: u64, at: Instant) {
-        if index >= self.msgs || stream >= self.last.len() {
+        if index >= self.limit || stream >= self.last.len() {
             self.foreign += 1;
             return;
         }
@@ -78,14 +101,17 @@ impl Tally {
         self.received - self.duplicates
     }
 
-    /// Whether every message has arrived.
-    pub fn complete(&self) -> bool {
-        self.distinct() == self.msgs
+    /// Of `expected` messages, those that never arrived.
+    pub fn lost(&self, expected: u64) -> u64 {
+        expected.saturating_sub(self.distinct())
     }
 
-    /// Messages that never arrived.
-    pub fn lost(&self) -> u64 {
-        self.msgs - self.distinct()
+    /// Whether all of `expected` messages arrived, once each and in order.
+    pub fn ok(&self, expected: u64) -> bool {
+        self.distinct() == expected
+            && self.duplicates == 0
+            && self.out_of_order == 0
+            && self.foreign == 0
     }
 }
 
@@ -127,10 +153,52 @@ pub struct Subscriber {
     pub ok: bool,
 }
 
+/// The quiet topic's subscriber, while the main topic ran.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Quiet {
+    pub rate: u64,
+    pub published: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub lagged: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub ok: bool,
+    pub latency: Latency,
+}
+
+impl Quiet {
+    /// `tally` is `None` if the quiet subscriber never reported.
+    pub fn new(rate: u64, published: u64, tally: Option<&Tally>, latency: &Histogram<u64>) -> Self {
+        let empty = Tally::new(0, 1);
+        let t = tally.unwrap_or(&empty);
+        Self {
+            rate,
+            published,
+            received: t.received,
+            lost: t.lost(published),
+            lagged: t.lagged,
+            duplicates: t.duplicates,
+            out_of_order: t.out_of_order,
+            ok: tally.is_some() && t.ok(published),
+            latency: Latency::of(latency),
+        }
+    }
+}
+
+/// The stalled subscribers a run had.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stall {
+    pub subscribers: usize,
+    pub level: StallLevel,
+    /// On connections shared with live subscribers.
+    pub shared: bool,
+}
+
 /// The outcome of one run against one system.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub system: &'static str,
+    pub system: System,
     pub topic: String,
     pub subs: usize,
     pub conns: usize,
@@ -138,18 +206,21 @@ pub struct Report {
     pub msgs: u64,
     pub size: usize,
     pub rate: u64,
-    pub stalled: usize,
-    /// Messages published (all of them unless the deadline passed first).
+    pub duration_secs: Option<f64>,
+    pub warmup_secs: f64,
+    /// Measured messages published (all of them unless the deadline passed first).
     pub published: u64,
+    /// From the start of the measured part to the end of publishing.
     pub publish_secs: f64,
     pub publish_rate: f64,
-    /// Messages received, summed over subscribers.
+    /// Measured messages received, summed over subscribers.
     pub delivered: u64,
-    /// From the start of publishing to the last message received.
+    /// From the start of the measured part to the last message received.
     pub elapsed_secs: f64,
     pub delivered_rate: f64,
-    pub latency: Latency,
+    /// Measured messages that never arrived, summed over subscribers.
     pub lost: u64,
+    /// Events streamd's Lagged said were skipped, warm-up ones included.
     pub lagged: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
@@ -157,6 +228,21 @@ pub struct Report {
     pub timed_out: bool,
     /// Every subscriber got every message exactly once and in order.
     pub ok: bool,
+    /// Why the run did not finish, if it did not.
+    pub error: Option<String>,
+    pub latency: Latency,
+    /// The server's user and system CPU time over the measured part; null where its
+    /// process was not found.
+    pub server_cpu_secs: Option<f64>,
+    pub server_cpu_ns_per_delivered: Option<f64>,
+    pub server_rss_kib_before: Option<u64>,
+    pub server_rss_kib_after: Option<u64>,
+    /// Messages async-nats dropped because a subscription's buffer was full.
+    pub nats_client_dropped: Option<u64>,
+    pub quiet: Option<Quiet>,
+    pub stall: Option<Stall>,
+    /// What the figures do not say by themselves.
+    pub notes: Vec<String>,
     pub subscribers: Vec<Subscriber>,
 }
 
@@ -164,14 +250,23 @@ pub struct Report {
 pub struct Measured {
     pub published: u64,
     pub publish_time: Duration,
-    /// From the start of publishing to the last message any subscriber received.
+    /// From the start of the measured part to the last message any subscriber received.
     pub elapsed: Duration,
     pub timed_out: bool,
+    pub server_cpu: Option<Duration>,
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    if d.is_zero() {
+        0.0
+    } else {
+        n as f64 / d.as_secs_f64()
+    }
 }
 
 impl Report {
     pub fn new(
-        system: &'static str,
+        system: System,
         plan: &Plan,
         measured: Measured,
         tallies: &[Tally],
@@ -181,22 +276,50 @@ impl Report {
             .iter()
             .map(|t| Subscriber {
                 received: t.received,
-                lost: t.lost(),
+                lost: t.lost(plan.msgs),
                 lagged: t.lagged,
                 duplicates: t.duplicates,
                 out_of_order: t.out_of_order,
-                ok: t.complete() && t.duplicates == 0 && t.out_of_order == 0 && t.foreign == 0,
+                ok: t.ok(plan.msgs),
             })
             .collect();
         let sum = |f: fn(&Subscriber) -> u64| subscribers.iter().map(f).sum::<u64>();
         let delivered = sum(|s| s.received);
-        let per_sec = |n: u64, d: Duration| {
-            if d.is_zero() {
-                0.0
-            } else {
-                n as f64 / d.as_secs_f64()
-            }
-        };
+        // A subscriber whose task ended without a tally lost everything.
+        let silent = (plan.subs - subscribers.len().min(plan.subs)) as u64;
+        let mut report = Self::empty(system, plan);
+        report.published = measured.published;
+        report.publish_secs = measured.publish_time.as_secs_f64();
+        report.publish_rate = per_sec(measured.published, measured.publish_time);
+        report.delivered = delivered;
+        report.elapsed_secs = measured.elapsed.as_secs_f64();
+        report.delivered_rate = per_sec(delivered, measured.elapsed);
+        report.lost = sum(|s| s.lost) + silent * plan.msgs;
+        report.lagged = sum(|s| s.lagged);
+        report.duplicates = sum(|s| s.duplicates);
+        report.out_of_order = sum(|s| s.out_of_order);
+        report.timed_out = measured.timed_out;
+        report.ok =
+            silent == 0 && subscribers.iter().all(|s| s.ok) && measured.published == plan.msgs;
+        report.latency = Latency::of(latency);
+        report.server_cpu_secs = measured.server_cpu.map(|cpu| cpu.as_secs_f64());
+        report.server_cpu_ns_per_delivered = measured
+            .server_cpu
+            .filter(|_| delivered > 0)
+            .map(|cpu| cpu.as_nanos() as f64 / delivered as f64);
+        report.subscribers = subscribers;
+        report
+    }
+
+    /// A run that failed before it measured anything.
+    pub fn failed(system: System, plan: &Plan, error: String) -> Self {
+        let mut report = Self::empty(system, plan);
+        report.lost = plan.msgs * plan.subs as u64;
+        report.error = Some(error);
+        report
+    }
+
+    fn empty(system: System, plan: &Plan) -> Self {
         Report {
             system,
             topic: plan.topic.clone(),
@@ -206,21 +329,41 @@ impl Report {
             msgs: plan.msgs,
             size: plan.size,
             rate: plan.rate,
-            stalled: plan.stalled,
-            published: measured.published,
-            publish_secs: measured.publish_time.as_secs_f64(),
-            publish_rate: per_sec(measured.published, measured.publish_time),
-            delivered,
-            elapsed_secs: measured.elapsed.as_secs_f64(),
-            delivered_rate: per_sec(delivered, measured.elapsed),
-            latency: Latency::of(latency),
-            lost: sum(|s| s.lost),
-            lagged: sum(|s| s.lagged),
-            duplicates: sum(|s| s.duplicates),
-            out_of_order: sum(|s| s.out_of_order),
-            timed_out: measured.timed_out,
-            ok: subscribers.iter().all(|s| s.ok) && measured.published == plan.msgs,
-            subscribers,
+            duration_secs: plan.duration.map(|d| d.as_secs_f64()),
+            warmup_secs: plan.warmup.as_secs_f64(),
+            published: 0,
+            publish_secs: 0.0,
+            publish_rate: 0.0,
+            delivered: 0,
+            elapsed_secs: 0.0,
+            delivered_rate: 0.0,
+            lost: 0,
+            lagged: 0,
+            duplicates: 0,
+            out_of_order: 0,
+            timed_out: false,
+            ok: false,
+            error: None,
+            latency: Latency::default(),
+            server_cpu_secs: None,
+            server_cpu_ns_per_delivered: None,
+            server_rss_kib_before: None,
+            server_rss_kib_after: None,
+            nats_client_dropped: None,
+            quiet: None,
+            stall: None,
+            notes: Vec::new(),
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// The share of the messages due to the subscribers that never arrived.
+    pub fn loss_fraction(&self) -> f64 {
+        let due = self.msgs * self.subs as u64;
+        if due == 0 {
+            0.0
+        } else {
+            self.lost as f64 / due as f64
         }
     }
 }
@@ -230,13 +373,15 @@ impl Report {
 pub struct Ratios {
     pub publish_rate: Option<f64>,
     pub delivered_rate: Option<f64>,
+    pub server_cpu_ns_per_delivered: Option<f64>,
     pub p50: Option<f64>,
     pub p99: Option<f64>,
     pub p999: Option<f64>,
     pub max: Option<f64>,
 }
 
-fn ratio(ours: f64, theirs: f64) -> Option<f64> {
+/// `ours / theirs`, when there is a base to divide by.
+pub fn ratio(ours: f64, theirs: f64) -> Option<f64> {
     (theirs > 0.0).then(|| ours / theirs)
 }
 
@@ -245,6 +390,10 @@ impl Ratios {
         Self {
             publish_rate: ratio(ours.publish_rate, theirs.publish_rate),
             delivered_rate: ratio(ours.delivered_rate, theirs.delivered_rate),
+            server_cpu_ns_per_delivered: ours
+                .server_cpu_ns_per_delivered
+                .zip(theirs.server_cpu_ns_per_delivered)
+                .and_then(|(o, t)| ratio(o, t)),
             p50: ratio(ours.latency.p50_us, theirs.latency.p50_us),
             p99: ratio(ours.latency.p99_us, theirs.latency.p99_us),
             p999: ratio(ours.latency.p999_us, theirs.latency.p999_us),
@@ -264,105 +413,216 @@ pub fn json(ours: &Report, theirs: Option<&Report>) -> String {
     serde_json::to_string_pretty(&value).expect("plain data") + "\n"
 }
 
-/// The report as an aligned table, a column per system and the ratio beside.
-pub fn table(ours: &Report, theirs: Option<&Report>) -> String {
-    let rate = if ours.rate == 0 {
+/// A rate, or `max` for flat out.
+pub fn rate_name(rate: u64) -> String {
+    if rate == 0 {
         "max".to_string()
     } else {
-        format!("{}/s", ours.rate)
+        format!("{rate}/s")
+    }
+}
+
+/// A table row: its name, a cell from a report, and the figure ratios are taken of.
+type Row = (
+    &'static str,
+    fn(&Report) -> String,
+    Option<fn(&Report) -> f64>,
+);
+
+const ROWS: [Row; 16] = [
+    (
+        "published/s",
+        |r| rate_text(r.publish_rate),
+        Some(|r| r.publish_rate),
+    ),
+    (
+        "delivered/s",
+        |r| format!("{} ({})", rate_text(r.delivered_rate), lost_text(r)),
+        Some(|r| r.delivered_rate),
+    ),
+    ("delivered", |r| r.delivered.to_string(), None),
+    (
+        "latency p50",
+        |r| us_text(r.latency.p50_us),
+        Some(|r| r.latency.p50_us),
+    ),
+    (
+        "latency p99",
+        |r| us_text(r.latency.p99_us),
+        Some(|r| r.latency.p99_us),
+    ),
+    (
+        "latency p99.9",
+        |r| us_text(r.latency.p999_us),
+        Some(|r| r.latency.p999_us),
+    ),
+    (
+        "latency max",
+        |r| us_text(r.latency.max_us),
+        Some(|r| r.latency.max_us),
+    ),
+    ("lost", |r| r.lost.to_string(), None),
+    ("lagged", |r| r.lagged.to_string(), None),
+    ("duplicates", |r| r.duplicates.to_string(), None),
+    ("out of order", |r| r.out_of_order.to_string(), None),
+    (
+        "server CPU",
+        |r| match r.server_cpu_secs {
+            Some(secs) => format!("{secs:.3} s"),
+            None => "n/a (server process not found)".into(),
+        },
+        None,
+    ),
+    (
+        "server CPU/delivered",
+        |r| match r.server_cpu_ns_per_delivered {
+            Some(ns) => format!("{ns:.0} ns"),
+            None => "n/a".into(),
+        },
+        Some(|r| r.server_cpu_ns_per_delivered.unwrap_or(0.0)),
+    ),
+    (
+        "server RSS",
+        |r| match (r.server_rss_kib_before, r.server_rss_kib_after) {
+            (Some(before), Some(after)) => format!("{before} → {after} KiB"),
+            _ => "n/a".into(),
+        },
+        None,
+    ),
+    (
+        "client dropped",
+        |r| {
+            r.nats_client_dropped
+                .map_or("n/a".into(), |n| n.to_string())
+        },
+        None,
+    ),
+    (
+        "complete",
+        |r| {
+            if r.ok {
+                "yes".into()
+            } else if r.error.is_some() {
+                "no (failed)".into()
+            } else if r.timed_out {
+                "no (deadline)".into()
+            } else {
+                "no".into()
+            }
+        },
+        None,
+    ),
+];
+
+/// A row of the quiet subscriber's: its name and its cell.
+type QuietRow = (&'static str, fn(&Quiet) -> String);
+
+const QUIET_ROWS: [QuietRow; 6] = [
+    ("quiet received", |q| {
+        format!("{} of {}", q.received, q.published)
+    }),
+    ("quiet lost", |q| q.lost.to_string()),
+    ("quiet lagged", |q| q.lagged.to_string()),
+    ("quiet p50", |q| us_text(q.latency.p50_us)),
+    ("quiet p99", |q| us_text(q.latency.p99_us)),
+    ("quiet p99.9 / max", |q| {
+        format!(
+            "{} / {}",
+            us_text(q.latency.p999_us),
+            us_text(q.latency.max_us)
+        )
+    }),
+];
+
+/// The report as an aligned table, a column per system and the ratio beside.
+pub fn table(ours: &Report, theirs: Option<&Report>) -> String {
+    let stall = match &ours.stall {
+        Some(s) => format!(
+            " + {} stalled ({}{})",
+            s.subscribers,
+            s.level.name(),
+            if s.shared {
+                ", sharing connections"
+            } else {
+                ""
+            }
+        ),
+        None => String::new(),
     };
+    let quiet = ours
+        .quiet
+        .as_ref()
+        .map(|q| format!(", quiet topic at {}/s", q.rate))
+        .unwrap_or_default();
     let mut out = format!(
-        "{} subscriber(s) on {} connection(s){}, {} publisher(s), {} messages of {} B at {} rate, topic {}\n\n",
+        "{} subscriber(s) on {} connection(s){stall}, {} publisher(s), {} messages of {} B at {} rate after a {} warm-up{quiet}, topic {}\n\n",
         ours.subs,
         ours.conns,
-        if ours.stalled > 0 {
-            format!(" + {} stalled", ours.stalled)
-        } else {
-            String::new()
-        },
         ours.pubs,
         ours.msgs,
         ours.size,
-        rate,
+        rate_name(ours.rate),
+        humantime::format_duration(Duration::from_secs_f64(ours.warmup_secs)),
         ours.topic
     );
-    type Row = (
-        &'static str,
-        fn(&Report) -> String,
-        Option<fn(&Report) -> f64>,
-    );
-    let rows: [Row; 12] = [
-        (
-            "published/s",
-            |r| rate_text(r.publish_rate),
-            Some(|r| r.publish_rate),
-        ),
-        (
-            "delivered/s",
-            |r| rate_text(r.delivered_rate),
-            Some(|r| r.delivered_rate),
-        ),
-        ("delivered", |r| r.delivered.to_string(), None),
-        (
-            "latency p50",
-            |r| us_text(r.latency.p50_us),
-            Some(|r| r.latency.p50_us),
-        ),
-        (
-            "latency p99",
-            |r| us_text(r.latency.p99_us),
-            Some(|r| r.latency.p99_us),
-        ),
-        (
-            "latency p99.9",
-            |r| us_text(r.latency.p999_us),
-            Some(|r| r.latency.p999_us),
-        ),
-        (
-            "latency max",
-            |r| us_text(r.latency.max_us),
-            Some(|r| r.latency.max_us),
-        ),
-        ("lost", |r| r.lost.to_string(), None),
-        ("lagged", |r| r.lagged.to_string(), None),
-        ("duplicates", |r| r.duplicates.to_string(), None),
-        ("out of order", |r| r.out_of_order.to_string(), None),
-        (
-            "complete",
-            |r| {
-                if r.ok {
-                    "yes".into()
-                } else if r.timed_out {
-                    "no (deadline)".into()
-                } else {
-                    "no".into()
-                }
-            },
-            None,
-        ),
-    ];
+    let reports: Vec<&Report> = std::iter::once(ours).chain(theirs).collect();
     let mut lines = vec![
-        match theirs {
-            Some(_) => vec!["", "streamd", "nats", "streamd/nats"],
-            None => vec!["", "streamd"],
-        }
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>(),
+        std::iter::once(String::new())
+            .chain(reports.iter().map(|r| r.system.to_string()))
+            .chain(theirs.map(|_| "streamd/nats".to_string()))
+            .collect::<Vec<_>>(),
     ];
-    for (name, text, value) in rows {
-        let mut line = vec![name.to_string(), text(ours)];
+    for (name, text, value) in ROWS {
+        let mut line = vec![name.to_string()];
+        line.extend(reports.iter().map(|r| text(r)));
         if let Some(theirs) = theirs {
-            line.push(text(theirs));
             line.push(match value.and_then(|v| ratio(v(ours), v(theirs))) {
-                Some(r) => format!("{r:.2}×"),
-                None => String::new(),
+                Some(r) if is_measured(value, ours) => format!("{r:.2}×"),
+                _ => String::new(),
             });
         }
         lines.push(line);
     }
+    if reports.iter().any(|r| r.quiet.is_some()) {
+        for (name, text) in QUIET_ROWS {
+            let mut line = vec![name.to_string()];
+            line.extend(
+                reports
+                    .iter()
+                    .map(|r| r.quiet.as_ref().map_or("n/a".into(), text)),
+            );
+            lines.push(line);
+        }
+    }
     out.push_str(&align(&lines));
+    for r in &reports {
+        if let Some(error) = &r.error {
+            out.push_str(&format!("\n{}: {error}", r.system));
+        }
+        for note in &r.notes {
+            out.push_str(&format!("\n{}: {note}", r.system));
+        }
+    }
+    if reports
+        .iter()
+        .any(|r| r.error.is_some() || !r.notes.is_empty())
+    {
+        out.push('\n');
+    }
     out
+}
+
+/// Whether the row's figure was measured for `report` (absent ones read as 0).
+fn is_measured(value: Option<fn(&Report) -> f64>, report: &Report) -> bool {
+    value.is_some_and(|v| v(report) > 0.0)
+}
+
+fn lost_text(r: &Report) -> String {
+    if r.lost == 0 {
+        "0 lost".into()
+    } else {
+        format!("{} lost, {:.2}%", r.lost, 100.0 * r.loss_fraction())
+    }
 }
 
 /// Columns padded to their widest cell: the first left-aligned, the rest right.
@@ -413,26 +673,16 @@ pub fn us_text(us: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        args::{Cli, Command},
-        bench::Plan,
-    };
-    use clap::Parser;
+    use crate::bench::tests::plan;
 
-    fn plan(msgs: u64) -> Plan {
-        let cli = Cli::try_parse_from([
-            "streamctl",
-            "bench",
-            "--msgs",
-            &msgs.to_string(),
-            "--topic",
-            "t",
-        ])
-        .unwrap();
-        let Command::Bench(args) = cli.command else {
-            panic!()
-        };
-        Plan::new(&args).unwrap()
+    fn measured(published: u64, publish_secs: u64, elapsed_secs: u64) -> Measured {
+        Measured {
+            published,
+            publish_time: Duration::from_secs(publish_secs),
+            elapsed: Duration::from_secs(elapsed_secs),
+            timed_out: false,
+            server_cpu: Some(Duration::from_millis(4)),
+        }
     }
 
     #[test]
@@ -455,31 +705,49 @@ mod tests {
             ),
             (5, 4, 1, 1, 1)
         );
-        assert_eq!(t.lost(), 1);
-        assert!(!t.complete());
+        assert_eq!(t.lost(5), 1);
+        assert!(!t.ok(5));
         t.record(4, 0, 14, now);
-        assert!(t.complete());
+        assert_eq!(t.lost(5), 0);
+        assert!(!t.ok(5), "a duplicate and disorder are not ok");
+        let mut clean = Tally::new(2, 1);
+        clean.record(0, 0, 0, now);
+        clean.record(1, 0, 1, now);
+        assert!(clean.ok(2) && !clean.ok(3));
     }
 
     #[test]
-    fn losses_and_lag_add_up_over_subscribers() {
+    fn losses_lag_and_cpu_add_up_over_subscribers() {
         let now = Instant::now();
-        let p = plan(3);
+        let p = plan(&["--msgs", "3", "--subs", "3"]).unwrap();
         let mut full = Tally::new(3, 1);
         (0..3).for_each(|i| full.record(i, 0, i, now));
         let mut partial = Tally::new(3, 1);
         partial.record(2, 0, 5, now);
         partial.lagged = 2;
-        let measured = Measured {
-            published: 3,
-            publish_time: Duration::from_secs(1),
-            elapsed: Duration::from_secs(2),
-            timed_out: false,
-        };
-        let r = Report::new("streamd", &p, measured, &[full, partial], &histogram());
-        assert_eq!((r.delivered, r.lost, r.lagged), (4, 2, 2));
+        // The third subscriber never reported: everything it was due is lost.
+        let r = Report::new(
+            System::Streamd,
+            &p,
+            measured(3, 1, 2),
+            &[full, partial],
+            &histogram(),
+        );
+        assert_eq!((r.delivered, r.lost, r.lagged), (4, 5, 2));
         assert_eq!((r.publish_rate, r.delivered_rate), (3.0, 2.0));
+        assert_eq!(r.server_cpu_ns_per_delivered, Some(1_000_000.0));
+        assert!((r.loss_fraction() - 5.0 / 9.0).abs() < 1e-9);
         assert!(r.subscribers[0].ok && !r.subscribers[1].ok && !r.ok);
+    }
+
+    #[test]
+    fn a_failed_run_is_reported_as_such() {
+        let p = plan(&["--msgs", "10", "--subs", "2"]).unwrap();
+        let r = Report::failed(System::Nats, &p, "no server".into());
+        assert!(!r.ok);
+        assert_eq!(r.lost, 20);
+        assert!(table(&r, None).contains("no (failed)"));
+        assert!(table(&r, None).contains("nats: no server"));
     }
 
     #[test]
@@ -499,21 +767,28 @@ mod tests {
 
     #[test]
     fn ratios_are_ours_over_theirs_and_absent_without_a_base() {
-        let p = plan(1);
-        let measured = |secs| Measured {
-            published: 1,
-            publish_time: Duration::from_secs(secs),
-            elapsed: Duration::from_secs(secs),
-            timed_out: false,
-        };
-        let ours = Report::new("streamd", &p, measured(1), &[], &histogram());
-        let theirs = Report::new("nats", &p, measured(2), &[], &histogram());
+        let p = plan(&["--msgs", "1"]).unwrap();
+        let ours = Report::new(System::Streamd, &p, measured(1, 1, 1), &[], &histogram());
+        let theirs = Report::new(System::Nats, &p, measured(1, 2, 2), &[], &histogram());
         let r = Ratios::of(&ours, &theirs);
         assert_eq!(r.publish_rate, Some(2.0));
         assert_eq!(r.p99, None);
         let text = table(&ours, Some(&theirs));
         assert!(text.contains("2.00×"), "{text}");
+        assert!(text.contains("(1 lost, 100.00%)"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&json(&ours, None)).unwrap();
         assert!(json["nats"].is_null() && json["streamd"]["ok"].is_boolean());
+        assert_eq!(json["streamd"]["system"], "streamd");
+    }
+
+    #[test]
+    fn the_quiet_subscriber_is_counted_against_what_its_publisher_sent() {
+        let now = Instant::now();
+        let mut t = Tally::new(100, 1);
+        (0..8).for_each(|i| t.record(i, 0, i, now));
+        let q = Quiet::new(10, 9, Some(&t), &histogram());
+        assert_eq!((q.received, q.lost, q.ok), (8, 1, false));
+        let silent = Quiet::new(10, 9, None, &histogram());
+        assert_eq!((silent.lost, silent.ok), (9, false));
     }
 }

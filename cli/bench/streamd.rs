@@ -1,287 +1,245 @@
-//! The workload against streamd: Subscribe streams over their connections, and a
-//! PublishStream from each publisher.
+//! The workload against streamd: Subscribe streams over their connections, a
+//! PublishStream from each publisher in its own task, and the stalled and quiet
+//! subscribers the plan asks for. Events are read and payloads written as raw bytes
+//! (see `raw_event`).
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt, stream};
-use streamhandler::pb::{Event, PublishRequest, SubscribeRequest, event::Payload};
-use tokio::{
-    sync::{mpsc, watch},
-    time::Instant,
+use futures::{Stream, StreamExt, TryStreamExt, future, stream};
+use streamhandler::pb::{PublishResponse, PublishStreamResponse, SubscribeRequest};
+use tonic::{
+    Request, Streaming, client::Grpc, codegen::http::uri::PathAndQuery, transport::Channel,
 };
-use tonic::Streaming;
+use tonic_prost::ProstCodec;
 
 use super::{
-    IDLE, Plan,
-    measure::{self, Shared, Signals},
-    payload::{self, Stamp},
-    report::{Report, Tally},
+    Plan,
+    measure::{self, Reader, Received, Run, Schedule, Topic},
+    payload::{self, Kind, Stamp},
+    raw_event::{EventPayload, RawEvent, RawPublish},
+    report::{Report, Stall, System},
+    stall::{self, Switch},
 };
 use crate::{
-    args::Addr,
-    client::{self, Client},
+    args::{Addr, StallLevel},
+    client::{self, not_running},
     error::Error,
 };
 
 /// Streams opened at once while setting up.
 const OPENING: usize = 64;
+const SUBSCRIBE: &str = "/streamhandler.v1.StreamHandler/Subscribe";
+const PUBLISH: &str = "/streamhandler.v1.StreamHandler/Publish";
+const PUBLISH_STREAM: &str = "/streamhandler.v1.StreamHandler/PublishStream";
 
-/// Runs the plan against the daemon at `addr`.
-pub async fn run(addr: &Addr, plan: &Plan) -> Result<Report, Error> {
-    let subscribers = plan.subs + plan.stalled;
-    let channels: Vec<Client> = stream::iter(0..plan.conns)
-        .map(|_| client::connect(addr))
+/// Runs the plan against the daemon at `addr`, whose process is `server` if known.
+pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report, Error> {
+    let channels = connect(addr, plan.conns).await?;
+    let run = Run::new(plan, 1);
+    let mut tasks = Vec::new();
+    let streams: Vec<Streaming<RawEvent>> = stream::iter(0..plan.subs)
+        .map(|j| subscribe(addr, channels[j % plan.conns].clone(), &plan.topic))
         .buffered(OPENING)
         .try_collect()
         .await?;
-    // Stalled subscribers get connections of their own, as a stuck client would have.
-    let stalled_channels: Vec<Client> = stream::iter(0..plan.stalled)
-        .map(|_| client::connect(addr))
-        .buffered(OPENING)
-        .try_collect()
-        .await?;
-    let request = SubscribeRequest {
-        topics: vec![plan.topic.clone()],
-        last: false,
-        ..Default::default()
-    };
-    let streams: Vec<Streaming<Event>> = stream::iter(0..subscribers)
-        .map(|j| {
-            let mut client = if j < plan.subs {
-                channels[j % plan.conns].clone()
-            } else {
-                stalled_channels[j - plan.subs].clone()
-            };
-            let request = request.clone();
-            async move {
-                client
-                    .subscribe(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|status| Error::from_status(status, addr))
-            }
-        })
-        .buffered(OPENING)
-        .try_collect()
-        .await?;
-
-    let shared = Arc::new(Shared::new());
-    let (start_tx, start_rx) = watch::channel(None::<Instant>);
-    let (published_tx, published_rx) = watch::channel(false);
-    let (release_tx, release_rx) = watch::channel(false);
-    let (tally_tx, tally_rx) = mpsc::unbounded_channel();
-    let mut tasks = Vec::with_capacity(subscribers);
-    for (j, stream) in streams.into_iter().enumerate() {
-        let task = Subscriber {
-            index: j,
-            stalled: j >= plan.subs,
-            msgs: plan.msgs,
-            timeout: plan.timeout,
-            shared: shared.clone(),
-            start: start_rx.clone(),
-            published: published_rx.clone(),
-            release: release_rx.clone(),
-            tallies: tally_tx.clone(),
-        };
-        tasks.push(tokio::spawn(task.run(stream)));
+    for (j, events) in streams.into_iter().enumerate() {
+        tasks.push(tokio::spawn(live(run.reader(Topic::Main, j), events)));
     }
-    drop(tally_tx);
+    for j in 0..plan.stalled {
+        // Unless shared, a stalled subscriber has a connection of its own, as a stuck
+        // client would.
+        let (channel, switch) = match (plan.stall_shared, plan.stall) {
+            (true, _) => (channels[j % plan.conns].clone(), None),
+            (false, StallLevel::Grpc) => (client::channel(addr).await?, None),
+            (false, StallLevel::Tcp) => {
+                let switch = Switch::default();
+                (stall::channel(addr, switch.clone()).await?, Some(switch))
+            }
+        };
+        let events = subscribe(addr, channel, &plan.topic).await?;
+        let reader = run.reader(Topic::Main, plan.subs + j);
+        tasks.push(tokio::spawn(stalled(reader, events, switch)));
+    }
+    let quiet_topic = plan.quiet_topic();
+    if let Some(topic) = &quiet_topic {
+        let events = subscribe(addr, client::channel(addr).await?, topic).await?;
+        tasks.push(tokio::spawn(live(run.reader(Topic::Quiet, 0), events)));
+    }
 
-    let publishers: Vec<Client> = stream::iter(0..plan.pubs)
-        .map(|_| client::connect(addr))
-        .buffered(OPENING)
-        .try_collect()
-        .await?;
-    warm_up(addr, plan, &publishers[0], &shared, subscribers).await?;
-
-    let mut signals = Signals {
-        start: start_tx,
-        published: published_tx,
-        tallies: tally_rx,
+    let publishers = connect(addr, plan.pubs).await?;
+    let quiet_publisher = match &quiet_topic {
+        Some(_) => Some(client::channel(addr).await?),
+        None => None,
     };
-    let report = measure::timed(
-        "streamd",
-        plan,
-        &shared,
-        &mut signals,
-        |start, published| {
-            futures::future::try_join_all(
-                publishers
+    let ready = plan.subs + plan.stalled + usize::from(quiet_topic.is_some());
+    let topics: Vec<Arc<str>> = std::iter::once(plan.topic.as_str())
+        .chain(quiet_topic.as_deref())
+        .map(Arc::from)
+        .collect();
+    let control = publishers[0].clone();
+    run.warm_up(System::Streamd, plan, ready, || {
+        ping(addr, control.clone(), topics.clone())
+    })
+    .await?;
+
+    let finished = run
+        .timed(
+            System::Streamd,
+            plan,
+            server,
+            |clock, published, quiet_published| {
+                let main = publishers
                     .into_iter()
                     .enumerate()
-                    .map(|(p, client)| publish(addr, plan, p, client, start, published.clone())),
-            )
-        },
-    )
-    .await?;
-    let _ = release_tx.send(true);
+                    .map(|(p, channel)| {
+                        let schedule = Schedule::main(plan, p, clock, published.clone());
+                        let payloads = measure::payloads(schedule, None);
+                        tokio::spawn(publish(addr.clone(), channel, topics[0].clone(), payloads))
+                    })
+                    .collect();
+                let quiet = quiet_publisher.map(|channel| {
+                    let schedule = Schedule::quiet(plan, clock, quiet_published);
+                    let topic = topics[1].clone();
+                    move |done| {
+                        let payloads = measure::payloads(schedule, Some(done));
+                        tokio::spawn(publish(addr.clone(), channel, topic, payloads))
+                    }
+                });
+                measure::with_quiet(measure::join_publishers(main), quiet)
+            },
+        )
+        .await?;
+    let mut report = finished.release(plan).await;
     for task in tasks {
         let _ = task.await;
     }
+    report.stall = (plan.stalled > 0).then_some(Stall {
+        subscribers: plan.stalled,
+        level: plan.stall,
+        shared: plan.stall_shared,
+    });
     Ok(report)
 }
 
-/// Publishes warm-up events until every subscriber has seen one.
-async fn warm_up(
-    addr: &Addr,
-    plan: &Plan,
-    client: &Client,
-    shared: &Shared,
-    subscribers: usize,
-) -> Result<(), Error> {
-    measure::warm_up("streamd", plan, shared, subscribers, || {
-        let mut client = client.clone();
-        let request = PublishRequest {
-            topic: plan.topic.clone(),
-            data: Some(payload::warmup()),
-        };
-        async move {
-            client
-                .publish(request)
-                .await
-                .map(drop)
-                .map_err(|status| Error::from_status(status, addr))
-        }
-    })
-    .await
+/// `count` connections, opened a few at a time.
+async fn connect(addr: &Addr, count: usize) -> Result<Vec<Channel>, Error> {
+    stream::iter(0..count)
+        .map(|_| client::channel(addr))
+        .buffered(OPENING)
+        .try_collect()
+        .await
 }
 
-/// Publisher `p`: its share of the messages, on schedule when a rate is set, as one
-/// PublishStream call, so that HTTP/2 flow control rather than round trips paces it.
-async fn publish(
+async fn ready(addr: &Addr, channel: Channel) -> Result<Grpc<Channel>, Error> {
+    let mut grpc = Grpc::new(channel);
+    grpc.ready().await.map_err(|err| not_running(addr, &err))?;
+    Ok(grpc)
+}
+
+/// Opens a Subscribe stream on `topic` whose events are read as [`RawEvent`]s.
+async fn subscribe(
     addr: &Addr,
-    plan: &Plan,
-    p: usize,
-    mut client: Client,
-    start: Instant,
-    published: Arc<AtomicUsize>,
-) -> Result<(), Error> {
-    let (padding, topic) = (plan.padding, plan.topic.clone());
-    let dues: Vec<_> = plan
-        .indices(p)
-        .map(|index| (index, plan.due(index)))
-        .collect();
-    let events = stream::iter(dues).then(move |(index, due)| {
-        let topic = topic.clone();
-        let published = published.clone();
-        async move {
-            if let Some(due) = due {
-                tokio::time::sleep_until(start + due).await;
-            }
-            // Counted as it goes out: what the daemon has taken by the end.
-            published.fetch_add(1, Ordering::Relaxed);
-            PublishRequest {
-                topic,
-                data: Some(payload::data(index, payload::now_ns(), padding)),
-            }
-        }
-    });
-    client
-        .publish_stream(events)
+    channel: Channel,
+    topic: &str,
+) -> Result<Streaming<RawEvent>, Error> {
+    let request = SubscribeRequest {
+        topics: vec![topic.to_string()],
+        ..Default::default()
+    };
+    ready(addr, channel)
+        .await?
+        .server_streaming(
+            Request::new(request),
+            PathAndQuery::from_static(SUBSCRIBE),
+            ProstCodec::<SubscribeRequest, RawEvent>::default(),
+        )
         .await
-        .map_err(|status| Error::from_status(status, addr))?;
+        .map(tonic::Response::into_inner)
+        .map_err(|status| Error::from_status(status, addr))
+}
+
+/// Publishes one readiness ping on each topic.
+async fn ping(addr: &Addr, channel: Channel, topics: Vec<Arc<str>>) -> Result<(), Error> {
+    for topic in topics {
+        let request = RawPublish {
+            topic,
+            data: payload::encode(Kind::Warmup, 0, payload::now_ns(), 0),
+        };
+        ready(addr, channel.clone())
+            .await?
+            .unary(
+                Request::new(request),
+                PathAndQuery::from_static(PUBLISH),
+                ProstCodec::<RawPublish, PublishResponse>::default(),
+            )
+            .await
+            .map_err(|status| Error::from_status(status, addr))?;
+    }
     Ok(())
 }
 
-/// One Subscribe stream's reader.
-struct Subscriber {
-    index: usize,
-    stalled: bool,
-    msgs: u64,
-    timeout: Duration,
-    shared: Arc<Shared>,
-    start: watch::Receiver<Option<Instant>>,
-    published: watch::Receiver<bool>,
-    release: watch::Receiver<bool>,
-    tallies: mpsc::UnboundedSender<Tally>,
+/// One publisher: its payloads as one PublishStream call, so that HTTP/2 flow control
+/// rather than round trips paces it.
+async fn publish(
+    addr: Addr,
+    channel: Channel,
+    topic: Arc<str>,
+    payloads: impl Stream<Item = bytes::Bytes> + Send + 'static,
+) -> Result<(), Error> {
+    let requests = payloads.map(move |data| RawPublish {
+        topic: topic.clone(),
+        data,
+    });
+    ready(&addr, channel)
+        .await?
+        .client_streaming(
+            Request::new(requests),
+            PathAndQuery::from_static(PUBLISH_STREAM),
+            ProstCodec::<RawPublish, PublishStreamResponse>::default(),
+        )
+        .await
+        .map_err(|status| Error::from_status(status, &addr))?;
+    Ok(())
 }
 
-impl Subscriber {
-    async fn run(mut self, mut stream: Streaming<Event>) {
-        // Until the warm-up event, then (if stalled) hold the stream without reading.
-        let mut tally = Tally::new(self.msgs, 1);
-        let mut warm = false;
-        while !warm {
-            match stream.message().await {
-                Ok(Some(event)) => warm = self.take(&event, &mut tally, true),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if warm {
-            self.shared.ready.fetch_add(1, Ordering::AcqRel);
-            self.shared.ready_changed.notify_one();
-        }
-        if !self.stalled {
-            self.read(&mut stream, &mut tally).await;
-            let _ = self.tallies.send(tally);
-        }
-        let _ = self.release.wait_for(|r| *r).await;
-    }
-
-    /// Reads until every message has arrived, the deadline, or a second of silence
-    /// after publishing ends.
-    async fn read(&mut self, stream: &mut Streaming<Event>, tally: &mut Tally) {
-        let Ok(start) = self
-            .start
-            .wait_for(Option::is_some)
-            .await
-            .map(|s| s.unwrap())
-        else {
-            return;
-        };
-        let deadline = start + self.timeout;
-        let mut published = false;
-        let mut last = Instant::now();
-        while !tally.complete() {
-            let idle = last + IDLE;
-            let event = tokio::select! {
-                event = stream.message() => event,
-                () = tokio::time::sleep_until(deadline) => return,
-                Ok(()) = self.published.changed(), if !published => {
-                    published = true;
-                    continue;
-                }
-                () = tokio::time::sleep_until(idle), if published => return,
-            };
-            match event {
-                Ok(Some(event)) => {
-                    last = Instant::now();
-                    self.take(&event, tally, false);
-                }
-                Ok(None) | Err(_) => return,
-            }
-        }
-    }
-
-    /// Records one event; says whether it was a warm-up.
-    fn take(&self, event: &Event, tally: &mut Tally, warming: bool) -> bool {
-        match &event.payload {
-            Some(Payload::Data(data)) => match payload::stamp(data) {
-                Some(Stamp::Warmup) => true,
-                Some(Stamp::Data { index, sent_ns }) => {
-                    if !warming {
-                        let latency = payload::now_ns().saturating_sub(sent_ns);
-                        self.shared.record(self.index, latency);
-                        tally.record(index, 0, event.seq, Instant::now().into_std());
+/// A Subscribe stream as the measuring code reads it; a broken stream ends it.
+fn received(events: Streaming<RawEvent>) -> impl Stream<Item = Received> + Unpin {
+    events.filter_map(|event| {
+        future::ready(
+            event
+                .ok()
+                .and_then(|RawEvent { seq, payload }| match payload {
+                    EventPayload::Data(Some(Stamp::Warmup)) => Some(Received::Warmup),
+                    EventPayload::Data(Some(Stamp::Data { index, sent_ns })) => {
+                        Some(Received::Data {
+                            index,
+                            sent_ns,
+                            stream: 0,
+                            position: seq,
+                        })
                     }
-                    false
-                }
-                None => {
-                    tally.foreign += 1;
-                    false
-                }
-            },
-            Some(Payload::Lagged(lagged)) => {
-                tally.lagged += lagged.missed;
-                false
-            }
-            _ => false,
-        }
+                    EventPayload::Data(None) => Some(Received::Foreign),
+                    EventPayload::Lagged(missed) => Some(Received::Lagged(missed)),
+                    EventPayload::Other => None,
+                }),
+        )
+    })
+}
+
+async fn live(mut reader: Reader, events: Streaming<RawEvent>) {
+    let mut events = received(events);
+    reader.until_ready(&mut events).await;
+    reader.read(&mut events).await.released().await;
+}
+
+/// Reads the warm-up, then holds the stream unread (and with a switch, stops reading
+/// the connection) until the run is over.
+async fn stalled(mut reader: Reader, events: Streaming<RawEvent>, switch: Option<Switch>) {
+    let mut events = received(events);
+    reader.until_ready(&mut events).await;
+    if let Some(switch) = switch {
+        switch.stall();
     }
+    reader.released().await;
+    drop(events);
 }
