@@ -222,13 +222,13 @@ impl StreamHandler for ControlPlane {
 impl ControlPlane {
     /// Checks one event from a client and publishes it; returns its sequence number.
     fn publish_one(&self, request: RawPublish) -> Result<u64, Error> {
-        topic::check_name(&request.topic).map_err(|e| Error::invalid("topic", e))?;
-        if self.supervisor.has_service(&request.topic) {
+        let topic =
+            topic::name_from_bytes(&request.topic).map_err(|e| Error::invalid("topic", e))?;
+        if self.supervisor.has_service(topic) {
             return Err(Error::invalid(
                 "topic",
                 format!(
-                    "{:?} belongs to the service of that name; publish to a topic of your own",
-                    request.topic
+                    "{topic:?} belongs to the service of that name; publish to a topic of your own"
                 ),
             ));
         }
@@ -237,6 +237,6 @@ impl ControlPlane {
             .ok_or_else(|| Error::invalid("data", "missing"))?;
         let data = EncodedStruct::check(data)
             .map_err(|e| Error::invalid("data", format!("not a Struct: {e}")))?;
-        Ok(self.supervisor.bus().publish_data(&request.topic, &data)?)
+        Ok(self.supervisor.bus().publish_data(topic, &data)?)
     }
 }

@@ -24,13 +24,23 @@ pub fn check_name(name: &str) -> Result<(), String> {
             quoted(name)
         ));
     }
-    match name.chars().find(|&c| !is_name_char(c)) {
-        Some(c) => Err(format!(
-            "{} has {c:?}; use letters, digits and {NAME_PUNCTUATION} only",
-            quoted(name)
-        )),
-        None => Ok(()),
+    // Bytes, not characters: every name character is ASCII, and this runs for every
+    // event a client publishes.
+    if name.bytes().all(|b| b.is_ascii() && is_name_char(b.into())) {
+        return Ok(());
     }
+    let c = name.chars().find(|&c| !is_name_char(c)).unwrap_or_default();
+    Err(format!(
+        "{} has {c:?}; use letters, digits and {NAME_PUNCTUATION} only",
+        quoted(name)
+    ))
+}
+
+/// Checks a topic name that arrived as bytes, and gives it as text.
+pub fn name_from_bytes(bytes: &[u8]) -> Result<&str, String> {
+    let name = std::str::from_utf8(bytes)
+        .map_err(|_| format!("{} is not UTF-8", quoted(&String::from_utf8_lossy(bytes))))?;
+    check_name(name).map(|()| name)
 }
 
 fn is_name_char(c: char) -> bool {
@@ -154,6 +164,9 @@ mod tests {
         assert!(check_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
         let long = check_name(&"x".repeat(1_000_000)).unwrap_err();
         assert!(long.len() < 200 && long.contains("1000000 bytes"), "{long}");
+        assert_eq!(name_from_bytes(b"a/b"), Ok("a/b"));
+        assert!(name_from_bytes(b"a\xff").unwrap_err().contains("not UTF-8"));
+        assert!(name_from_bytes("é".as_bytes()).unwrap_err().contains("'é'"));
     }
 
     #[test]

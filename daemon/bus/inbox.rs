@@ -234,8 +234,10 @@ impl Queue {
             taken += cost;
             batch.extend(self.events.pop_front());
         }
-        if self.events.is_empty() && self.events.capacity() > KEPT_ROOM {
-            self.events = VecDeque::new();
+        // Given back only when well past what steady traffic uses, so that a queue
+        // that keeps filling is not reallocated every time.
+        if self.events.is_empty() && self.events.capacity() > 4 * KEPT_ROOM {
+            self.events.shrink_to(KEPT_ROOM);
         }
         taken
     }
