@@ -193,6 +193,56 @@ pub async fn join_publishers(publishers: Vec<JoinHandle<Result<(), Error>>>) -> 
     Ok(())
 }
 
+/// A runtime on a thread of its own, for the quiet topic's publisher and subscriber:
+/// apart from the flood's tasks, as separate clients would be, so that this client's
+/// busy tasks do not delay their timers and reads and the figure is the server's. It
+/// stops when dropped.
+pub struct Apart {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Apart {
+    pub fn start() -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| {
+                Error::Other(format!("cannot start the quiet topic's runtime: {err}"))
+            })?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("bench-quiet".into())
+            .spawn(move || runtime.block_on(async { stopped.await.ok() }))
+            .map_err(|err| Error::Other(format!("cannot start the quiet topic's thread: {err}")))?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    /// Runs `future` there; its handle can be awaited from any runtime.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(future)
+    }
+
+    /// Runs `future` there and waits for its result.
+    pub async fn run<T, F>(&self, future: F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn(future)
+            .await
+            .map_err(|err| Error::Other(format!("the quiet topic's setup failed: {err}")))?
+    }
+}
+
 /// Runs the main publishers and, beside them, the quiet topic's until they end.
 pub async fn with_quiet<M, Q>(main: M, quiet: Option<Q>) -> Result<(), Error>
 where

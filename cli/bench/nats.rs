@@ -62,9 +62,9 @@ async fn connect(url: &str, options: ConnectOptions) -> Result<Client, Error> {
 
 /// A subscriber's connection: with a buffer for the whole run unless the plan keeps
 /// async-nats's default.
-async fn connect_subscriber(url: &str, plan: &Plan) -> Result<Client, Error> {
+async fn connect_subscriber(url: &str, default_client: bool) -> Result<Client, Error> {
     let options = ConnectOptions::new();
-    let options = if plan.nats_default_client {
+    let options = if default_client {
         options
     } else {
         options.subscription_capacity(HOLD_ALL)
@@ -92,7 +92,7 @@ async fn subscription(
 /// Runs the plan against nats-server at `url`, whose process is `server` if known.
 pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, Error> {
     let clients: Vec<Client> = stream::iter(0..plan.conns)
-        .map(|_| connect_subscriber(url, plan))
+        .map(|_| connect_subscriber(url, plan.nats_default_client))
         .buffered(OPENING)
         .try_collect()
         .await?;
@@ -128,7 +128,7 @@ pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, 
                     stalled_sockets.push(stalled_subscriber(url, &plan.topic).await?);
                 }
                 StallLevel::Grpc => {
-                    let client = connect_subscriber(url, plan).await?;
+                    let client = connect_subscriber(url, plan.nats_default_client).await?;
                     let subscription = subscription(url, &client, &plan.topic).await?;
                     let reader = run.reader(Topic::Main, plan.subs + j);
                     stalled_tasks.push(tokio::spawn(stalled(
@@ -148,16 +148,30 @@ pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, 
         });
     }
     let mut quiet_client = None;
-    if let Some(topic) = plan.quiet_topic() {
-        let client = connect_subscriber(url, plan).await?;
-        let subscription = subscription(url, &client, &topic).await?;
-        readers.push(tokio::spawn(live(
-            run.reader(Topic::Quiet, 0),
-            subscription,
-            1,
-        )));
+    let quiet_topic = plan.quiet_topic();
+    let apart = quiet_topic
+        .as_ref()
+        .map(|_| measure::Apart::start())
+        .transpose()?;
+    let mut quiet_publisher = None;
+    if let (Some(topic), Some(apart)) = (quiet_topic, &apart) {
+        let (subscriber_url, default_client) = (url.to_string(), plan.nats_default_client);
+        let subject = topic.clone();
+        let (client, subscription) = apart
+            .run(async move {
+                let client = connect_subscriber(&subscriber_url, default_client).await?;
+                let subscription = subscription(&subscriber_url, &client, &subject).await?;
+                Ok((client, subscription))
+            })
+            .await?;
+        readers.push(apart.spawn(live(run.reader(Topic::Quiet, 0), subscription, 1)));
         quiet_client = Some(client);
         ready += 1;
+        let publisher_url = url.to_string();
+        let client = apart
+            .run(async move { connect(&publisher_url, ConnectOptions::new()).await })
+            .await?;
+        quiet_publisher = Some((client, Subject::from(topic)));
     }
 
     let publishers: Vec<Client> = stream::iter(0..plan.pubs)
@@ -165,13 +179,6 @@ pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, 
         .buffered(OPENING)
         .try_collect()
         .await?;
-    let quiet_publisher = match plan.quiet_topic() {
-        Some(topic) => Some((
-            connect(url, ConnectOptions::new()).await?,
-            Subject::from(topic),
-        )),
-        None => None,
-    };
     let subject = Subject::from(plan.topic.as_str());
     let subjects: Vec<Subject> = std::iter::once(subject.clone())
         .chain(quiet_publisher.as_ref().map(|(_, subject)| subject.clone()))
@@ -196,13 +203,16 @@ pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, 
                         tokio::spawn(publish(url.to_string(), client, subject.clone(), payloads))
                     })
                     .collect();
-                let quiet = quiet_publisher.map(|(client, subject)| {
-                    let schedule = Schedule::quiet(plan, clock, quiet_published);
-                    move |done| {
-                        let payloads = measure::payloads(schedule, Some(done));
-                        tokio::spawn(publish(url.to_string(), client, subject, payloads))
-                    }
-                });
+                let quiet =
+                    quiet_publisher
+                        .zip(apart.as_ref())
+                        .map(|((client, subject), apart)| {
+                            let schedule = Schedule::quiet(plan, clock, quiet_published);
+                            move |done| {
+                                let payloads = measure::payloads(schedule, Some(done));
+                                apart.spawn(publish(url.to_string(), client, subject, payloads))
+                            }
+                        });
                 measure::with_quiet(measure::join_publishers(main), quiet)
             },
         )

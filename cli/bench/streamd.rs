@@ -61,16 +61,29 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
         tasks.push(tokio::spawn(stalled(reader, events, switch)));
     }
     let quiet_topic = plan.quiet_topic();
-    if let Some(topic) = &quiet_topic {
-        let events = subscribe(addr, client::channel(addr).await?, topic).await?;
-        tasks.push(tokio::spawn(live(run.reader(Topic::Quiet, 0), events)));
+    let apart = quiet_topic
+        .as_ref()
+        .map(|_| measure::Apart::start())
+        .transpose()?;
+    let mut quiet_publisher = None;
+    if let (Some(topic), Some(apart)) = (&quiet_topic, &apart) {
+        let (subscriber_addr, topic) = (addr.clone(), topic.clone());
+        let events = apart
+            .run(async move {
+                let channel = client::channel(&subscriber_addr).await?;
+                subscribe(&subscriber_addr, channel, &topic).await
+            })
+            .await?;
+        tasks.push(apart.spawn(live(run.reader(Topic::Quiet, 0), events)));
+        let publisher_addr = addr.clone();
+        quiet_publisher = Some(
+            apart
+                .run(async move { client::channel(&publisher_addr).await })
+                .await?,
+        );
     }
 
     let publishers = connect(addr, plan.pubs).await?;
-    let quiet_publisher = match &quiet_topic {
-        Some(_) => Some(client::channel(addr).await?),
-        None => None,
-    };
     let ready = plan.subs + plan.stalled + usize::from(quiet_topic.is_some());
     let topics: Vec<Arc<str>> = std::iter::once(plan.topic.as_str())
         .chain(quiet_topic.as_deref())
@@ -97,12 +110,12 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
                         tokio::spawn(publish(addr.clone(), channel, topics[0].clone(), payloads))
                     })
                     .collect();
-                let quiet = quiet_publisher.map(|channel| {
+                let quiet = quiet_publisher.zip(apart.as_ref()).map(|(channel, apart)| {
                     let schedule = Schedule::quiet(plan, clock, quiet_published);
                     let topic = topics[1].clone();
                     move |done| {
                         let payloads = measure::payloads(schedule, Some(done));
-                        tokio::spawn(publish(addr.clone(), channel, topic, payloads))
+                        apart.spawn(publish(addr.clone(), channel, topic, payloads))
                     }
                 });
                 measure::with_quiet(measure::join_publishers(main), quiet)
