@@ -241,6 +241,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub control: usize,
 
+    /// Instead of the pub/sub workload, publish N events each to a topic never used
+    /// before, with nobody subscribed, and read the daemon's memory as it goes.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub names: u64,
+
     /// The service the control bench starts and stops.
     #[arg(long, value_name = "NAME", default_value = "streamer")]
     pub service: String,

@@ -334,3 +334,14 @@ fn stalled_and_quiet_subscribers_against_nats_lose_nothing_live() {
         "{report:#}"
     );
 }
+
+#[test]
+fn publishing_to_ever_new_names_leaves_the_daemon_holding_its_cap() {
+    let daemon = Daemon::start_with(&["--max-topics", "100"]);
+    let report = bench(&daemon, &["--names", "2000"]);
+    assert_eq!(report["names"], 2000, "{report:#}");
+    let topics = report["topics_after"].as_u64().unwrap();
+    // The clients' topics within the cap, and the system service's own.
+    assert!((90..=101).contains(&topics), "{report:#}");
+    assert!(report["rss_kib_after"].as_u64().unwrap() > 0, "{report:#}");
+}

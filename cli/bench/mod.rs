@@ -15,6 +15,7 @@
 mod control;
 mod ladder;
 mod measure;
+mod names;
 mod nats;
 mod payload;
 mod raw_event;
@@ -237,6 +238,32 @@ fn check_topic(topic: &str) -> Result<(), String> {
 pub async fn run(addr: &Addr, args: BenchArgs) -> Result<(), Error> {
     if args.control > 0 {
         let report = control::run(addr, &args.service, args.control).await?;
+        return term::emit(&if args.json {
+            serde_json::to_string_pretty(&report).expect("plain data") + "\n"
+        } else {
+            report.table()
+        });
+    }
+    if args.names > 0 {
+        let spawned = match args.spawn {
+            true => {
+                Some(server::Spawned::start(System::Streamd, &Binaries::new(&args)?.streamd).await?)
+            }
+            false => None,
+        };
+        let report = match &spawned {
+            Some(spawned) => {
+                let addr = format!("127.0.0.1:{}", spawned.port)
+                    .parse()
+                    .map_err(Error::Other)?;
+                names::run(&addr, args.names, Some(spawned.pid)).await
+            }
+            None => names::run(addr, args.names, listener_pid(&addr.uri).await).await,
+        };
+        if let Some(spawned) = spawned {
+            spawned.stop().await;
+        }
+        let report = report?;
         return term::emit(&if args.json {
             serde_json::to_string_pretty(&report).expect("plain data") + "\n"
         } else {
