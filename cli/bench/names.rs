@@ -84,10 +84,11 @@ pub async fn run(addr: &Addr, names: u64, pid: Option<u32>) -> Result<NamesRepor
     let requests = {
         let tenths = tenths.clone();
         futures::stream::iter(0..names).map(move |i| {
-            if i > 0 && i % tenth == 0 {
-                if let Some(rss) = pid.and_then(server::rss_kib) {
-                    tenths.lock().unwrap_or_else(|e| e.into_inner()).push(rss);
-                }
+            if i > 0
+                && i % tenth == 0
+                && let Some(rss) = pid.and_then(server::rss_kib)
+            {
+                tenths.lock().unwrap_or_else(|e| e.into_inner()).push(rss);
             }
             PublishRequest {
                 topic: format!("{prefix}.{i}"),
