@@ -228,12 +228,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "R1,R2,...", value_delimiter = ',', num_args = 1.., requires = "spawn", conflicts_with_all = ["rate", "msgs"])]
     pub rates: Vec<u64>,
 
-    /// Runs of each system at each rate, alternating which goes first.
-    #[arg(long, default_value_t = 2, value_name = "N", requires = "rates")]
-    pub repeat: usize,
+    /// Runs of each system at each rate, alternating which goes first [default: 2 in a
+    /// ladder]. Without --rates: the one workload N times each, as a ladder of one step.
+    #[arg(long, value_name = "N", requires = "spawn")]
+    pub repeat: Option<usize>,
 
-    /// Append each ladder run to FILE as a JSON line (default: print them).
-    #[arg(long, value_name = "FILE", requires = "rates")]
+    /// Append each ladder or --repeat run to FILE as a JSON line (default: print them).
+    #[arg(long, value_name = "FILE", requires = "spawn")]
     pub json_lines: Option<PathBuf>,
 
     /// Instead of the pub/sub workload, time N start/stop cycles of --service and the

@@ -345,3 +345,24 @@ fn publishing_to_ever_new_names_leaves_the_daemon_holding_its_cap() {
     assert!((90..=101).contains(&topics), "{report:#}");
     assert!(report["rss_kib_after"].as_u64().unwrap() > 0, "{report:#}");
 }
+
+#[test]
+fn repeat_without_a_ladder_runs_the_one_workload_at_full_speed() {
+    let stdout = spawned(&["--msgs", "2000", "--repeat", "2", "--json"]);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (runs, summary) = lines.split_at(2);
+    for run in runs {
+        assert_eq!(run["system"], "streamd", "{run:#}");
+        assert_eq!(
+            (run["rate"].as_u64(), run["ok"].as_bool()),
+            (Some(0), Some(true)),
+            "{run:#}"
+        );
+    }
+    let rungs = summary[0]["summary"]["rates"].as_array().unwrap();
+    assert_eq!(rungs.len(), 1);
+    assert_eq!(rungs[0]["streamd"]["runs"], 2, "{summary:#?}");
+}

@@ -232,14 +232,18 @@ impl Summary {
             Some(rate) => rate_name(rate),
             None => "none of the rates".into(),
         };
-        let mut out = format!("highest sustained rate: streamd {}", highest(&self.streamd));
-        if let Some(nats) = &self.nats {
-            out.push_str(&format!(", nats {}", highest(nats)));
-            if let Some(ratio) = self.ratio {
-                out.push_str(&format!(", streamd/nats {ratio:.2}×"));
+        let mut out = String::new();
+        // A full-speed run has no rate to sustain.
+        if self.rates.iter().any(|r| r.rate > 0) {
+            out = format!("highest sustained rate: streamd {}", highest(&self.streamd));
+            if let Some(nats) = &self.nats {
+                out.push_str(&format!(", nats {}", highest(nats)));
+                if let Some(ratio) = self.ratio {
+                    out.push_str(&format!(", streamd/nats {ratio:.2}×"));
+                }
             }
+            out.push_str("\n(sustained: every run complete, nothing lost, p99 < 100 ms)\n\n");
         }
-        out.push_str("\n(sustained: every run complete, nothing lost, p99 < 100 ms)\n\n");
         let runs = |runs: &Option<Runs>| match runs {
             Some(r) => format!(
                 "{}/{} (lost {})",

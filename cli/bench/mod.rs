@@ -51,6 +51,8 @@ const GRACE: Duration = Duration::from_secs(10);
 const IDLE: Duration = Duration::from_secs(1);
 /// How long each rate of a ladder is measured unless --duration says.
 const LADDER_STEP: Duration = Duration::from_secs(10);
+/// Runs of each system at each rate of a ladder unless --repeat says.
+const LADDER_REPEAT: usize = 2;
 
 /// A checked workload.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +109,7 @@ impl Plan {
         if args.rates.contains(&0) {
             return Err("--rates must all be above 0: a ladder is of paced rates".into());
         }
-        if args.repeat == 0 {
+        if args.repeat == Some(0) {
             return Err("--repeat must be at least 1".into());
         }
         let rate = args.rates.first().copied().unwrap_or(args.rate);
@@ -273,7 +275,7 @@ pub async fn run(addr: &Addr, args: BenchArgs) -> Result<(), Error> {
     let plan = Plan::new(&args).map_err(Error::Other)?;
     let (ours, theirs) = if args.spawn {
         let bins = Binaries::new(&args)?;
-        if !args.rates.is_empty() {
+        if !args.rates.is_empty() || args.repeat.is_some() {
             return climb(&args, &plan, &bins).await;
         }
         let ours = spawned(System::Streamd, &bins, &plan).await?;
@@ -405,7 +407,8 @@ async fn spawned(system: System, bins: &Binaries, plan: &Plan) -> Result<Report,
     report
 }
 
-/// Climbs the ladder of --rates, writing each run as a JSON line, then the summary.
+/// Climbs the ladder of --rates (or repeats the one workload), writing each run as a
+/// JSON line, then the summary.
 async fn climb(args: &BenchArgs, plan: &Plan, bins: &Binaries) -> Result<(), Error> {
     let mut lines = match &args.json_lines {
         Some(path) => Some(
@@ -420,9 +423,13 @@ async fn climb(args: &BenchArgs, plan: &Plan, bins: &Binaries) -> Result<(), Err
     let systems: Vec<System> = std::iter::once(System::Streamd)
         .chain(bins.nats.as_ref().map(|_| System::Nats))
         .collect();
+    let rates = match args.rates.is_empty() {
+        true => vec![plan.rate],
+        false => args.rates.clone(),
+    };
     let records = ladder::climb(
-        &args.rates,
-        args.repeat,
+        &rates,
+        args.repeat.unwrap_or(LADDER_REPEAT),
         &systems,
         |system, rate| {
             let plan = plan.at_rate(rate);
@@ -456,7 +463,7 @@ async fn climb(args: &BenchArgs, plan: &Plan, bins: &Binaries) -> Result<(), Err
         },
     )
     .await?;
-    let summary = ladder::Summary::of(&args.rates, &systems, &records);
+    let summary = ladder::Summary::of(&rates, &systems, &records);
     term::emit(&if args.json {
         serde_json::to_string(&serde_json::json!({ "summary": summary })).expect("plain data")
     } else {
