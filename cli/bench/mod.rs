@@ -238,38 +238,40 @@ fn check_topic(topic: &str) -> Result<(), String> {
 
 /// Runs the bench the arguments ask for and prints its report.
 pub async fn run(addr: &Addr, args: BenchArgs) -> Result<(), Error> {
-    if args.control > 0 {
-        let report = control::run(addr, &args.service, args.control).await?;
-        return term::emit(&if args.json {
-            serde_json::to_string_pretty(&report).expect("plain data") + "\n"
-        } else {
-            report.table()
-        });
-    }
-    if args.names > 0 {
+    if args.control > 0 || args.names > 0 {
+        // Fresh with --spawn, else the daemon at the address.
         let spawned = match args.spawn {
             true => {
                 Some(server::Spawned::start(System::Streamd, &Binaries::new(&args)?.streamd).await?)
             }
             false => None,
         };
-        let report = match &spawned {
-            Some(spawned) => {
-                let addr = format!("127.0.0.1:{}", spawned.port)
+        let (addr, pid) = match &spawned {
+            Some(spawned) => (
+                format!("127.0.0.1:{}", spawned.port)
                     .parse()
-                    .map_err(Error::Other)?;
-                names::run(&addr, args.names, Some(spawned.pid)).await
-            }
-            None => names::run(addr, args.names, listener_pid(&addr.uri).await).await,
+                    .map_err(Error::Other)?,
+                Some(spawned.pid),
+            ),
+            None => (addr.clone(), listener_pid(&addr.uri).await),
+        };
+        let text = if args.control > 0 {
+            control::run(&addr, &args.service, args.control)
+                .await
+                .map(|report| (serde_json::to_string_pretty(&report), report.table()))
+        } else {
+            names::run(&addr, args.names, pid)
+                .await
+                .map(|report| (serde_json::to_string_pretty(&report), report.table()))
         };
         if let Some(spawned) = spawned {
             spawned.stop().await;
         }
-        let report = report?;
+        let (json, table) = text?;
         return term::emit(&if args.json {
-            serde_json::to_string_pretty(&report).expect("plain data") + "\n"
+            json.expect("plain data") + "\n"
         } else {
-            report.table()
+            table
         });
     }
     let plan = Plan::new(&args).map_err(Error::Other)?;
