@@ -1,10 +1,8 @@
-//! streamd's Subscribe and PublishStream as the bench speaks them: messages read and
-//! written straight from the wire format, so that the client spends as little CPU per
-//! event as `nats bench` does on raw bytes. An incoming Event yields only its `seq` and
-//! what its payload means to the bench; an outgoing PublishRequest carries payload
-//! bytes already encoded.
-
-use std::sync::Arc;
+//! streamd's Subscribe as the bench reads it: events read straight from the wire
+//! format, so that the client spends as little CPU per event as `nats bench` does on
+//! raw bytes. An incoming Event yields only its `seq` and what its payload means to the
+//! bench. (Requests go out as the daemon's own `wire::RawPublish`, their data already
+//! encoded.)
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::{
@@ -20,9 +18,6 @@ use super::payload::{self, Stamp};
 const EVENT_SEQ: u32 = 2;
 const EVENT_LAGGED: u32 = 11;
 const EVENT_DATA: u32 = 12;
-/// `streamhandler.v1.PublishRequest` fields.
-const PUBLISH_TOPIC: u32 = 1;
-const PUBLISH_DATA: u32 = 2;
 
 /// What an Event's payload is to the bench.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,48 +99,6 @@ fn with_field<T>(
     Ok(read(&copy))
 }
 
-/// A PublishRequest whose data is an already encoded Struct.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RawPublish {
-    pub topic: Arc<str>,
-    pub data: Bytes,
-}
-
-impl Message for RawPublish {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        for (tag, bytes) in [
-            (PUBLISH_TOPIC, self.topic.as_bytes()),
-            (PUBLISH_DATA, &self.data[..]),
-        ] {
-            encoding::encode_key(tag, WireType::LengthDelimited, buf);
-            encoding::encode_varint(bytes.len() as u64, buf);
-            buf.put_slice(bytes);
-        }
-    }
-
-    /// Requests are only sent; decoding one (which the trait asks for) keeps nothing.
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        [self.topic.len(), self.data.len()]
-            .iter()
-            .map(|&len| 1 + encoding::encoded_len_varint(len as u64) + len)
-            .sum()
-    }
-
-    fn clear(&mut self) {
-        *self = Self::default();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use prost_types::Struct;
@@ -199,19 +152,5 @@ mod tests {
             RawEvent::decode(&foreign[..]).unwrap().payload,
             EventPayload::Data(None)
         );
-    }
-
-    #[test]
-    fn a_raw_publish_is_the_request_prost_would_encode() {
-        let data = payload::encode(Kind::Measured, 1, 2, 30);
-        let raw = RawPublish {
-            topic: "bench.t".into(),
-            data: data.clone(),
-        };
-        let bytes = raw.encode_to_vec();
-        assert_eq!(bytes.len(), raw.encoded_len());
-        let decoded = pb::PublishRequest::decode(&bytes[..]).unwrap();
-        assert_eq!(decoded.topic, "bench.t");
-        assert_eq!(decoded.data, Some(Struct::decode(data).unwrap()));
     }
 }

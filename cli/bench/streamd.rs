@@ -6,7 +6,11 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt, future, stream};
-use streamhandler::pb::{PublishResponse, PublishStreamResponse, SubscribeRequest};
+use bytes::Bytes;
+use streamhandler::{
+    pb::{PublishResponse, PublishStreamResponse, SubscribeRequest},
+    wire::RawPublish,
+};
 use tonic::{
     Request, Streaming, client::Grpc, codegen::http::uri::PathAndQuery, transport::Channel,
 };
@@ -16,7 +20,7 @@ use super::{
     Plan,
     measure::{self, Reader, Received, Run, Schedule, Topic},
     payload::{self, Kind, Stamp},
-    raw_event::{EventPayload, RawEvent, RawPublish},
+    raw_event::{EventPayload, RawEvent},
     report::{Report, Stall, System},
     stall::{self, Switch},
 };
@@ -175,8 +179,8 @@ async fn subscribe(
 async fn ping(addr: &Addr, channel: Channel, topics: Vec<Arc<str>>) -> Result<(), Error> {
     for topic in topics {
         let request = RawPublish {
-            topic,
-            data: payload::encode(Kind::Warmup, 0, payload::now_ns(), 0),
+            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            data: Some(payload::encode(Kind::Warmup, 0, payload::now_ns(), 0)),
         };
         ready(addr, channel.clone())
             .await?
@@ -199,9 +203,10 @@ async fn publish(
     topic: Arc<str>,
     payloads: impl Stream<Item = bytes::Bytes> + Send + 'static,
 ) -> Result<(), Error> {
+    let topic = Bytes::copy_from_slice(topic.as_bytes());
     let requests = payloads.map(move |data| RawPublish {
         topic: topic.clone(),
-        data,
+        data: Some(data),
     });
     ready(&addr, channel)
         .await?
