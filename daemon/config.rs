@@ -11,7 +11,7 @@
 //! stop_timeout = "5s"
 //!
 //! [bus]
-//! subscriber_buffer = "16MiB"         # events held for a slow subscriber
+//! subscriber_buffer = "64MiB"         # events held for a slow subscriber
 //! max_subscriber_buffer = "256MiB"    # the most a subscriber may ask for
 //! topic_retention = "10m"             # clients' topics unused this long are forgotten
 //! max_topics = 10000                  # clients' topics kept at most

@@ -30,7 +30,7 @@ struct Args {
     #[arg(long)]
     no_resume: bool,
     /// Bytes of events held for a subscriber that reads slower than they come, unless
-    /// it asks for another amount [default: 16MiB, or the config file's].
+    /// it asks for another amount [default: 64MiB, or the config file's].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     subscriber_buffer: Option<usize>,
     /// The largest buffer a subscriber may ask for [default: 256MiB].

@@ -714,7 +714,7 @@ mod tests {
     fn a_burst_that_fits_the_buffer_loses_nothing() {
         let (_, bus) = bus_with(Settings::default());
         let mut events = subscribe(&bus, &["burst"], Default::default());
-        // 50,000 events of ~200 bytes: about 13 MiB with the overhead, within 16 MiB.
+        // 50,000 events of ~200 bytes: about 13 MiB with the overhead, within the default buffer.
         for _ in 0..50_000 {
             bus.publish("burst", text(180)).unwrap();
         }

@@ -145,7 +145,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            subscriber_buffer: 16 << 20,
+            subscriber_buffer: 64 << 20,
             max_subscriber_buffer: 256 << 20,
             topic_retention: Duration::from_secs(600),
             max_topics: 10_000,
