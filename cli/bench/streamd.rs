@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt, TryStreamExt, future, stream};
 use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt, future, stream};
 use streamhandler::{
     pb::{PublishResponse, PublishStreamResponse, SubscribeRequest},
     wire::RawPublish,
