@@ -67,3 +67,41 @@ impl From<Error> for Status {
         Status::new(code, error.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_become_the_statuses_clients_expect() {
+        let status = |refused| Status::from(Error::from(refused));
+        assert_eq!(status(Refused::Closed).code(), Code::Unavailable);
+        let too_large = status(Refused::TooLarge(70_000));
+        assert_eq!(too_large.code(), Code::InvalidArgument);
+        assert!(
+            too_large.message().starts_with("data: "),
+            "{}",
+            too_large.message()
+        );
+        let buffer = status(Refused::Buffer {
+            asked: 1,
+            min: 2,
+            max: 3,
+        });
+        assert!(
+            buffer.message().starts_with("buffer_bytes: "),
+            "{}",
+            buffer.message()
+        );
+        let full = Status::from(Error::BufferFull(BufferFull { buffer: 65_600 }));
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        assert!(full.message().contains("65600 bytes"), "{}", full.message());
+    }
+
+    #[test]
+    fn a_field_in_a_stream_is_named_by_its_position() {
+        let error = Error::invalid("topic", "bad").in_message(3);
+        assert_eq!(error.to_string(), "events[3].topic: bad");
+        assert_eq!(Error::ShuttingDown.in_message(3), Error::ShuttingDown);
+    }
+}
