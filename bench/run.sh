@@ -5,8 +5,8 @@
 #
 #   cargo build --release --bins && bench/run.sh [STEP...]
 #
-# STEP is any of: ladders maxrate quiet stalls names idle control (default: all). Run it
-# on a machine with nothing else busy; it takes about an hour on two cores.
+# STEP is any of: ladders maxrate quiet stalls names idle threads control (default:
+# all). Run it on a machine with nothing else busy; it takes about an hour on two cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -73,7 +73,7 @@ idle() {
         base=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
         peak=$base
         STREAMD_ADDR=127.0.0.1:$port "$BIN/streamctl" bench --subs 10000 --conns 100 \
-            --msgs 10 --hold 10s --json >"$dir/report.json" &
+            --msgs 10 --warmup 0s --hold 10s --json >"$dir/report.json" &
         bench_pid=$!
         while kill -0 $bench_pid 2>/dev/null; do
             rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
@@ -90,6 +90,26 @@ idle() {
     done
 }
 
+# The runtime's threads: the default (one per CPU) against one, in ABBA order.
+threads() {
+    local k rate rep order threads
+    for k in 1 10; do
+        rate=$((k == 1 ? 300000 : 150000))
+        for rep in 0 1 2 3; do
+            order=(default 1)
+            ((rep % 2)) && order=(1 default)
+            for threads in "${order[@]}"; do
+                if [[ $threads == default ]]; then
+                    bench --subs $k --rate $rate --duration 10s --json
+                else
+                    STREAMD_WORKER_THREADS=1 bench --subs $k --rate $rate --duration 10s --json
+                fi | jq -c --arg threads "$threads" --argjson rep "$rep" \
+                    '.streamd + {worker_threads: $threads, rep: $rep}' >>"$OUT/threads.jsonl"
+            done
+        done
+    done
+}
+
 control() {
     for _ in 1 2 3; do
         bench --control 200 --json | jq -c . >>"$OUT/control.jsonl"
@@ -97,7 +117,7 @@ control() {
 }
 
 steps=("$@")
-[[ ${#steps[@]} -gt 0 ]] || steps=(ladders maxrate quiet stalls names idle control)
+[[ ${#steps[@]} -gt 0 ]] || steps=(ladders maxrate quiet stalls names idle threads control)
 for step in "${steps[@]}"; do
     echo "bench/run.sh: $step ($(date -u +%H:%M:%S))" >&2
     "$step"
