@@ -3,8 +3,6 @@
 //! subscribers the plan asks for. Events are read and payloads written as raw bytes
 //! (see `raw_event`).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt, future, stream};
 use streamhandler::{
@@ -89,9 +87,10 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
 
     let publishers = connect(addr, plan.pubs).await?;
     let ready = plan.subs + plan.stalled + usize::from(quiet_topic.is_some());
-    let topics: Vec<Arc<str>> = std::iter::once(plan.topic.as_str())
-        .chain(quiet_topic.as_deref())
-        .map(Arc::from)
+    // As requests carry them: cloned per event without a copy.
+    let topics: Vec<Bytes> = std::iter::once(plan.topic.clone())
+        .chain(quiet_topic.clone())
+        .map(Bytes::from)
         .collect();
     let control = publishers[0].clone();
     run.warm_up(System::Streamd, plan, ready, || {
@@ -176,10 +175,10 @@ async fn subscribe(
 }
 
 /// Publishes one readiness ping on each topic.
-async fn ping(addr: &Addr, channel: Channel, topics: Vec<Arc<str>>) -> Result<(), Error> {
+async fn ping(addr: &Addr, channel: Channel, topics: Vec<Bytes>) -> Result<(), Error> {
     for topic in topics {
         let request = RawPublish {
-            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            topic,
             data: Some(payload::encode(Kind::Warmup, 0, payload::now_ns(), 0)),
         };
         ready(addr, channel.clone())
@@ -200,10 +199,9 @@ async fn ping(addr: &Addr, channel: Channel, topics: Vec<Arc<str>>) -> Result<()
 async fn publish(
     addr: Addr,
     channel: Channel,
-    topic: Arc<str>,
-    payloads: impl Stream<Item = bytes::Bytes> + Send + 'static,
+    topic: Bytes,
+    payloads: impl Stream<Item = Bytes> + Send + 'static,
 ) -> Result<(), Error> {
-    let topic = Bytes::copy_from_slice(topic.as_bytes());
     let requests = payloads.map(move |data| RawPublish {
         topic: topic.clone(),
         data: Some(data),
