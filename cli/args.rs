@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "streamctl", version)]
 pub struct Cli {
-    /// streamd's address: `host:port` or an `http://` URL.
+    /// streamd's address: `host:port`, an `http://` or `https://` URL, or
+    /// `unix:/path` for a Unix socket.
     #[arg(
         long,
         global = true,
@@ -20,8 +21,33 @@ pub struct Cli {
     )]
     pub addr: Addr,
 
+    #[command(flatten)]
+    pub access: AccessArgs,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How streamctl proves itself to a daemon that asks: TLS and a bearer token.
+#[derive(Debug, Args)]
+pub struct AccessArgs {
+    /// PEM certificate of the CA to trust for an `https://` address, e.g. a private
+    /// one [default: the public web's CAs].
+    #[arg(long, global = true, env = "STREAMD_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate, for a daemon that requires one (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// File holding the daemon's bearer token [default: the STREAMD_TOKEN variable's
+    /// value].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// What to do.
@@ -306,13 +332,15 @@ pub fn targets(names: &[String]) -> Result<Targets<'_>, String> {
     }
 }
 
-/// Where streamd listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where streamd listens, and what to show it when connecting.
+#[derive(Debug, Clone)]
 pub struct Addr {
-    /// The URI to connect to, always `http://…`.
+    /// The URI to connect to: `http://…`, `https://…` or `unix:/path`.
     pub uri: String,
     /// The address as the user wrote it, for messages.
     pub display: String,
+    /// TLS settings and bearer token, from [`AccessArgs`].
+    pub access: crate::client::Access,
 }
 
 impl FromStr for Addr {
@@ -323,11 +351,22 @@ impl FromStr for Addr {
         if display.is_empty() {
             return Err("the address is empty".into());
         }
-        let uri = if display.starts_with("http://") {
+        if let Some(path) = display.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs the socket's path, e.g. unix:/run/streamd.sock".into());
+            }
+            return Ok(Addr {
+                uri: display.clone(),
+                display,
+                access: Default::default(),
+            });
+        }
+        let uri = if display.starts_with("http://") || display.starts_with("https://") {
             display.clone()
         } else if display.contains("://") {
             return Err(format!(
-                "unsupported address `{display}`: use host:port or an http:// URL"
+                "unsupported address `{display}`: use host:port, an http:// or https:// URL, \
+                 or unix:/path"
             ));
         } else {
             format!("http://{display}")
@@ -338,7 +377,11 @@ impl FromStr for Addr {
         if parsed.host().is_none_or(str::is_empty) {
             return Err(format!("invalid address `{display}`: no host"));
         }
-        Ok(Addr { uri, display })
+        Ok(Addr {
+            uri,
+            display,
+            access: Default::default(),
+        })
     }
 }
 
@@ -441,7 +484,12 @@ mod tests {
         assert_eq!(addr.uri, "http://localhost:9000");
         let addr: Addr = "[::1]:50051".parse().unwrap();
         assert_eq!(addr.uri, "http://[::1]:50051");
-        assert!("https://example.com".parse::<Addr>().is_err());
+        let addr: Addr = "https://example.com:443".parse().unwrap();
+        assert_eq!(addr.uri, "https://example.com:443");
+        let addr: Addr = "unix:/run/streamd.sock".parse().unwrap();
+        assert_eq!(addr.uri, "unix:/run/streamd.sock");
+        assert!("unix:".parse::<Addr>().is_err());
+        assert!("ftp://example.com".parse::<Addr>().is_err());
         assert!("".parse::<Addr>().is_err());
     }
 

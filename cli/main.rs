@@ -42,7 +42,8 @@ fn main() -> ExitCode {
 
 /// Parses the command line and runs the chosen command to completion.
 fn run() -> Result<(), Error> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.addr.access = client::Access::read(&cli.access, &cli.addr)?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|err| Error::Other(format!("cannot start the async runtime: {err}")))?;
     runtime.block_on(async {

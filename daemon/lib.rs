@@ -6,10 +6,12 @@
 //! of service, the [`supervisor`] runs them, the [`bus`] fans their events out, and the
 //! [`server`] is the gRPC control plane in front of it all.
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod listen;
 pub mod pb;
 pub mod resume;
 pub mod server;
@@ -21,13 +23,13 @@ pub mod wire;
 
 use std::future::Future;
 
-use tokio::net::TcpListener;
-
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::Access,
     bus::{Bus, LocalBus},
     config::Config,
+    listen::Listener,
     resume::Recorder,
     services::Environment,
     supervisor::Supervisor,
@@ -35,9 +37,10 @@ use crate::{
 
 /// Runs the daemon on `listener` until `shutdown` resolves: starts the services the
 /// configuration names and, with `resume`, those that clients left running; serves
-/// the control plane; then stops everything cleanly.
+/// the control plane to the clients `access` admits; then stops everything cleanly.
 pub async fn run(
-    listener: TcpListener,
+    listener: Listener,
+    access: Access,
     config: Config,
     env: Environment,
     resume: bool,
@@ -74,7 +77,7 @@ pub async fn run(
     }
     let stop_sweeping = CancellationToken::new();
     let sweeper = tokio::spawn(bus.sweep_until(stop_sweeping.clone()));
-    let served = server::serve(listener, supervisor, shutdown).await;
+    let served = server::serve(listener, access, supervisor, shutdown).await;
     stop_sweeping.cancel();
     let _ = sweeper.await;
     // After the services, which may still write to the database as they stop.

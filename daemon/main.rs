@@ -1,21 +1,37 @@
 //! streamd: parses its flags, sets up logging and runs the daemon until SIGINT or SIGTERM.
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use streamhandler::{
+    auth::{Access, TlsFiles, Token, load_tls},
     config::{Config, parse_size},
+    listen::{ListenAddr, Listener},
     services::Environment,
 };
-use tokio::net::TcpListener;
 
 /// Supervises long-running services and streams their events over gRPC.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Address of the gRPC control plane.
+    /// Address of the gRPC control plane: IP:PORT, or unix:/PATH for a Unix socket
+    /// only its owner may use. Any address other hosts can reach needs --tls-cert,
+    /// --tls-key and --token-file.
     #[arg(long, env = "STREAMD_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
+    listen: ListenAddr,
+    /// PEM certificate chain to serve TLS with (rustls).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate: clients must present a certificate it signed (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// File holding the bearer token every RPC must carry (`authorization: Bearer
+    /// TOKEN`); read once at start.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// TOML file that changes services, intervals and what starts at boot.
     #[arg(long, env = "STREAMD_CONFIG")]
     config: Option<PathBuf>,
@@ -60,8 +76,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    // A panicking service is restarted by its supervisor; its panic belongs in the log.
-    std::panic::set_hook(Box::new(|panic| tracing::error!("{panic}")));
+    // A panicking service is restarted by its supervisor, a panicking RPC answered with
+    // INTERNAL; the panic and where it came from belong in the log.
+    std::panic::set_hook(Box::new(|panic| {
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!("{panic}\n{backtrace}");
+    }));
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {
         runtime.worker_threads(threads.into());
@@ -83,6 +103,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let access = access(&args).map_err(|e| anyhow::anyhow!(e))?;
     let data_dir = args.data_dir.unwrap_or_else(|| {
         dirs::data_dir()
             .unwrap_or_else(|| PathBuf::from("."))
@@ -105,14 +126,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     bus.max_topics = args.max_topics.unwrap_or(bus.max_topics);
     bus.check()
         .map_err(|(key, message)| anyhow::anyhow!("--{}: {message}", key.replace('_', "-")))?;
-    let listener = TcpListener::bind(args.listen)
+    let listener = Listener::bind(&args.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(
         "listening on {}",
         listener.local_addr().unwrap_or(args.listen)
     );
-    streamhandler::run(listener, config, env, !args.no_resume, shutdown_signal()).await
+    let resume = !args.no_resume;
+    streamhandler::run(listener, access, config, env, resume, shutdown_signal()).await
+}
+
+/// Reads the TLS files and the token once, and checks they suffice for the address.
+fn access(args: &Args) -> Result<Access, String> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(load_tls(&TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca.as_deref(),
+        })?),
+        _ => None,
+    };
+    let token = args.token_file.as_deref().map(Token::read).transpose()?;
+    let access = Access { tls, token };
+    access.check(&args.listen)?;
+    Ok(access)
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -4,13 +4,18 @@
 use std::{future::Future, pin::Pin};
 
 use futures::{Stream, StreamExt};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{
+    Request, Response, Status, Streaming, service::InterceptorLayer, transport::server::TcpIncoming,
+};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
+    auth::{Access, RequireToken},
     bus::{Overflow, SubscribeOptions},
     error::Error,
+    listen::Listener,
     pb::{self},
     supervisor::{Overrides, Supervisor},
     topic::{self, TopicFilter},
@@ -25,10 +30,12 @@ mod generated {
 
 use generated::stream_handler_server::{StreamHandler, StreamHandlerServer};
 
-/// Serves the control plane on `listener` until `shutdown` resolves, then stops every
-/// service, ends every Subscribe stream and returns once all connections are closed.
+/// Serves the control plane on `listener` to the clients `access` admits until
+/// `shutdown` resolves, then stops every service, ends every Subscribe stream and
+/// returns once all connections are closed.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
+    access: Access,
     supervisor: Supervisor,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -67,20 +74,44 @@ pub async fn serve(
         supervisor.bus().close();
         let _ = closed.send(());
     };
-    // Events are small and latency matters more than packet count; keepalives find
-    // subscribers whose host vanished without closing the connection.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(KEEPALIVE));
-    let server = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .http2_adaptive_window(Some(true))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    if let Some(tls) = access.tls {
+        server = server.tls_config(tls)?;
+    }
+    let router = server
+        // Outermost, so that a panic anywhere below, the token check included, is
+        // caught and answered.
+        .layer(CatchPanicLayer::custom(internal_error))
+        .layer(InterceptorLayer::new(RequireToken(access.token)))
         .add_service(control)
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, stop);
+        .add_service(reflection_v1alpha);
+    let server = async move {
+        match listener {
+            // Events are small and latency matters more than packet count; keepalives
+            // find subscribers whose host vanished without closing the connection.
+            Listener::Tcp(listener) => {
+                let incoming = TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(KEEPALIVE));
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            // The file is removed once the server is done with it.
+            Listener::Unix {
+                listener,
+                file: _file,
+            } => {
+                let incoming = UnixListenerStream::new(listener);
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        }
+    };
     // A subscriber that stopped reading would hold its stream open forever.
     let drain_deadline = async {
         match bus_closed.await {
@@ -99,6 +130,29 @@ pub async fn serve(
 
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What one stream may send before the daemon reads it (HTTP/2's default window).
+/// With the connection window below, flow control paces a publisher of tiny events
+/// before h2's guard against small DATA frames trips: h2 charges each frame under 256
+/// bytes up to 255 bytes of overhead while it is buffered, and allows half the
+/// connection window in all. One stream's window of even 1-byte frames costs 16 MiB,
+/// within the 32 MiB allowed; a connection holding more than that in tiny frames
+/// across its streams is closed with ENHANCE_YOUR_CALM. (An adaptive window would grow
+/// each stream's window to the connection's and lose that margin.)
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// Bounds nothing by itself beyond the streams' windows; it sizes h2's allowance for
+/// small frames.
+const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+/// Concurrent RPCs per connection: room for the bench's 100 subscribers per
+/// connection, and at most 16 MiB of unread requests per connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// The answer to an RPC whose handler panicked; the panic hook has logged it.
+fn internal_error(
+    _panic: Box<dyn std::any::Any + Send>,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    Status::internal("the daemon failed while handling this request; its log says why").into_http()
+}
 
 /// How long subscribers get to receive the last events at shutdown.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -238,5 +292,31 @@ impl ControlPlane {
         let data = EncodedStruct::check(data)
             .map_err(|e| Error::invalid("data", format!("not a Struct: {e}")))?;
         Ok(self.supervisor.bus().publish_data(topic, &data)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::codegen::http::{Request, Response};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use super::*;
+
+    fn buggy_handler(
+        _: Request<tonic::body::Body>,
+    ) -> Result<Response<tonic::body::Body>, std::convert::Infallible> {
+        panic!("a handler's bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_with_internal() {
+        let panicking = service_fn(|request| async { buggy_handler(request) });
+        let response = CatchPanicLayer::custom(internal_error)
+            .layer(panicking)
+            .oneshot(Request::new(tonic::body::Body::empty()))
+            .await
+            .unwrap();
+        let status = Status::from_header_map(response.headers()).expect("a gRPC status");
+        assert_eq!(status.code(), tonic::Code::Internal);
     }
 }

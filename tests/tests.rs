@@ -15,4 +15,5 @@ mod leaderboard;
 mod services;
 mod shutdown;
 mod store;
+mod transport;
 mod websocket;

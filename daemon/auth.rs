@@ -1,0 +1,225 @@
+//! Who may use the control plane: TLS (optionally requiring a client certificate) and a
+//! bearer token checked on every RPC of every service, read from files once at start.
+
+use std::{path::Path, sync::Arc};
+
+use subtle::ConstantTimeEq;
+use tonic::{
+    Request, Status,
+    service::Interceptor,
+    transport::{Certificate, Identity, ServerTlsConfig},
+};
+
+use crate::listen::ListenAddr;
+
+/// What a client must bring: nothing (loopback by default, a Unix socket), or TLS
+/// and a bearer token.
+#[derive(Clone, Default)]
+pub struct Access {
+    pub tls: Option<ServerTlsConfig>,
+    pub token: Option<Token>,
+}
+
+/// The files `--tls-cert`, `--tls-key` and `--tls-client-ca` name.
+pub struct TlsFiles<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub client_ca: Option<&'a Path>,
+}
+
+impl Access {
+    /// Refuses to serve an address that other hosts can reach without both TLS and a
+    /// token, and says exactly what to add.
+    pub fn check(&self, listen: &ListenAddr) -> Result<(), String> {
+        if let ListenAddr::Unix(_) = listen
+            && self.tls.is_some()
+        {
+            return Err(
+                "--tls-cert: a Unix socket is guarded by its file's permissions; TLS is \
+                 for TCP addresses"
+                    .into(),
+            );
+        }
+        if !listen.reaches_other_hosts() {
+            return Ok(());
+        }
+        let missing: Vec<&str> = [
+            (self.tls.is_none(), "--tls-cert FILE --tls-key FILE"),
+            (self.token.is_none(), "--token-file FILE"),
+        ]
+        .into_iter()
+        .filter_map(|(missing, flags)| missing.then_some(flags))
+        .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing to serve {listen} without TLS and a token: any host that reaches it \
+             would control this daemon; add {}, or listen on a loopback address or a \
+             unix:/path socket",
+            missing.join(" and ")
+        ))
+    }
+}
+
+/// Loads the server's certificate chain and key, and the CA that client certificates
+/// must be signed by, naming the file at fault.
+pub fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, String> {
+    // tonic's server takes rustls's process-wide provider, which rustls cannot pick by
+    // itself when dependencies build more than one; another already installed is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = read_pem(files.cert, "--tls-cert", "CERTIFICATE")?;
+    let key = read_pem(files.key, "--tls-key", "PRIVATE KEY")?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = files.client_ca {
+        let ca = read_pem(ca, "--tls-client-ca", "CERTIFICATE")?;
+        tls = tls.client_ca_root(Certificate::from_pem(ca));
+    }
+    Ok(tls)
+}
+
+/// Reads a PEM file, checking it holds a block whose label ends with `label`.
+fn read_pem(path: &Path, flag: &str, label: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains(&format!("{label}-----")) {
+        return Err(format!("{flag} {}: no PEM {label} in it", path.display()));
+    }
+    Ok(pem)
+}
+
+/// The bearer token clients must send, as `authorization: Bearer <token>`.
+#[derive(Clone)]
+pub struct Token(Arc<[u8]>);
+
+impl Token {
+    /// Reads the token from `path`, once: surrounding whitespace is dropped, and an
+    /// empty token, or one that cannot travel in a header, is refused.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let shown = path.display();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("--token-file {shown}: {e}"))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("--token-file {shown}: the file is empty"));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "--token-file {shown}: the token must be printable ASCII without spaces"
+            ));
+        }
+        Ok(Self(token.as_bytes().into()))
+    }
+}
+
+/// Checks every request's bearer token: installed as a layer in front of every
+/// service, so that none can be reached without it.
+#[derive(Clone)]
+pub struct RequireToken(pub Option<Token>);
+
+impl Interceptor for RequireToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(Token(expected)) = &self.0 else {
+            return Ok(request);
+        };
+        let sent = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "this daemon requires a bearer token: send `authorization: Bearer <token>`",
+                )
+            })?;
+        if bool::from(sent.ct_eq(expected)) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("the bearer token is wrong"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+
+    fn token(text: &str) -> Token {
+        Token(text.as_bytes().into())
+    }
+
+    fn check(required: Option<&str>, sent: Option<&str>) -> Result<(), tonic::Code> {
+        let mut request = Request::new(());
+        if let Some(sent) = sent {
+            request
+                .metadata_mut()
+                .insert("authorization", MetadataValue::try_from(sent).unwrap());
+        }
+        RequireToken(required.map(token))
+            .call(request)
+            .map(|_| ())
+            .map_err(|status| status.code())
+    }
+
+    #[test]
+    fn tokens_are_checked_only_when_required() {
+        use tonic::Code::Unauthenticated;
+        assert_eq!(check(None, None), Ok(()));
+        assert_eq!(check(Some("s3cret"), Some("Bearer s3cret")), Ok(()));
+        assert_eq!(check(Some("s3cret"), None), Err(Unauthenticated));
+        assert_eq!(
+            check(Some("s3cret"), Some("Bearer s3cre")),
+            Err(Unauthenticated)
+        );
+        assert_eq!(check(Some("s3cret"), Some("s3cret")), Err(Unauthenticated));
+        assert_eq!(
+            check(Some("s3cret"), Some("Basic s3cret")),
+            Err(Unauthenticated)
+        );
+    }
+
+    #[test]
+    fn token_files_are_trimmed_and_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  abc123\n").unwrap();
+        assert_eq!(&*Token::read(&path).unwrap().0, b"abc123");
+        std::fs::write(&path, " \n").unwrap();
+        let err = Token::read(&path).err().unwrap();
+        assert!(
+            err.contains("empty") && err.contains("--token-file"),
+            "{err}"
+        );
+        std::fs::write(&path, "two words").unwrap();
+        assert!(Token::read(&path).is_err());
+    }
+
+    #[test]
+    fn other_hosts_need_tls_and_a_token() {
+        let open: ListenAddr = "0.0.0.0:1".parse().unwrap();
+        let err = Access::default().check(&open).unwrap_err();
+        assert!(
+            err.contains("--tls-cert FILE --tls-key FILE and --token-file FILE"),
+            "{err}"
+        );
+        let tokened = Access {
+            tls: None,
+            token: Some(token("t")),
+        };
+        let err = tokened.check(&open).unwrap_err();
+        assert!(
+            err.contains("add --tls-cert") && !err.contains("--token-file"),
+            "{err}"
+        );
+        assert!(
+            Access::default()
+                .check(&"127.0.0.1:1".parse().unwrap())
+                .is_ok()
+        );
+        let both = Access {
+            tls: Some(ServerTlsConfig::new()),
+            token: Some(token("t")),
+        };
+        assert!(both.check(&open).is_ok());
+    }
+}

@@ -1,0 +1,194 @@
+//! Where the control plane listens: a TCP address, loopback by default, or a Unix
+//! socket that only its owner may reach. Binding a socket checks its directory and
+//! removes a stale socket file safely; the file goes again at shutdown.
+
+use std::{
+    fmt,
+    io::ErrorKind,
+    net::SocketAddr,
+    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use tokio::net::{TcpListener, UnixListener};
+
+/// What `--listen` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a path, e.g. unix:/run/streamd/streamd.sock".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse().map(Self::Tcp).map_err(|_| {
+            format!("`{s}` is neither host:port (an IP address and a port) nor unix:/path")
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// Whether clients on other hosts could reach this address: any TCP address but a
+    /// loopback one. A Unix socket is guarded by its file's permissions.
+    pub fn reaches_other_hosts(&self) -> bool {
+        matches!(self, Self::Tcp(addr) if !addr.ip().is_loopback())
+    }
+}
+
+/// A bound listener, ready to serve.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix {
+        listener: UnixListener,
+        /// Removes the socket file when the daemon is done with it.
+        file: SocketFile,
+    },
+}
+
+impl Listener {
+    /// Binds `addr`. A Unix socket is created mode 0600 in a directory only its owner
+    /// can write (created 0700 if missing); a socket file left by a daemon that is
+    /// gone is replaced, anything else at that path is refused and left alone.
+    pub async fn bind(addr: &ListenAddr) -> Result<Self, String> {
+        match addr {
+            ListenAddr::Tcp(socket) => TcpListener::bind(socket)
+                .await
+                .map(Self::Tcp)
+                .map_err(|e| format!("cannot listen on {socket}: {e}")),
+            ListenAddr::Unix(path) => bind_unix(path),
+        }
+    }
+
+    /// Where the listener really is (with the port the system chose, for port 0).
+    pub fn local_addr(&self) -> Result<ListenAddr, std::io::Error> {
+        match self {
+            Self::Tcp(listener) => listener.local_addr().map(ListenAddr::Tcp),
+            Self::Unix { file, .. } => Ok(ListenAddr::Unix(file.path.clone())),
+        }
+    }
+}
+
+fn bind_unix(path: &Path) -> Result<Listener, String> {
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let dir_meta =
+        std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    // Whoever can write the directory can replace the socket with one of their own.
+    let mode = dir_meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by users other than its owner (mode {mode:o}); put the socket \
+             in a directory only its owner can write, e.g. mode 700",
+            dir.display()
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(format!(
+                "{shown} exists and is not a socket; remove it or choose another path"
+            ));
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(format!(
+                    "another streamd is already listening on {shown}; stop it first"
+                ));
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                tracing::info!("removing the stale socket {shown}");
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("cannot remove the stale socket {shown}: {e}"))?;
+            }
+            Err(e) => return Err(format!("cannot tell whether {shown} is in use: {e}")),
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {shown}: {e}")),
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("cannot listen on {shown}: {e}"))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot make {shown} owner-only: {e}"))?;
+    Ok(Listener::Unix { listener, file })
+}
+
+/// A socket file this daemon created; dropping it removes the file, unless something
+/// else has taken its place meanwhile.
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| meta.dev() == self.dev && meta.ino() == self.ino);
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("cannot remove the socket {}: {e}", self.path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            "127.0.0.1:50051".parse(),
+            Ok(ListenAddr::Tcp("127.0.0.1:50051".parse().unwrap()))
+        );
+        assert_eq!(
+            "unix:/run/s.sock".parse(),
+            Ok(ListenAddr::Unix("/run/s.sock".into()))
+        );
+        assert!("unix:".parse::<ListenAddr>().is_err());
+        assert!("localhost:50051".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn only_non_loopback_tcp_reaches_other_hosts() {
+        let reaches = |s: &str| s.parse::<ListenAddr>().unwrap().reaches_other_hosts();
+        assert!(!reaches("127.0.0.1:1"));
+        assert!(!reaches("[::1]:1"));
+        assert!(!reaches("unix:/tmp/x.sock"));
+        assert!(reaches("0.0.0.0:1"));
+        assert!(reaches("[::]:1"));
+        assert!(reaches("192.168.1.20:1"));
+    }
+}
