@@ -139,8 +139,15 @@ pub fn endpoint(addr: &Addr) -> Result<Endpoint, Error> {
 
 /// The daemon could not be reached, and why.
 pub fn not_running(addr: &Addr, err: &(dyn std::error::Error + 'static)) -> Error {
+    let mut reason = describe_error(err);
+    // Under TLS 1.3 a refused client certificate shows only as a closed connection.
+    if addr.access.tls.is_some() && reason == "connection closed" {
+        reason.push_str(
+            ", perhaps because the daemon wants a client certificate (--tls-cert, --tls-key)",
+        );
+    }
     Error::NotRunning {
         addr: addr.display.clone(),
-        reason: describe_error(err),
+        reason,
     }
 }

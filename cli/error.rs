@@ -57,6 +57,11 @@ impl fmt::Display for Error {
                 "streamd is not running at {addr} ({reason}); start it with `streamd` \
                  or point --addr/STREAMD_ADDR at a running daemon"
             ),
+            Error::Server(status) if status.code() == tonic::Code::Unauthenticated => write!(
+                f,
+                "{}; streamctl sends the token from STREAMD_TOKEN or --token-file",
+                status_message(status)
+            ),
             Error::Server(status) => f.write_str(&status_message(status)),
             Error::Other(message) => f.write_str(message),
             Error::BrokenPipe => f.write_str("stdout was closed"),

@@ -12,8 +12,8 @@ use tokio::process::Command;
 
 use crate::harness::{Daemon, SERVICES, text};
 
-const GRPCURL: &str = "STREAMD_TEST_GRPCURL";
-const PYTHON: &str = "STREAMD_TEST_PYTHON";
+pub(crate) const GRPCURL: &str = "STREAMD_TEST_GRPCURL";
+pub(crate) const PYTHON: &str = "STREAMD_TEST_PYTHON";
 
 /// The `payload` oneof of `Event`, as protobuf JSON names its fields.
 const PAYLOADS: [&str; 8] = [
@@ -28,7 +28,7 @@ const PAYLOADS: [&str; 8] = [
 ];
 
 /// The path in `var`, or `None` after saying the test is skipped.
-fn tool(var: &str) -> Option<String> {
+pub(crate) fn tool(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(path) if !path.is_empty() => Some(path),
         _ => {
@@ -39,7 +39,7 @@ fn tool(var: &str) -> Option<String> {
 }
 
 /// Runs `command` to the end, killing it if it takes longer than `limit`.
-async fn run(command: &mut Command, limit: Duration) -> Output {
+pub(crate) async fn run(command: &mut Command, limit: Duration) -> Output {
     let what = format!("{command:?}");
     let output = command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -243,7 +243,7 @@ async fn grpcurl_reports_an_unknown_service_as_not_found() {
 }
 
 /// Generates Python stubs for proto/ into a fresh directory with grpc_tools' protoc.
-async fn python_stubs(python: &str) -> tempfile::TempDir {
+pub(crate) async fn python_stubs(python: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary directory for the Python stubs");
     let out = dir.path().to_str().expect("a UTF-8 temporary directory");
     let output = run(

@@ -1,12 +1,418 @@
 //! Who may connect and how: Unix sockets, TLS, bearer tokens, the refusal to serve a
-//! non-loopback address unprotected, HTTP/2 limits that pace a fast publisher, and
-//! panics in RPCs.
+//! non-loopback address unprotected, and HTTP/2 limits that pace a fast publisher.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use prost_types::Struct;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
+};
 use streamhandler::pb;
 
-use crate::harness::{Daemon, Events, PATIENCE, is_data};
+use crate::{
+    foreign::{self, GRPCURL, PYTHON},
+    harness::{Daemon, Events, PATIENCE, STREAMD, is_data, streamctl_at, text},
+};
+
+/// Runs streamd to its end with `args`, for daemons that must refuse to start.
+fn refused(args: &[&str]) -> (Output, String) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(STREAMD)
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(args)
+        .env_remove("STREAMD_LISTEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "streamd {args:?} did not exit 1: {output:?}"
+    );
+    let stderr = text(&output).1;
+    (output, stderr)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The first line `streamctl subscribe` prints, then the command is killed.
+fn first_line_of_subscribe(mut command: Command) -> String {
+    let mut child = command
+        .args(["subscribe", "streamer"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (line, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut first);
+        let _ = line.send(first);
+    });
+    let first = got.recv_timeout(PATIENCE).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    first
+}
+
+#[test]
+fn streamctl_drives_a_daemon_on_an_owner_only_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/streamd.sock");
+    let listen = format!("unix:{}", socket.display());
+    let mut daemon = Daemon::try_start(&[], &listen).unwrap();
+    assert_eq!(daemon.listening, listen);
+    assert!(
+        std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    assert_eq!(mode(&socket), 0o600, "the socket's mode");
+    assert_eq!(
+        mode(socket.parent().unwrap()),
+        0o700,
+        "the directory made for it"
+    );
+
+    let (stdout, stderr) = text(&daemon.ctl(&["list"]));
+    assert!(
+        stdout.contains("streamer"),
+        "list over the socket:\n{stdout}{stderr}"
+    );
+    let started = daemon.ctl(&["start", "streamer", "--interval", "200ms"]);
+    assert!(started.status.success(), "{:?}", text(&started));
+    let line = first_line_of_subscribe(daemon.streamctl());
+    assert!(line.contains("streamer"), "subscribe printed {line:?}");
+
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert!(!socket.exists(), "the socket outlived a clean shutdown");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_but_a_live_one_or_another_file_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("streamd.sock");
+    let listen = format!("unix:{}", socket.display());
+    // A socket whose listener is gone, as a daemon killed with -9 leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let daemon = Daemon::try_start(&[], &listen).unwrap();
+    assert!(
+        daemon.log().contains("removing the stale socket"),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.ctl(&["list"]).status.success());
+
+    let (_, stderr) = refused(&["--listen", &listen]);
+    assert!(
+        stderr.contains("another streamd is already listening on"),
+        "{stderr}"
+    );
+    assert!(
+        daemon.ctl(&["list"]).status.success(),
+        "the first daemon lost its socket"
+    );
+
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let (_, stderr) = refused(&["--listen", &format!("unix:{}", file.display())]);
+    assert!(stderr.contains("exists and is not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
+#[test]
+fn a_socket_directory_others_can_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let listen = format!("unix:{}", dir.path().join("streamd.sock").display());
+    let (_, stderr) = refused(&["--listen", &listen]);
+    assert!(
+        stderr.contains("writable by users other than its owner")
+            && stderr.contains(&dir.path().display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn other_hosts_are_not_served_without_tls_and_a_token() {
+    let (_, stderr) = refused(&["--listen", "0.0.0.0:0"]);
+    assert!(
+        stderr.contains("refusing to serve 0.0.0.0:0 without TLS and a token")
+            && stderr.contains("add --tls-cert FILE --tls-key FILE and --token-file FILE"),
+        "{stderr}"
+    );
+    let certs = Certs::new();
+    let (_, stderr) = refused(&[
+        "--listen",
+        "[::]:0",
+        "--tls-cert",
+        &certs.path("server.pem"),
+        "--tls-key",
+        &certs.path("server.key"),
+    ]);
+    assert!(stderr.contains("add --token-file FILE"), "{stderr}");
+    let (_, stderr) = refused(&["--token-file", &certs.path("empty-token")]);
+    assert!(
+        stderr.contains("--token-file") && stderr.contains("empty"),
+        "{stderr}"
+    );
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name
+}
+
+/// A CA, a server certificate for localhost signed by it, a client certificate, and
+/// token files, generated afresh in a directory of their own.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+const TOKEN: &str = "k7Qd2mZx9Lr4vTn8";
+
+impl Certs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: a certificate whose issuer is named as itself reads as
+        // self-signed to OpenSSL-based clients.
+        ca_params.distinguished_name = name("streamd test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        for (file, name_of, names) in [
+            (
+                "server",
+                "streamd",
+                vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            ),
+            ("client", "streamctl", vec!["streamctl".to_string()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name = name(name_of);
+            let cert = params.signed_by(&key, &ca).unwrap();
+            std::fs::write(dir.path().join(format!("{file}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        }
+        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+        std::fs::write(dir.path().join("empty-token"), "\n").unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A daemon on loopback serving TLS and requiring the token, with `extra` flags.
+    fn daemon(&self, extra: &[&str]) -> Daemon {
+        let files = [
+            ("--tls-cert", "server.pem"),
+            ("--tls-key", "server.key"),
+            ("--token-file", "token"),
+        ];
+        let mut args: Vec<String> = files
+            .iter()
+            .flat_map(|(flag, file)| [flag.to_string(), self.path(file)])
+            .collect();
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        Daemon::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// streamctl aimed at `daemon` over TLS, trusting the CA, sending `token` if any.
+    fn streamctl(&self, daemon: &Daemon, token: Option<&str>) -> Command {
+        let mut command = streamctl_at(&format!("https://localhost:{}", daemon.addr.port()));
+        command.env("STREAMD_TLS_CA", self.path("ca.pem"));
+        match token {
+            Some(token) => command.env("STREAMD_TOKEN", token),
+            None => command.env_remove("STREAMD_TOKEN"),
+        };
+        command
+    }
+}
+
+#[test]
+fn streamctl_needs_the_token_of_a_tls_daemon() {
+    let certs = Certs::new();
+    let daemon = certs.daemon(&[]);
+
+    let output = certs
+        .streamctl(&daemon, Some(TOKEN))
+        .arg("list")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success() && stdout.contains("streamer"),
+        "{stdout}{stderr}"
+    );
+    let started = certs
+        .streamctl(&daemon, Some(TOKEN))
+        .args(["start", "streamer", "--interval", "200ms"])
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{:?}", text(&started));
+    let line = first_line_of_subscribe(certs.streamctl(&daemon, Some(TOKEN)));
+    assert!(line.contains("streamer"), "subscribe printed {line:?}");
+    // The token file works as the variable does.
+    let output = certs
+        .streamctl(&daemon, None)
+        .args(["--token-file", &certs.path("token"), "list"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+
+    for (token, want) in [(None, "requires a bearer token"), (Some("guess"), "wrong")] {
+        let output = certs
+            .streamctl(&daemon, token)
+            .arg("list")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert!(
+            !output.status.success(),
+            "list with {token:?} succeeded:\n{stdout}"
+        );
+        assert!(stderr.contains(want) && !stderr.contains(TOKEN), "{stderr}");
+    }
+    // Plaintext is not TLS: the daemon never answers it.
+    let plain = streamctl_at(&daemon.addr.to_string())
+        .env("STREAMD_TOKEN", TOKEN)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "{:?}", text(&plain));
+}
+
+#[test]
+fn mutual_tls_refuses_a_client_without_a_certificate() {
+    let certs = Certs::new();
+    let daemon = certs.daemon(&["--tls-client-ca", &certs.path("ca.pem")]);
+
+    let output = certs
+        .streamctl(&daemon, Some(TOKEN))
+        .arg("list")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(
+        !output.status.success() && stderr.to_lowercase().contains("certificate"),
+        "{stdout}{stderr}"
+    );
+
+    let output = certs
+        .streamctl(&daemon, Some(TOKEN))
+        .args(["--tls-cert", &certs.path("client.pem")])
+        .args(["--tls-key", &certs.path("client.key"), "list"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success() && stdout.contains("streamer"),
+        "{stdout}{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn grpcurl_reaches_a_tls_daemon_only_with_its_token() {
+    let Some(grpcurl) = foreign::tool(GRPCURL) else {
+        return;
+    };
+    let certs = Certs::new();
+    let daemon = certs.daemon(&[]);
+    let target = format!("localhost:{}", daemon.addr.port());
+    let call = |auth: Option<String>, rest: &[&str]| {
+        let mut command = tokio::process::Command::new(&grpcurl);
+        command.args(["-cacert", &certs.path("ca.pem"), "-max-time", "10"]);
+        if let Some(auth) = auth {
+            command.args(["-H", &format!("authorization: Bearer {auth}")]);
+        }
+        command.arg(&target).args(rest);
+        async move { foreign::run(&mut command, Duration::from_secs(20)).await }
+    };
+
+    let output = call(Some(TOKEN.into()), &["list"]).await;
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success() && stdout.contains("streamhandler.v1.StreamHandler"),
+        "{stdout}{stderr}"
+    );
+    let method = "streamhandler.v1.StreamHandler/ListServices";
+    let output = call(Some(TOKEN.into()), &[method]).await;
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success() && stdout.contains("streamer"),
+        "{stdout}{stderr}"
+    );
+
+    // Reflection and health are behind the token as much as the API is.
+    for rest in [&["list"][..], &[method], &["grpc.health.v1.Health/Check"]] {
+        for auth in [None, Some("guess".to_string())] {
+            let output = call(auth.clone(), rest).await;
+            let (stdout, stderr) = text(&output);
+            assert!(
+                !output.status.success() && stderr.contains("Unauthenticated"),
+                "grpcurl {rest:?} with {auth:?}:\n{stdout}{stderr}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_python_client_reaches_a_tls_daemon_only_with_its_token() {
+    let Some(python) = foreign::tool(PYTHON) else {
+        return;
+    };
+    let certs = Certs::new();
+    let daemon = certs.daemon(&[]);
+    let stubs = foreign::python_stubs(&python).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py");
+    let client = |token: &str| {
+        let mut command = tokio::process::Command::new(&python);
+        command
+            .arg(&script)
+            .arg(format!("localhost:{}", daemon.addr.port()))
+            .arg("publish")
+            .env("PYTHONPATH", stubs.path())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("STREAMD_TLS_CA", certs.path("ca.pem"))
+            .env("STREAMD_TOKEN", token);
+        async move { foreign::run(&mut command, Duration::from_secs(60)).await }
+    };
+
+    let output = client(TOKEN).await;
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "client.py with the token:\n{stdout}{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        summary["published_seq"], summary["received_seq"],
+        "{summary}"
+    );
+
+    let output = client("guess").await;
+    let (stdout, stderr) = text(&output);
+    assert!(
+        !output.status.success() && stderr.contains("UNAUTHENTICATED"),
+        "client.py with a wrong token:\n{stdout}{stderr}"
+    );
+}
 
 const TINY_EVENTS: u64 = 200_000;
 const TINY_TOPICS: u64 = 1_000;

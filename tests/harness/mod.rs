@@ -36,7 +36,10 @@ pub const SERVICES: [&str; 10] = [
 
 pub struct Daemon {
     child: Child,
+    /// The TCP address it listens on; unspecified for a daemon on a Unix socket.
     pub addr: SocketAddr,
+    /// Where it listens, as it printed it: `127.0.0.1:PORT` or `unix:/PATH`.
+    pub listening: String,
     /// Shared by a daemon and those restarted from it.
     pub data_dir: Arc<tempfile::TempDir>,
     /// Everything the daemon has written to stderr so far.
@@ -101,7 +104,7 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = listening.send(addr.trim().parse::<SocketAddr>().unwrap());
+                    let _ = listening.send(addr.trim().to_owned());
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -109,9 +112,12 @@ impl Daemon {
             }
         });
         match addr.recv_timeout(PATIENCE) {
-            Ok(addr) => Ok(Self {
+            Ok(listening) => Ok(Self {
                 child,
-                addr,
+                addr: listening
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                listening,
                 data_dir,
                 log,
             }),
@@ -150,7 +156,7 @@ impl Daemon {
 
     /// A `streamctl` command aimed at this daemon.
     pub fn streamctl(&self) -> Command {
-        streamctl_at(&self.addr.to_string())
+        streamctl_at(&self.listening)
     }
 
     /// Runs `streamctl ARGS` and returns what it did.

@@ -5,12 +5,16 @@ Run by tests/foreign.rs with the generated stubs on PYTHONPATH:
     client.py ADDR streamer   start streamer, read 3 Points events, stop it
     client.py ADDR publish    publish a Struct to py/hello and receive it back
 
+With STREAMD_TLS_CA set it connects over TLS trusting that CA, and with STREAMD_TOKEN
+it sends the token as `authorization: Bearer <token>`.
+
 Prints one JSON line summarising what it saw and exits 0; any failed check raises, so
 the exit status is non-zero and the traceback lands on stderr. Every call has a
 deadline, so the script ends on its own even when the daemon never answers.
 """
 
 import json
+import os
 import sys
 
 import grpc
@@ -84,9 +88,23 @@ def publish(stub):
     return {"published_seq": reply.seq, "received_seq": event.seq, "data": received}
 
 
+def channel_to(addr):
+    ca, token = os.environ.get("STREAMD_TLS_CA"), os.environ.get("STREAMD_TOKEN")
+    if not ca:
+        assert not token, "gRPC sends call credentials over TLS only"
+        return grpc.insecure_channel(addr)
+    with open(ca, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    if token:
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token)
+        )
+    return grpc.secure_channel(addr, credentials)
+
+
 def main():
     addr, mode = sys.argv[1], sys.argv[2]
-    with grpc.insecure_channel(addr) as channel:
+    with channel_to(addr) as channel:
         stub = pb_grpc.StreamHandlerStub(channel)
         summary = {"streamer": streamer, "publish": publish}[mode](stub)
     print(json.dumps(summary))
