@@ -30,6 +30,7 @@ pub struct Access {
     /// Boxed: it is large, and every address carries it.
     tls: Option<Box<ClientTlsConfig>>,
     token: Option<MetadataValue<Ascii>>,
+    client_certificate: bool,
 }
 
 impl Access {
@@ -69,7 +70,11 @@ impl Access {
                 _ => None,
             },
         };
-        Ok(Self { tls, token })
+        Ok(Self {
+            tls,
+            token,
+            client_certificate: args.tls_cert.is_some(),
+        })
     }
 }
 
@@ -139,15 +144,12 @@ pub fn endpoint(addr: &Addr) -> Result<Endpoint, Error> {
 
 /// The daemon could not be reached, and why.
 pub fn not_running(addr: &Addr, err: &(dyn std::error::Error + 'static)) -> Error {
-    let mut reason = describe_error(err);
-    // Under TLS 1.3 a refused client certificate shows only as a closed connection.
-    if addr.access.tls.is_some() && reason == "connection closed" {
-        reason.push_str(
-            ", perhaps because the daemon wants a client certificate (--tls-cert, --tls-key)",
-        );
-    }
-    Error::NotRunning {
-        addr: addr.display.clone(),
-        reason,
+    Error::not_running(addr, describe_error(err))
+}
+
+impl Access {
+    /// Whether the connection is TLS and streamctl shows no certificate of its own.
+    pub fn tls_without_certificate(&self) -> bool {
+        self.tls.is_some() && !self.client_certificate
     }
 }

@@ -31,11 +31,23 @@ impl Error {
     /// was never there), anything else is the server's own answer.
     pub fn from_status(status: Status, addr: &Addr) -> Self {
         match transport_reason(&status) {
-            Some(reason) => Error::NotRunning {
-                addr: addr.display.clone(),
-                reason,
-            },
+            Some(reason) => Error::not_running(addr, reason),
             None => Error::Server(status),
+        }
+    }
+
+    /// The daemon at `addr` could not be reached, for `reason`.
+    pub fn not_running(addr: &Addr, mut reason: String) -> Self {
+        // Under TLS 1.3 a refused client certificate shows only as a connection
+        // that fails, in any of several ways.
+        if addr.access.tls_without_certificate() {
+            reason.push_str(
+                "; if the daemon requires a client certificate, give --tls-cert and --tls-key",
+            );
+        }
+        Error::NotRunning {
+            addr: addr.display.clone(),
+            reason,
         }
     }
 

@@ -70,13 +70,19 @@ pub fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = read_pem(files.cert, "--tls-cert", "CERTIFICATE")?;
     let key = read_pem(files.key, "--tls-key", "PRIVATE KEY")?;
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        // A client that opens a connection and never finishes the handshake would
+        // otherwise hold its socket and task forever.
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
     if let Some(ca) = files.client_ca {
         let ca = read_pem(ca, "--tls-client-ca", "CERTIFICATE")?;
         tls = tls.client_ca_root(Certificate::from_pem(ca));
     }
     Ok(tls)
 }
+
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads a PEM file, checking it holds a block whose label ends with `label`.
 fn read_pem(path: &Path, flag: &str, label: &str) -> Result<Vec<u8>, String> {
