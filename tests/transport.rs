@@ -133,6 +133,30 @@ fn a_stale_socket_is_replaced_but_a_live_one_or_another_file_is_not() {
 }
 
 #[test]
+fn a_token_guards_a_unix_socket_too() {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("unix:{}", dir.path().join("streamd.sock").display());
+    let daemon = Daemon::try_start(&["--token-file", &certs.path("token")], &listen).unwrap();
+    let list = |token: &str| {
+        daemon
+            .streamctl()
+            .env("STREAMD_TOKEN", token)
+            .arg("list")
+            .output()
+            .unwrap()
+    };
+    let output = list(TOKEN);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let output = list("guess");
+    let (_, stderr) = text(&output);
+    assert!(
+        !output.status.success() && stderr.contains("wrong"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_socket_directory_others_can_write_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
