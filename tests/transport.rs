@@ -430,12 +430,15 @@ async fn the_python_client_reaches_a_tls_daemon_only_with_its_token() {
         "{summary}"
     );
 
-    let output = client("guess").await;
-    let (stdout, stderr) = text(&output);
-    assert!(
-        !output.status.success() && stderr.contains("UNAUTHENTICATED"),
-        "client.py with a wrong token:\n{stdout}{stderr}"
-    );
+    // An empty STREAMD_TOKEN sends none.
+    for token in ["", "guess"] {
+        let output = client(token).await;
+        let (stdout, stderr) = text(&output);
+        assert!(
+            !output.status.success() && stderr.contains("UNAUTHENTICATED"),
+            "client.py with the token {token:?}:\n{stdout}{stderr}"
+        );
+    }
 }
 
 const TINY_EVENTS: u64 = 200_000;
