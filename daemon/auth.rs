@@ -79,6 +79,21 @@ pub fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, String> {
         let ca = read_pem(ca, "--tls-client-ca", "CERTIFICATE")?;
         tls = tls.client_ca_root(Certificate::from_pem(ca));
     }
+    // tonic parses the files only when the server is built: build one now, so that a
+    // bad file stops streamd before it listens, with the files named.
+    if let Err(e) = tonic::transport::Server::builder().tls_config(tls.clone()) {
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        let files = [Some(files.cert), Some(files.key), files.client_ca];
+        let files: Vec<String> = files
+            .iter()
+            .flatten()
+            .map(|f| f.display().to_string())
+            .collect();
+        return Err(format!("TLS files {}: {cause}", files.join(", ")));
+    }
     Ok(tls)
 }
 

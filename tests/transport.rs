@@ -5,7 +5,7 @@ use std::{
     io::{BufRead, BufReader},
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::Path,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -21,24 +21,42 @@ use crate::{
     harness::{Daemon, Events, PATIENCE, STREAMD, is_data, streamctl_at, text},
 };
 
-/// Runs streamd to its end with `args`, for daemons that must refuse to start.
-fn refused(args: &[&str]) -> (Output, String) {
+/// Runs streamd with `args`, which must make it exit 1 (within [`PATIENCE`], or it is
+/// killed and the test fails), and returns what it wrote to stderr. Unless `args` say
+/// otherwise it listens on a free loopback port, so a daemon that wrongly starts
+/// disturbs nothing.
+fn refused(args: &[&str]) -> String {
     let data_dir = tempfile::tempdir().unwrap();
-    let output = Command::new(STREAMD)
+    let stderr_file = data_dir.path().join("stderr");
+    let mut child = Command::new(STREAMD)
         .arg("--data-dir")
         .arg(data_dir.path())
         .args(args)
-        .env_remove("STREAMD_LISTEN")
+        .env("STREAMD_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).unwrap())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&stderr_file).unwrap();
     assert_eq!(
-        output.status.code(),
+        status.and_then(|s| s.code()),
         Some(1),
-        "streamd {args:?} did not exit 1: {output:?}"
+        "streamd {args:?} did not exit 1:\n{stderr}"
     );
-    let stderr = text(&output).1;
-    (output, stderr)
+    stderr
 }
 
 fn mode(path: &Path) -> u32 {
@@ -115,7 +133,7 @@ fn a_stale_socket_is_replaced_but_a_live_one_or_another_file_is_not() {
     );
     assert!(daemon.ctl(&["list"]).status.success());
 
-    let (_, stderr) = refused(&["--listen", &listen]);
+    let stderr = refused(&["--listen", &listen]);
     assert!(
         stderr.contains("another streamd is already listening on"),
         "{stderr}"
@@ -127,7 +145,7 @@ fn a_stale_socket_is_replaced_but_a_live_one_or_another_file_is_not() {
 
     let file = dir.path().join("notes.txt");
     std::fs::write(&file, "keep me").unwrap();
-    let (_, stderr) = refused(&["--listen", &format!("unix:{}", file.display())]);
+    let stderr = refused(&["--listen", &format!("unix:{}", file.display())]);
     assert!(stderr.contains("exists and is not a socket"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
@@ -161,7 +179,7 @@ fn a_socket_directory_others_can_write_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let listen = format!("unix:{}", dir.path().join("streamd.sock").display());
-    let (_, stderr) = refused(&["--listen", &listen]);
+    let stderr = refused(&["--listen", &listen]);
     assert!(
         stderr.contains("writable by users other than its owner")
             && stderr.contains(&dir.path().display().to_string()),
@@ -171,14 +189,14 @@ fn a_socket_directory_others_can_write_is_refused() {
 
 #[test]
 fn other_hosts_are_not_served_without_tls_and_a_token() {
-    let (_, stderr) = refused(&["--listen", "0.0.0.0:0"]);
+    let stderr = refused(&["--listen", "0.0.0.0:0"]);
     assert!(
         stderr.contains("refusing to serve 0.0.0.0:0 without TLS and a token")
             && stderr.contains("add --tls-cert FILE --tls-key FILE and --token-file FILE"),
         "{stderr}"
     );
     let certs = Certs::new();
-    let (_, stderr) = refused(&[
+    let stderr = refused(&[
         "--listen",
         "[::]:0",
         "--tls-cert",
@@ -187,7 +205,7 @@ fn other_hosts_are_not_served_without_tls_and_a_token() {
         &certs.path("server.key"),
     ]);
     assert!(stderr.contains("add --token-file FILE"), "{stderr}");
-    let (_, stderr) = refused(&["--token-file", &certs.path("empty-token")]);
+    let stderr = refused(&["--token-file", &certs.path("empty-token")]);
     assert!(
         stderr.contains("--token-file") && stderr.contains("empty"),
         "{stderr}"
@@ -198,6 +216,40 @@ fn name(common_name: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, common_name);
     name
+}
+
+#[test]
+fn bad_tls_files_are_refused_before_listening() {
+    let certs = Certs::new();
+    let garbage = certs.dir.path().join("garbage.key");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let garbage = garbage.display().to_string();
+    let stderr = refused(&[
+        "--tls-cert",
+        &certs.path("server.pem"),
+        "--tls-key",
+        &garbage,
+    ]);
+    assert!(
+        stderr.contains(&garbage)
+            && stderr.contains("private key")
+            && !stderr.contains("listening"),
+        "{stderr}"
+    );
+    let stderr = refused(&[
+        "--tls-cert",
+        &certs.path("server.key"),
+        "--tls-key",
+        &garbage,
+    ]);
+    assert!(
+        stderr.contains("--tls-cert") && stderr.contains("no PEM CERTIFICATE"),
+        "{stderr}"
+    );
 }
 
 /// A CA, a server certificate for localhost signed by it, a client certificate, and
