@@ -1,7 +1,7 @@
 //! Who may use the control plane: TLS (optionally requiring a client certificate) and a
 //! bearer token checked on every RPC of every service, read from files once at start.
 
-use std::{path::Path, sync::Arc};
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
 use subtle::ConstantTimeEq;
 use tonic::{
@@ -127,6 +127,11 @@ impl Token {
             return Err(format!(
                 "--token-file {shown}: the token must be printable ASCII without spaces"
             ));
+        }
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!("--token-file {shown} can be read by other users; chmod 600 it");
         }
         Ok(Self(token.as_bytes().into()))
     }
