@@ -8,6 +8,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod duration;
 pub mod error;
 pub mod json;
 pub mod pb;

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming
 
 use crate::{
     bus::{Overflow, SubscribeOptions},
+    duration,
     error::Error,
     pb::{self},
     supervisor::{Overrides, Supervisor},
@@ -120,7 +121,9 @@ impl StreamHandler for ControlPlane {
             .interval
             .map(|d| {
                 std::time::Duration::try_from(d)
-                    .map_err(|_| Error::invalid("interval", "must be greater than zero"))
+                    .map_err(|_| "must be greater than zero".to_owned())
+                    .and_then(|d| duration::check(d, duration::Zero::Refused))
+                    .map_err(|message| Error::invalid("interval", message))
             })
             .transpose()?;
         let started = self
