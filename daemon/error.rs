@@ -109,6 +109,22 @@ mod tests {
     }
 
     #[test]
+    fn a_long_message_is_cut_to_fit_a_reply() {
+        let status = Status::from(Error::invalid("params.x", "é".repeat(100_000)));
+        assert!(
+            status.message().len() < MAX_MESSAGE_LEN + 32,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().starts_with("params.x: é"));
+        assert!(
+            status.message().ends_with("(200010 bytes)"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
     fn a_field_in_a_stream_is_named_by_its_position() {
         let error = Error::invalid("topic", "bad").in_message(3);
         assert_eq!(error.to_string(), "events[3].topic: bad");
