@@ -431,3 +431,24 @@ async fn last_snapshots_of_many_topics_leave_publishing_prompt() {
         "a publish took {slowest:?}"
     );
 }
+
+#[tokio::test]
+async fn images_keep_to_their_directory_too() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = write(outside.path(), "secret.png", "not for clients");
+    let images = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&secret, images.path().join("secret.png")).unwrap();
+    let (daemon, _config) = daemon_with(&format!(
+        "[services.pics]\nkind = \"images\"\ninterval = \"50ms\"\nparams = {{ dir = \"{}\" }}\n\
+         [services.kernel]\nkind = \"images\"\ninterval = \"50ms\"\nparams = {{ dir = \"/sys/kernel\" }}\n",
+        images.path().display()
+    ));
+    for (service, expected) in [("pics", "resolves outside"), ("kernel", "refused")] {
+        let mut events = watch(&daemon, service).await;
+        let error = events.next_where(|e| error_message(e).is_some()).await;
+        assert!(
+            error_message(&error).unwrap().contains(expected),
+            "{service}: {error:?}"
+        );
+    }
+}
