@@ -422,6 +422,10 @@ async fn last_snapshots_of_many_topics_leave_publishing_prompt() {
             })
             .await
             .unwrap();
+        client
+            .list_services(pb::ListServicesRequest {})
+            .await
+            .unwrap();
         slowest = slowest.max(before.elapsed());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
