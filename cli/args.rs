@@ -4,6 +4,8 @@
 use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+// Durations follow the daemon's rules: one parser, at most a year.
+use streamhandler::duration::{parse_any as parse_duration, parse_positive as parse_interval};
 
 /// Drive streamd from a shell: start, stop and list its services, publish events and
 /// follow the live event stream.
@@ -391,20 +393,6 @@ impl fmt::Display for Addr {
     }
 }
 
-/// Parses a humantime duration such as `0s`, `500ms` or `1m 30s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|err| err.to_string())
-}
-
-/// Parses a positive humantime duration such as `500ms`, `2s` or `1m 30s`.
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let duration = parse_duration(s)?;
-    if duration.is_zero() {
-        return Err("the interval must be positive".into());
-    }
-    Ok(duration)
-}
-
 /// Parses `KEY=VALUE`; the value may be empty and may itself contain `=`.
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -473,6 +461,7 @@ mod tests {
         assert_eq!(parse_interval("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_interval("0s").is_err());
         assert!(parse_interval("soon").is_err());
+        assert!(parse_interval("300000000000y").is_err());
     }
 
     #[test]

@@ -39,9 +39,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    bus,
+    bus, duration,
     services::{self, Environment, Params},
-    supervisor::{RestartPolicy, ServiceSpec, Settings},
+    supervisor::{self, RestartPolicy, ServiceSpec, Settings},
 };
 
 /// Everything the daemon is configured with.
@@ -99,12 +99,16 @@ impl Config {
         let mut config = Self::builtin();
         apply_supervisor(&file.supervisor, &mut config.settings)?;
         apply_bus(&file.bus, &mut config.bus)?;
+        // Keyed by name, so that loading stays linear in the number of services.
+        let mut specs: BTreeMap<String, ServiceSpec> = std::mem::take(&mut config.services)
+            .into_iter()
+            .map(|spec| (spec.name.clone(), spec))
+            .collect();
         for (name, service) in &file.services {
-            apply_service(name, service, &mut config.services, env)?;
+            apply_service(name, service, &mut specs, env)?;
         }
-        config.services.sort_by(|a, b| a.name.cmp(&b.name));
         for name in &file.start {
-            if !config.services.iter().any(|s| s.name == **name.get_ref()) {
+            if !specs.contains_key(name.get_ref()) {
                 return Err(Problem::at(
                     name,
                     "start",
@@ -113,6 +117,7 @@ impl Config {
             }
             config.start.push(name.get_ref().clone());
         }
+        config.services = specs.into_values().collect();
         Ok(config)
     }
 }
@@ -200,27 +205,27 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 fn apply_service(
     name: &Spanned<String>,
     file: &ServiceFile,
-    specs: &mut Vec<ServiceSpec>,
+    specs: &mut BTreeMap<String, ServiceSpec>,
     env: &Environment,
 ) -> Result<(), Problem> {
-    let key = format!("services.{}", name.get_ref());
     if let Err(message) = check_name(name.get_ref()) {
-        return Err(Problem::at(name, &key, message));
+        return Err(Problem::at(name, "services", message));
     }
-    let existing = specs.iter().position(|s| s.name == *name.get_ref());
+    let key = format!("services.{}", name.get_ref());
+    let existing = specs.get(name.get_ref()).map(|spec| spec.kind);
     let kind = match (&file.kind, existing) {
-        (Some(kind), Some(i)) if *kind.get_ref() != specs[i].kind.name => {
+        (Some(kind), Some(builtin)) if *kind.get_ref() != builtin.name => {
             return Err(Problem::at(
                 kind,
                 &format!("{key}.kind"),
                 format!(
                     "{:?} is the built-in {} service; give another kind's service another name",
                     name.get_ref(),
-                    specs[i].kind.name
+                    builtin.name
                 ),
             ));
         }
-        (_, Some(i)) => specs[i].kind,
+        (_, Some(builtin)) => builtin,
         (Some(kind), None) => services::kind(kind.get_ref()).ok_or_else(|| {
             let known: Vec<_> = services::kinds().map(|k| k.name).collect();
             Problem::at(
@@ -260,6 +265,13 @@ fn apply_service(
                 ));
             }
         };
+        if let Err(e) = supervisor::check_param(param.get_ref(), &text) {
+            return Err(Problem::at(
+                value,
+                &format!("{key}.params.{}", e.key),
+                e.message,
+            ));
+        }
         params.insert(param.get_ref().clone(), text);
     }
     if let Err(services::Build::Param(e)) = kind.build(&params, env) {
@@ -280,10 +292,7 @@ fn apply_service(
         interval,
         params,
     };
-    match existing {
-        Some(i) => specs[i] = spec,
-        None => specs.push(spec),
-    }
+    specs.insert(spec.name.clone(), spec);
     Ok(())
 }
 
@@ -293,18 +302,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 fn positive_duration(value: &Spanned<String>, key: &str) -> Result<Duration, Problem> {
-    match humantime::parse_duration(value.get_ref()) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(Problem::at(value, key, "must be greater than zero".into())),
-        Err(e) => Err(Problem::at(
-            value,
-            key,
-            format!(
-                "{:?} is not a duration like \"500ms\" or \"2s\" ({e})",
-                value.get_ref()
-            ),
-        )),
-    }
+    duration::parse(value.get_ref(), duration::Zero::Refused)
+        .map_err(|message| Problem::at(value, key, message))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

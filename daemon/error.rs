@@ -4,7 +4,7 @@ use tonic::{Code, Status};
 
 use crate::{
     bus::{BufferFull, Refused},
-    topic::quoted,
+    topic::{self, quoted},
 };
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -55,6 +55,9 @@ impl From<Refused> for Error {
     }
 }
 
+/// The longest status message sent: well within any client's metadata limit.
+const MAX_MESSAGE_LEN: usize = 1024;
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match error {
@@ -64,7 +67,14 @@ impl From<Error> for Status {
             Error::BufferFull(_) => Code::ResourceExhausted,
             Error::ShuttingDown => Code::Unavailable,
         };
-        Status::new(code, error.to_string())
+        // A message quoting a client's value must not outgrow the reply's metadata,
+        // or the client sees a broken connection instead of the error.
+        let message = error.to_string();
+        let message = match message.len() {
+            len if len <= MAX_MESSAGE_LEN => message,
+            len => format!("{}… ({len} bytes)", topic::head(&message, MAX_MESSAGE_LEN)),
+        };
+        Status::new(code, message)
     }
 }
 
@@ -96,6 +106,22 @@ mod tests {
         let full = Status::from(Error::BufferFull(BufferFull { buffer: 65_600 }));
         assert_eq!(full.code(), Code::ResourceExhausted);
         assert!(full.message().contains("65600 bytes"), "{}", full.message());
+    }
+
+    #[test]
+    fn a_long_message_is_cut_to_fit_a_reply() {
+        let status = Status::from(Error::invalid("params.x", "é".repeat(100_000)));
+        assert!(
+            status.message().len() < MAX_MESSAGE_LEN + 32,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().starts_with("params.x: é"));
+        assert!(
+            status.message().ends_with("(200010 bytes)"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ struct Args {
     max_subscriber_buffer: Option<usize>,
     /// A topic of clients' that nobody publishes to or follows for this long is
     /// forgotten [default: 10m].
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = streamhandler::duration::parse_positive)]
     topic_retention: Option<Duration>,
     /// Clients' topics kept at most: beyond, the least recently published that no
     /// subscriber names are forgotten [default: 10000].

@@ -14,6 +14,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::{
     auth::{Access, RequireToken},
     bus::{Overflow, SubscribeOptions},
+    duration,
     error::Error,
     listen::Listener,
     pb::{self},
@@ -174,7 +175,9 @@ impl StreamHandler for ControlPlane {
             .interval
             .map(|d| {
                 std::time::Duration::try_from(d)
-                    .map_err(|_| Error::invalid("interval", "must be greater than zero"))
+                    .map_err(|_| "must be greater than zero".to_owned())
+                    .and_then(|d| duration::check(d, duration::Zero::Refused))
+                    .map_err(|message| Error::invalid("interval", message))
             })
             .transpose()?;
         let started = self

@@ -54,11 +54,16 @@ pub fn quoted(text: &str) -> String {
     if text.len() <= SHOWN {
         return format!("{text:?}");
     }
-    let mut end = SHOWN;
+    format!("{:?}… ({} bytes)", head(text, SHOWN), text.len())
+}
+
+/// The start of `text`, at most `max` bytes, cut at a character boundary.
+pub fn head(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{:?}… ({} bytes)", &text[..end], text.len())
+    &text[..end]
 }
 
 /// Which topics a subscriber wants: names, glob patterns, or every topic when empty.

@@ -49,8 +49,16 @@ async fn reader_follows_appends_truncation_and_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let log = write(dir.path(), "app.log", "old line, not followed\n");
     let daemon = Daemon::start();
-    let mut events =
-        start_watching(&daemon, "reader", 100, &[("follow", log.to_str().unwrap())]).await;
+    let mut events = start_watching(
+        &daemon,
+        "reader",
+        100,
+        &[
+            ("dir", dir.path().to_str().unwrap()),
+            ("follow", log.to_str().unwrap()),
+        ],
+    )
+    .await;
     events.next().await; // started
     // Give it a moment to look at the file before it grows.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -90,7 +98,10 @@ async fn reader_waits_for_a_followed_file_that_does_not_exist_yet() {
         &daemon,
         "reader",
         100,
-        &[("follow", path.to_str().unwrap())],
+        &[
+            ("dir", dir.path().to_str().unwrap()),
+            ("follow", path.to_str().unwrap()),
+        ],
     )
     .await;
     let error = events.next_where(|e| !is_lifecycle(e, Kind::Started)).await;

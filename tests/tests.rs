@@ -7,6 +7,7 @@ mod bench;
 mod bus;
 mod cli;
 mod config;
+mod confine;
 mod control;
 mod foreign;
 mod http;

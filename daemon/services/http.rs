@@ -19,7 +19,10 @@ use serde_json::Value;
 use super::{
     Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
 };
-use crate::pb::{self, event::Payload};
+use crate::{
+    duration,
+    pb::{self, event::Payload},
+};
 
 /// How long a request may take, from connecting to the end of the reply, by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,13 +155,8 @@ struct Poller {
 fn parse_timeout(params: &Params) -> Result<Duration, ParamError> {
     match params.get("timeout") {
         None => Ok(DEFAULT_TIMEOUT),
-        Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if !d.is_zero() => Ok(d),
-            _ => Err(ParamError::new(
-                "timeout",
-                format!("{text:?} is not a duration like \"5s\" or \"500ms\""),
-            )),
-        },
+        Some(text) => duration::parse(text, duration::Zero::Refused)
+            .map_err(|message| ParamError::new("timeout", message)),
     }
 }
 

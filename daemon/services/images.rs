@@ -9,7 +9,9 @@ use imagesize::ImageType;
 use rand::seq::IndexedRandom;
 use tokio::io::AsyncReadExt;
 
-use super::{Build, Environment, Kind, ParamSpec, Params, StepContext, StepError, Worker};
+use super::{
+    Build, Confined, Environment, Kind, ParamSpec, Params, StepContext, StepError, Worker,
+};
 use crate::pb::{self, event::Payload};
 
 pub const KIND: Kind = Kind {
@@ -58,7 +60,8 @@ struct Images {
 #[async_trait]
 impl Worker for Images {
     async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
-        let files = super::files_in(&self.dir, |path, _| {
+        let dir = Confined::new(&self.dir).await?;
+        let files = super::files_in(&dir, |path, _| {
             path.extension()
                 .and_then(|e| e.to_str())
                 .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
@@ -73,10 +76,11 @@ impl Worker for Images {
         })?;
         let failed =
             |e: &dyn std::fmt::Display| StepError::Step(format!("{}: {e}", path.display()));
-        let file = tokio::fs::File::open(path).await.map_err(|e| failed(&e))?;
-        let size_bytes = file.metadata().await.map_err(|e| failed(&e))?.len();
+        let (file, metadata) = dir.open(path).await?;
+        let size_bytes = metadata.len();
         let mut header = Vec::new();
-        file.take(HEADER_BYTES)
+        tokio::fs::File::from_std(file)
+            .take(HEADER_BYTES)
             .read_to_end(&mut header)
             .await
             .map_err(|e| failed(&e))?;

@@ -24,6 +24,7 @@ use super::{
     Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
 };
 use crate::{
+    duration,
     pb::{self, event::Payload},
     store::{Store, StoreError, UserScore},
 };
@@ -70,15 +71,8 @@ fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
     }
     let flush_every = match params.get("flush_interval") {
         None => Duration::from_secs(5),
-        Some(v) => humantime::parse_duration(v)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                ParamError::new(
-                    "flush_interval",
-                    format!("{v:?} is not a duration like \"5s\""),
-                )
-            })?,
+        Some(v) => duration::parse(v, duration::Zero::Refused)
+            .map_err(|message| ParamError::new("flush_interval", message))?,
     };
     Ok(Box::new(Leaderboard {
         store: env.store.clone(),

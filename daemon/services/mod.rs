@@ -4,6 +4,7 @@
 //! timer. Workers never see gRPC or the supervisor's bookkeeping: a step gets a
 //! [`StepContext`] to publish through and to notice a stop request.
 
+mod confined;
 mod context;
 mod http;
 mod images;
@@ -22,6 +23,7 @@ use std::{
 
 use async_trait::async_trait;
 
+use self::confined::Confined;
 pub use self::context::StepContext;
 pub(crate) use self::context::{DaemonView, Outlet};
 use crate::store::Store;
@@ -213,18 +215,18 @@ fn install_files(dir: &Path, files: &[(&str, &[u8])]) -> std::io::Result<()> {
 }
 
 /// The regular, non-hidden files in `dir` that `keep` accepts given their path and
-/// size, in name order.
+/// size, in name order. Symbolic links count by their target; opening through
+/// [`Confined`] then refuses those that lead outside.
 async fn files_in(
-    dir: &Path,
+    dir: &Confined,
     keep: impl Fn(&Path, u64) -> bool,
 ) -> Result<Vec<PathBuf>, StepError> {
-    let failed = |e: std::io::Error| StepError::Step(format!("{}: {e}", dir.display()));
-    let mut entries = tokio::fs::read_dir(dir).await.map_err(failed)?;
+    let failed = |e: std::io::Error| StepError::Step(format!("{}: {e}", dir.root().display()));
+    let mut entries = tokio::fs::read_dir(dir.root()).await.map_err(failed)?;
     let mut files = Vec::new();
     while let Some(entry) = entries.next_entry().await.map_err(failed)? {
         let path = entry.path();
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        // Follows symbolic links, as a user listing the directory would expect.
         if let Ok(metadata) = tokio::fs::metadata(&path).await
             && metadata.is_file()
             && !hidden

@@ -1,13 +1,14 @@
 //! `reader`: files as events. By default each step publishes a random text from a
-//! directory (param `dir`; the built-in poems otherwise). With `follow=PATH` it streams
-//! the lines appended to that file instead, like `tail -n 0 -F`: it starts at the
+//! directory (param `dir`; the built-in poems otherwise). With `follow=PATH`, a file
+//! inside `dir`, it streams the lines appended to it instead, like `tail -n 0 -F`: it
+//! starts at the
 //! file's end, waits for a file that does not exist yet, starts over when the file is
 //! truncated, and moves on to the new file when it is replaced (rotated).
 
 use std::{
     io::SeekFrom,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
     time::Duration,
 };
 
@@ -19,7 +20,8 @@ use tokio::{
 };
 
 use super::{
-    Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
+    Build, Confined, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError,
+    Worker,
 };
 use crate::pb::{self, event::Payload};
 
@@ -34,7 +36,7 @@ pub const KIND: Kind = Kind {
         },
         ParamSpec {
             name: "follow",
-            help: "a file whose appended lines to stream, like tail -F",
+            help: "a file inside dir whose appended lines to stream, like tail -F",
         },
     ],
     build,
@@ -44,6 +46,8 @@ pub const KIND: Kind = Kind {
 const MAX_TEXT_BYTES: u64 = 32 * 1024;
 /// A line longer than this is published in pieces of this size.
 const MAX_LINE_BYTES: usize = 16 * 1024;
+/// The most of a followed file read in one poll.
+const MAX_FOLLOW_READ: u64 = 1024 * 1024;
 /// How often a followed file is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
@@ -80,15 +84,26 @@ pub(super) fn install_builtin(data_dir: &Path) -> std::io::Result<()> {
 
 fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
     match (params.get("dir"), params.get("follow")) {
-        (Some(_), Some(_)) => Err(ParamError::new(
-            "follow",
-            "set either dir (random texts) or follow (appended lines), not both",
-        )
-        .into()),
         (_, Some(path)) if path.is_empty() => {
             Err(ParamError::new("follow", "must name a file").into())
         }
-        (_, Some(path)) => Ok(Box::new(Follower::new(PathBuf::from(path)))),
+        (None, Some(_)) => Err(ParamError::new(
+            "follow",
+            "needs dir, the directory the followed file lies in",
+        )
+        .into()),
+        (Some(dir), Some(path)) => {
+            let (dir, path) = (PathBuf::from(dir), Path::new(dir).join(path));
+            // The lexical check here; the resolved one each time the file is opened.
+            if !path.starts_with(&dir) || path.components().any(|c| c == Component::ParentDir) {
+                return Err(ParamError::new(
+                    "follow",
+                    format!("{} is not inside dir {}", path.display(), dir.display()),
+                )
+                .into());
+            }
+            Ok(Box::new(Follower::new(dir, path)))
+        }
         (dir, None) => Ok(Box::new(Texts {
             dir: dir.map_or_else(|| env.data_dir.join("poems"), PathBuf::from),
         })),
@@ -103,16 +118,15 @@ struct Texts {
 #[async_trait]
 impl Worker for Texts {
     async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
-        let files = super::files_in(&self.dir, |_, size| size <= MAX_TEXT_BYTES).await?;
+        let dir = Confined::new(&self.dir).await?;
+        let files = super::files_in(&dir, |_, size| size <= MAX_TEXT_BYTES).await?;
         let path = files.choose(&mut rand::rng()).ok_or_else(|| {
             StepError::Step(format!(
                 "{}: no text files of at most {MAX_TEXT_BYTES} bytes",
                 self.dir.display()
             ))
         })?;
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| StepError::Step(format!("{}: {e}", path.display())))?;
+        let bytes = dir.read(path, MAX_TEXT_BYTES).await?;
         let body = String::from_utf8_lossy(&bytes).into_owned();
         let title = body
             .lines()
@@ -130,6 +144,8 @@ impl Worker for Texts {
 
 /// Follows one file, `tail -F` style.
 struct Follower {
+    /// The directory the file must lie in, however its path resolves.
+    dir: PathBuf,
     path: PathBuf,
     open: Option<Followed>,
     /// Set once the first look at the path is done: a file that is there then is
@@ -151,8 +167,9 @@ struct Followed {
 }
 
 impl Follower {
-    fn new(path: PathBuf) -> Self {
+    fn new(dir: PathBuf, path: PathBuf) -> Self {
         Self {
+            dir,
             path,
             open: None,
             looked: false,
@@ -185,16 +202,15 @@ impl Follower {
         let mut followed = match self.open.take() {
             Some(f) => f,
             None => {
-                let mut file = File::open(&self.path)
-                    .await
-                    .map_err(|e| StepError::Step(format!("{}: {e}", self.path.display())))?;
-                let position = if at_end { metadata.len() } else { 0 };
+                let (file, opened) = Confined::new(&self.dir).await?.open(&self.path).await?;
+                let mut file = File::from_std(file);
+                let position = if at_end { opened.len() } else { 0 };
                 file.seek(SeekFrom::Start(position))
                     .await
                     .map_err(|e| StepError::Step(format!("{}: {e}", self.path.display())))?;
                 Followed {
                     file,
-                    identity,
+                    identity: (opened.dev(), opened.ino()),
                     position,
                     line: 0,
                     partial: Vec::new(),
@@ -219,8 +235,9 @@ impl Follower {
     /// Reads to the end of the file and publishes each complete line.
     async fn read_new(&self, followed: &mut Followed, ctx: &StepContext) -> Result<(), StepError> {
         let mut chunk = Vec::new();
-        followed
-            .file
+        // What is beyond waits for the next poll, so no file's growth takes memory.
+        (&mut followed.file)
+            .take(MAX_FOLLOW_READ)
             .read_to_end(&mut chunk)
             .await
             .map_err(|e| StepError::Step(format!("{}: {e}", self.path.display())))?;

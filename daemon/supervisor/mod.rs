@@ -37,8 +37,9 @@ use crate::{
     bus::Bus,
     error::Error,
     pb::{self, lifecycle},
-    services::{Build, DaemonView, Environment, Kind, Params},
+    services::{Build, DaemonView, Environment, Kind, ParamError, Params},
     store::DesiredState,
+    topic,
 };
 
 /// A service as configured: what runs when it starts without overrides.
@@ -55,6 +56,32 @@ pub struct ServiceSpec {
 pub struct Overrides {
     pub interval: Option<Duration>,
     pub params: Params,
+}
+
+/// The most parameters one start request may carry.
+pub const MAX_PARAMS: usize = 64;
+/// The longest parameter value, from a client or a config file: every value is held,
+/// stored and shown by `list`, so none may be large.
+pub const MAX_PARAM_VALUE_LEN: usize = 64 * 1024;
+
+/// Checks one parameter against the size limits; a key too long to name is quoted.
+pub fn check_param(key: &str, value: &str) -> Result<(), ParamError> {
+    if key.is_empty() || key.len() > topic::MAX_NAME_LEN {
+        return Err(ParamError::new(
+            &topic::quoted(key),
+            format!("keys are 1 to {} bytes long", topic::MAX_NAME_LEN),
+        ));
+    }
+    if value.len() > MAX_PARAM_VALUE_LEN {
+        return Err(ParamError::new(
+            key,
+            format!(
+                "{} bytes; values are at most {MAX_PARAM_VALUE_LEN} bytes",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The supervisor's settings.
@@ -144,6 +171,8 @@ impl Supervisor {
     }
 
     fn slot(&self, name: &str) -> Result<&Arc<Slot>, Error> {
+        // Every service's name follows the topic rules, so no other name can be one.
+        topic::check_name(name).map_err(|message| Error::invalid("name", message))?;
         self.shared
             .services
             .get(name)
@@ -153,6 +182,7 @@ impl Supervisor {
     /// Starts a service, or reports that it is already running.
     pub async fn start(&self, name: &str, overrides: Overrides) -> Result<Started, Error> {
         let slot = self.slot(name)?;
+        check_overrides(&overrides.params)?;
         let mut run = slot.run.lock().await;
         if self.shared.shutting_down.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
@@ -281,6 +311,32 @@ impl Supervisor {
     pub fn bus(&self) -> &Bus {
         &self.shared.bus
     }
+}
+
+/// Checks a client's parameters against the limits before anything else reads them.
+fn check_overrides(params: &Params) -> Result<(), Error> {
+    if params.len() > MAX_PARAMS {
+        return Err(Error::invalid(
+            "params",
+            format!(
+                "{} parameters; at most {MAX_PARAMS} are allowed",
+                params.len()
+            ),
+        ));
+    }
+    params
+        .iter()
+        .try_for_each(|(key, value)| check_param(key, value))
+        .map_err(|e| Error::invalid(format!("params.{}", e.key), e.message))?;
+    // `list` shows every service's parameters in one reply, which must stay small.
+    let total: usize = params.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_PARAM_VALUE_LEN {
+        return Err(Error::invalid(
+            "params",
+            format!("{total} bytes in all; at most {MAX_PARAM_VALUE_LEN} are allowed"),
+        ));
+    }
+    Ok(())
 }
 
 impl DaemonView for Supervisor {
