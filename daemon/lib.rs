@@ -12,6 +12,7 @@ pub mod error;
 pub mod json;
 pub mod pb;
 pub mod resume;
+pub mod secret;
 pub mod server;
 pub mod services;
 pub mod store;

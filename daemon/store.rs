@@ -109,7 +109,8 @@ impl Store {
             }
             Some(url) => {
                 return Err(format!(
-                    "bad database URL {url:?}: use postgres://... or sqlite://..."
+                    "bad database URL {:?}: use postgres://... or sqlite://...",
+                    crate::secret::redact(url)
                 ));
             }
             None => {
@@ -397,8 +398,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_url_is_refused_and_an_unreachable_database_is_an_error() {
-        let err = Store::open(Some("mysql://x"), Path::new("/tmp")).unwrap_err();
+        let err = Store::open(Some("mysql://root:pw1@db/x"), Path::new("/tmp")).unwrap_err();
         assert!(err.contains("postgres://"), "{err}");
+        assert!(!err.contains("pw1"), "the password shows: {err}");
         // Nothing listens on port 1: operations fail, and say where.
         let store = Store::open(
             Some("postgres://nobody@127.0.0.1:1/none"),
