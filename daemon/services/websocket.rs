@@ -19,7 +19,8 @@ use tokio_tungstenite::{
 };
 
 use super::{
-    Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
+    Authority, Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError,
+    Worker,
 };
 use crate::pb::event::Payload;
 
@@ -31,10 +32,12 @@ pub const KIND: Kind = Kind {
         ParamSpec {
             name: "url",
             help: "the server, ws:// or wss:// (required)",
+            authority: Authority::Endpoint,
         },
         ParamSpec {
             name: "send.*",
             help: "messages sent on connect, in order: send.1, send.2, ... send.10",
+            authority: Authority::Credential,
         },
     ],
     build,
