@@ -93,7 +93,8 @@ impl ServiceSpec {
             Authority::Endpoint => match self.params.keys().find(|k| self.is_credential(k)) {
                 None => return Ok(()),
                 Some(credential) => format!(
-                    "an operator setting of {}, since the service sends its configured {credential} there",
+                    "an operator setting of {}, since the service sends its configured \
+                     {credential} there",
                     self.name
                 ),
             },
