@@ -144,6 +144,19 @@ fn redact_url(text: &str) -> Option<String> {
     changed.then(|| url.to_string())
 }
 
+/// Text from an upstream server as the daemon may quote it: at most 80 characters,
+/// quoted, anything unprintable escaped, `…` where it was cut.
+pub fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 80;
+    let text = text.trim();
+    let shown: String = text.chars().take(SHOWN).collect();
+    let mut excerpt = format!("{shown:?}");
+    if shown.len() < text.len() {
+        excerpt.push('…');
+    }
+    excerpt
+}
+
 /// Why a config value's `${VAR}` could not be expanded.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum ExpandError {
@@ -262,6 +275,18 @@ mod tests {
             ExpandError::Unclosed
         );
         assert_eq!(expand_env("no vars", lookup).unwrap().expose(), "no vars");
+    }
+
+    #[test]
+    fn an_excerpt_is_short_and_printable() {
+        assert_eq!(excerpt(" ok\u{7}\n"), r#""ok\u{7}""#);
+        let long = excerpt(&"é".repeat(200));
+        assert_eq!(
+            long.chars().count(),
+            80 + 3,
+            "80, two quotes and the ellipsis"
+        );
+        assert!(long.ends_with("\"…"));
     }
 
     #[test]

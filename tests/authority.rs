@@ -406,3 +406,38 @@ async fn a_database_url_s_password_is_never_shown() {
     assert!(error.contains("mysql://root:redacted@"), "{error}");
     assert!(!error.contains("db-pa55word"), "{error}");
 }
+
+#[tokio::test]
+async fn a_websocket_url_s_token_never_shows_in_its_status_or_errors() {
+    // A port that was free a moment ago: connecting is refused, and reported.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = "ws-t0ken-in-query";
+    let config = format!(
+        "[services.feed]\nkind = \"websocket\"\nparams = {{ url = \"ws://127.0.0.1:{port}/?token={token}\" }}\n"
+    );
+    let daemon = daemon_with(&config, &[("RUST_LOG", "debug")]);
+    let mut client = daemon.client().await;
+    let mut events = Events::open(&mut client, &["feed"], false).await;
+    client
+        .start_service(start_request("feed", 100, &[]))
+        .await
+        .unwrap();
+    let error = soon(events.next_where(|e| is_lifecycle(e, Kind::Error))).await;
+    let service = daemon.service("feed").await;
+    assert!(
+        service.status["connection"].contains("token=redacted"),
+        "{:?}",
+        service.status
+    );
+    for (place, text) in [
+        ("the error event", format!("{error:?}")),
+        ("ListServices", format!("{service:?}")),
+        ("the log", daemon.log()),
+    ] {
+        assert!(!text.contains(token), "the token shows in {place}:\n{text}");
+    }
+}

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     pb::{self, event::Payload},
-    secret::Secret,
+    secret::{Secret, excerpt},
 };
 
 /// How long a request may take, from connecting to the end of the reply, by default.
@@ -316,7 +316,8 @@ impl Worker for Poller {
         let json: Value = serde_json::from_slice(&body).map_err(|e| {
             // The reply itself goes only to the log: a client may have chosen the URL,
             // and the daemon is no way for it to read what it could not fetch itself.
-            tracing::debug!(url = %self.url, reply = %excerpt(&body), "reply is not JSON");
+            let start = String::from_utf8_lossy(&body[..body.len().min(1024)]);
+            tracing::debug!(url = %self.url, reply = %excerpt(&start), "reply is not JSON");
             failed(format!("reply is not JSON ({e}), {} bytes", body.len()))
         })?;
         let payload = match &self.decode {
@@ -353,18 +354,6 @@ fn innermost(error: &reqwest::Error) -> String {
         Some(at) => text[..at].to_owned(),
         None => text,
     }
-}
-
-/// The start of a body that was not JSON, for the log: at most 80 characters, with
-/// anything unprintable escaped.
-fn excerpt(body: &[u8]) -> String {
-    const SHOWN: usize = 80;
-    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
-    let mut excerpt = format!("{:?}", text.trim());
-    if body.len() > SHOWN {
-        excerpt.push('…');
-    }
-    excerpt
 }
 
 /// The generic poller's payload: the named fields, or the whole reply.

@@ -22,7 +22,7 @@ use super::{
     Authority, Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError,
     Worker,
 };
-use crate::pb::event::Payload;
+use crate::{pb::event::Payload, secret::excerpt};
 
 pub const KIND: Kind = Kind {
     name: "websocket",
@@ -221,7 +221,7 @@ impl Session {
                     // Reading on lets tungstenite send its reply and finish the handshake.
                     let _ = tokio::time::timeout(CLOSE_WAIT, drain(&mut socket)).await;
                     let why = frame
-                        .map(|f| format!(" ({} {})", f.code, f.reason))
+                        .map(|f| format!(" ({} {})", f.code, excerpt(&f.reason)))
                         .unwrap_or_default();
                     return Err(self.failed(ctx, format!("server closed the connection{why}")));
                 }

@@ -249,7 +249,7 @@ impl<'a> Feed<'a> {
             "subscribed" => self.subscribed.push(entry),
             "error" => ctx.report(format!(
                 "Kraken refused subscription {entry}: {}",
-                status.error
+                crate::secret::excerpt(&status.error)
             )),
             _ => {}
         }
