@@ -416,9 +416,8 @@ async fn a_websocket_url_s_token_never_shows_in_its_status_or_errors() {
         .unwrap()
         .port();
     let token = "ws-t0ken-in-query";
-    let config = format!(
-        "[services.feed]\nkind = \"websocket\"\nparams = {{ url = \"ws://127.0.0.1:{port}/?token={token}\" }}\n"
-    );
+    let url = format!("ws://127.0.0.1:{port}/?token={token}");
+    let config = format!("[services.feed]\nkind = \"websocket\"\nparams = {{ url = {url:?} }}\n");
     let daemon = daemon_with(&config, &[("RUST_LOG", "debug")]);
     let mut client = daemon.client().await;
     let mut events = Events::open(&mut client, &["feed"], false).await;
