@@ -291,7 +291,8 @@ fn apply_service(
     let mut allow_override = Vec::new();
     for allowed in &file.allow_override {
         let name = allowed.get_ref();
-        if !kind.params.iter().any(|p| p.name == name) && kind.param(name).is_none() {
+        // A family's own name (`header.*`) names each of its members.
+        if kind.param(name).is_none() {
             let known: Vec<_> = kind.params.iter().map(|p| p.name).collect();
             return Err(Problem::at(
                 allowed,
