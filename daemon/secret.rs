@@ -13,7 +13,6 @@ use reqwest::Url;
 
 /// A value that is never shown: Debug and Display print `<redacted>`. Read it with
 /// [`Secret::expose`] only where it is used.
-#[derive(Clone, Default, PartialEq)]
 pub struct Secret<T>(T);
 
 impl<T> Secret<T> {
@@ -93,8 +92,10 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     while let Some(found) = text[from..].find("://") {
         let marker = from + found;
         let start = text[..marker]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = text[marker..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
             .map_or(text.len(), |i| marker + i);
@@ -238,6 +239,24 @@ mod tests {
         let plain = "GET https://api.example.com/v1?page=2&limit=10: timed out";
         assert!(matches!(redact(plain), Cow::Borrowed(t) if t == plain));
         assert_eq!(redact("ends with ://"), "ends with ://");
+        assert_eq!(redact("«http://u:p@h/ »"), "«http://u:redacted@h/ »");
+        assert_eq!(redact("://u:p@h/ é://x"), "://u:p@h/ é://x");
+    }
+
+    proptest::proptest! {
+        /// Whatever surrounds it, a URL's password never shows, and no text makes
+        /// redaction panic.
+        #[test]
+        fn any_text_around_a_url_keeps_its_password_hidden(
+            before in "\\PC{0,40}",
+            password in "[a-zA-Z0-9]{8,20}",
+            after in "\\PC{0,40}",
+        ) {
+            proptest::prop_assume!(!before.contains(&password) && !after.contains(&password));
+            let text = format!("{before} http://user:{password}@host/path {after}");
+            proptest::prop_assert!(!redact(&text).contains(&password));
+            let _ = redact(&before);
+        }
     }
 
     #[test]
