@@ -40,6 +40,7 @@ use toml::Spanned;
 
 use crate::{
     bus, duration,
+    secret::expand_env,
     services::{self, Environment, Params},
     supervisor::{self, RestartPolicy, ServiceSpec, Settings},
 };
@@ -66,6 +67,7 @@ impl Config {
                     kind,
                     interval: kind.default_interval,
                     params: Params::new(),
+                    allow_override: Vec::new(),
                 })
                 .collect(),
             start: Vec::new(),
@@ -272,6 +274,18 @@ fn apply_service(
                 e.message,
             ));
         }
+        // `${VAR}` in a credential is read when the service starts (the variable may
+        // be set by then); here only its form is checked.
+        let credential = kind
+            .param(param.get_ref())
+            .is_some_and(|p| p.authority == services::Authority::Credential);
+        if credential && let Err(e) = expand_env(&text, |_| Some(String::new())) {
+            return Err(Problem::at(
+                value,
+                &format!("{key}.params.{}", param.get_ref()),
+                e.to_string(),
+            ));
+        }
         params.insert(param.get_ref().clone(), text);
     }
     if let Err(services::Build::Param(e)) = kind.build(&params, env) {
@@ -286,11 +300,30 @@ fn apply_service(
             message: e.message,
         });
     }
+    let mut allow_override = Vec::new();
+    for allowed in &file.allow_override {
+        let name = allowed.get_ref();
+        // A family's own name (`header.*`) names each of its members.
+        if kind.param(name).is_none() {
+            let known: Vec<_> = kind.params.iter().map(|p| p.name).collect();
+            return Err(Problem::at(
+                allowed,
+                &format!("{key}.allow_override"),
+                format!(
+                    "{name:?} is not a parameter of {}; it takes {}",
+                    kind.name,
+                    known.join(", ")
+                ),
+            ));
+        }
+        allow_override.push(name.clone());
+    }
     let spec = ServiceSpec {
         name: name.get_ref().clone(),
         kind,
         interval,
         params,
+        allow_override,
     };
     specs.insert(spec.name.clone(), spec);
     Ok(())
@@ -392,6 +425,9 @@ struct ServiceFile {
     interval: Option<Spanned<String>>,
     #[serde(default)]
     params: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// Operator's parameters a client's StartService may set nonetheless.
+    #[serde(default)]
+    allow_override: Vec<Spanned<String>>,
 }
 
 #[cfg(test)]
@@ -492,6 +528,41 @@ mod tests {
 
         let (line, key, _) = error("[bus]\nmax_topics = 0\n");
         assert_eq!((line, key.as_str()), (Some(2), "bus.max_topics"));
+    }
+
+    #[test]
+    fn allow_override_names_parameters_of_the_service_s_kind() {
+        let (line, key, message) =
+            error("[services.aq]\n\nallow_override = [\"url\", \"bogus\"]\n");
+        assert_eq!(
+            (line, key.as_str()),
+            (Some(3), "services.aq.allow_override")
+        );
+        assert!(
+            message.contains("\"bogus\" is not a parameter of aq"),
+            "{message}"
+        );
+
+        let text = r#"
+            [services.prices]
+            kind = "http"
+            params = { url = "http://h/" }
+            allow_override = ["header.*", "method"]
+        "#;
+        let config = Config::parse(text, &env()).ok().unwrap();
+        let prices = config.services.iter().find(|s| s.name == "prices").unwrap();
+        assert_eq!(prices.allow_override, ["header.*", "method"]);
+        let aq = config.services.iter().find(|s| s.name == "aq").unwrap();
+        assert!(aq.allow_override.is_empty(), "nothing by default");
+
+        let (line, key, message) = error(
+            "[services.p]\nkind = \"http\"\nparams = { url = \"http://h/\", \"header.A\" = \"${X\" }\n",
+        );
+        assert_eq!(
+            (line, key.as_str()),
+            (Some(3), "services.p.params.header.A")
+        );
+        assert!(message.contains("closing"), "{message}");
     }
 
     #[test]

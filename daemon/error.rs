@@ -13,6 +13,9 @@ pub enum Error {
     UnknownService(String),
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },
+    /// A client asked for what only the operator may decide.
+    #[error("{field}: {message}")]
+    PermissionDenied { field: String, message: String },
     #[error("{0}")]
     FailedPrecondition(String),
     #[error(
@@ -63,6 +66,7 @@ impl From<Error> for Status {
         let code = match error {
             Error::UnknownService(_) => Code::NotFound,
             Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::BufferFull(_) => Code::ResourceExhausted,
             Error::ShuttingDown => Code::Unavailable,

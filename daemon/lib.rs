@@ -15,6 +15,7 @@ pub mod json;
 pub mod listen;
 pub mod pb;
 pub mod resume;
+pub mod secret;
 pub mod server;
 pub mod services;
 pub mod store;

@@ -73,7 +73,8 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        // Whichever crate logs a URL, its password and keys stay out of the log.
+        .with_writer(|| streamhandler::secret::RedactingWriter(std::io::stderr()))
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     // A panicking service is restarted by its supervisor, a panicking RPC answered with

@@ -18,6 +18,8 @@ use sqlx::{
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use crate::secret::Secret;
+
 static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// How long an operation waits for a connection, or for SQLite's lock, before failing.
@@ -44,7 +46,8 @@ pub struct DesiredState {
 /// A cheap-to-clone handle to the database.
 #[derive(Clone, Debug)]
 pub struct Store {
-    connect: Arc<Connect>,
+    /// Holds the database password: never shown, whatever prints the store.
+    connect: Arc<Secret<Connect>>,
     /// The pool, made on first use (it needs the async runtime), once the migrations
     /// have run on the database.
     pool: Arc<OnceCell<Pool>>,
@@ -109,7 +112,8 @@ impl Store {
             }
             Some(url) => {
                 return Err(format!(
-                    "bad database URL {url:?}: use postgres://... or sqlite://..."
+                    "bad database URL {:?}: use postgres://... or sqlite://...",
+                    crate::secret::redact(url)
                 ));
             }
             None => {
@@ -122,7 +126,7 @@ impl Store {
             }
         };
         Ok(Self {
-            connect: Arc::new(connect),
+            connect: Arc::new(Secret::new(connect)),
             pool: Default::default(),
             location,
         })
@@ -140,7 +144,7 @@ impl Store {
     async fn ready(&self) -> Result<&Pool, StoreError> {
         self.pool
             .get_or_try_init(|| async {
-                let pool = match &*self.connect {
+                let pool = match self.connect.expose() {
                     Connect::Sqlite(options) => sqlite(options.clone()),
                     Connect::Postgres(options) => Pool::Postgres(
                         PgPoolOptions::new()
@@ -397,8 +401,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_url_is_refused_and_an_unreachable_database_is_an_error() {
-        let err = Store::open(Some("mysql://x"), Path::new("/tmp")).unwrap_err();
+        let err = Store::open(Some("mysql://root:pw1@db/x"), Path::new("/tmp")).unwrap_err();
         assert!(err.contains("postgres://"), "{err}");
+        assert!(!err.contains("pw1"), "the password shows: {err}");
+        let store =
+            Store::open(Some("postgres://me:pw2@127.0.0.1:1/x"), Path::new("/tmp")).unwrap();
+        assert!(!format!("{store:?}").contains("pw2"), "{store:?}");
         // Nothing listens on port 1: operations fail, and say where.
         let store = Store::open(
             Some("postgres://nobody@127.0.0.1:1/none"),

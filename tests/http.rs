@@ -273,10 +273,18 @@ async fn repeated_failures_back_off_and_the_first_success_resets() {
 #[tokio::test]
 async fn aq_needs_its_key_and_never_shows_it() {
     let api = Api::start().await;
-    let daemon = Daemon::start();
+    // The key goes to aq's url, so only the operator names it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::harness::write(
+        dir.path(),
+        "streamd.toml",
+        &format!("[services.aq]\nparams = {{ url = {:?} }}\n", api.url("/aq")),
+    );
+    let config = ["--config", config.to_str().unwrap()];
+    let daemon = Daemon::start_with(&config);
     let mut client = daemon.client().await;
     let status = client
-        .start_service(start_request("aq", 100, &[("url", &api.url("/aq"))]))
+        .start_service(start_request("aq", 100, &[]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -292,11 +300,11 @@ async fn aq_needs_its_key_and_never_shows_it() {
     drop(daemon);
 
     let key = "k3y-for-tests";
-    let daemon = Daemon::start_with_env(&[], &[("OPEN_AQ_KEY", key), ("RUST_LOG", "trace")]);
+    let daemon = Daemon::start_with_env(&config, &[("OPEN_AQ_KEY", key), ("RUST_LOG", "trace")]);
     let mut client = daemon.client().await;
     let mut events = Events::open(&mut client, &[], false).await;
     client
-        .start_service(start_request("aq", 100, &[("url", &api.url("/aq"))]))
+        .start_service(start_request("aq", 100, &[]))
         .await
         .unwrap();
     let event = events.next_where(is_data).await;

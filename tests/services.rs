@@ -24,6 +24,19 @@ fn append(path: &Path, text: &str) {
         .unwrap();
 }
 
+/// A daemon whose reader and images take their paths from clients, as the operator
+/// may allow.
+fn daemon_taking_paths_from_clients() -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "streamd.toml",
+        "[services.reader]\nallow_override = [\"dir\", \"follow\"]\n\
+         [services.images]\nallow_override = [\"dir\"]\n",
+    );
+    Daemon::start_with(&["--config", config.to_str().unwrap()])
+}
+
 #[tokio::test]
 async fn reader_publishes_the_built_in_poems() {
     let daemon = Daemon::start();
@@ -48,7 +61,7 @@ async fn reader_publishes_the_built_in_poems() {
 async fn reader_follows_appends_truncation_and_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let log = write(dir.path(), "app.log", "old line, not followed\n");
-    let daemon = Daemon::start();
+    let daemon = daemon_taking_paths_from_clients();
     let mut events = start_watching(
         &daemon,
         "reader",
@@ -93,7 +106,7 @@ async fn reader_follows_appends_truncation_and_rotation() {
 async fn reader_waits_for_a_followed_file_that_does_not_exist_yet() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("later.log");
-    let daemon = Daemon::start();
+    let daemon = daemon_taking_paths_from_clients();
     let mut events = start_watching(
         &daemon,
         "reader",
@@ -116,7 +129,7 @@ async fn images_reports_size_type_and_dimensions() {
     let fox = include_bytes!("../daemon/assets/images/fox.png");
     std::fs::write(dir.path().join("fox.png"), fox).unwrap();
     write(dir.path(), "notes.txt", "not an image");
-    let daemon = Daemon::start();
+    let daemon = daemon_taking_paths_from_clients();
     let mut events = start_watching(
         &daemon,
         "images",
@@ -139,7 +152,7 @@ async fn images_reports_size_type_and_dimensions() {
 #[tokio::test]
 async fn a_failing_step_is_an_error_event_and_the_service_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start();
+    let daemon = daemon_taking_paths_from_clients();
     let mut events = start_watching(
         &daemon,
         "images",

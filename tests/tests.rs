@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod authority;
 mod bench;
 mod bus;
 mod cli;

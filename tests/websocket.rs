@@ -112,7 +112,10 @@ fn daemon_with_feed(url: &str) -> Daemon {
     let config = write(
         dir.path(),
         "streamd.toml",
-        &format!("[services.feed]\nkind = \"websocket\"\nparams = {{ url = {url:?} }}\n"),
+        &format!(
+            "[services.feed]\nkind = \"websocket\"\nparams = {{ url = {url:?} }}\n\
+             allow_override = [\"send.*\"]\n"
+        ),
     );
     Daemon::start_with(&["--config", config.to_str().unwrap()])
 }

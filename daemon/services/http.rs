@@ -17,11 +17,13 @@ use reqwest::{
 use serde_json::Value;
 
 use super::{
-    Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
+    Authority, Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError,
+    Worker,
 };
 use crate::{
     duration,
     pb::{self, event::Payload},
+    secret::{Secret, excerpt},
 };
 
 /// How long a request may take, from connecting to the end of the reply, by default.
@@ -33,11 +35,20 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const URL: ParamSpec = ParamSpec {
     name: "url",
     help: "the endpoint to poll",
+    authority: Authority::Endpoint,
+};
+
+/// aq's endpoint receives the daemon's API key, so only the operator chooses it.
+const KEYED_URL: ParamSpec = ParamSpec {
+    name: "url",
+    help: "the endpoint to poll, which receives the API key",
+    authority: Authority::Operator,
 };
 
 const TIMEOUT: ParamSpec = ParamSpec {
     name: "timeout",
     help: "how long a request may take, e.g. 5s (default 10s)",
+    authority: Authority::Client,
 };
 
 pub const SLUGS: Kind = Kind {
@@ -85,7 +96,7 @@ pub const AQ: Kind = Kind {
     name: "aq",
     description: "air quality monitoring locations from OpenAQ",
     default_interval: std::time::Duration::from_secs(2),
-    params: &[URL, TIMEOUT],
+    params: &[KEYED_URL, TIMEOUT],
     build: |params, env| {
         let mut poller = poller(
             params,
@@ -93,16 +104,17 @@ pub const AQ: Kind = Kind {
             "https://api.openaq.org/v3/locations?coordinates=39.6,-104.8&radius=25000&limit=100",
             Decode::Typed(air_quality),
         )?;
-        let key = std::env::var(OPEN_AQ_KEY).map_err(|_| {
+        let key = std::env::var(OPEN_AQ_KEY).map(Secret::new).map_err(|_| {
             Build::Precondition(format!(
                 "aq needs an OpenAQ API key in the {OPEN_AQ_KEY} environment variable of streamd"
             ))
         })?;
-        let mut key = HeaderValue::from_str(&key).map_err(|_| {
+        let mut key = HeaderValue::from_str(key.expose()).map_err(|_| {
             Build::Precondition(format!("{OPEN_AQ_KEY} is not a valid header value"))
         })?;
         key.set_sensitive(true);
         poller.headers.insert("x-api-key", key);
+        poller.client = env.http_same_origin.clone();
         Ok(Box::new(poller))
     },
 };
@@ -117,18 +129,22 @@ pub const HTTP: Kind = Kind {
         ParamSpec {
             name: "method",
             help: "GET (default), POST, PUT, ...",
+            authority: Authority::Operator,
         },
         ParamSpec {
             name: "body",
             help: "a request body, sent as JSON",
+            authority: Authority::Credential,
         },
         ParamSpec {
             name: "header.*",
-            help: "a request header; ${VAR} in the value is replaced by that environment variable",
+            help: "a request header; in the config file, ${VAR} in the value reads that environment variable",
+            authority: Authority::Credential,
         },
         ParamSpec {
             name: "field.*",
             help: "an output field and the JSON pointer (RFC 6901) to its value, e.g. field.price=/data/price; without any, the whole reply",
+            authority: Authority::Client,
         },
     ],
     build: build_http,
@@ -217,7 +233,7 @@ fn build_http(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Bui
         if let Some(name) = key.strip_prefix("header.") {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| ParamError::new(key, format!("not a header name: {e}")))?;
-            let mut value = HeaderValue::from_str(&expand_env(key, value)?)
+            let mut value = HeaderValue::from_str(value)
                 .map_err(|e| ParamError::new(key, format!("not a header value: {e}")))?;
             // Never shown by Debug, so no log line can carry it.
             value.set_sensitive(true);
@@ -246,8 +262,19 @@ fn build_http(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Bui
             .map_err(|e| ParamError::new("body", format!("not JSON: {e}")))?;
         headers.insert("content-type", HeaderValue::from_static("application/json"));
     }
+    // Headers and a body may carry credentials: their redirects stay within the
+    // same origin.
+    let carries_credentials = params.keys().any(|k| {
+        HTTP.param(k)
+            .is_some_and(|p| p.authority == Authority::Credential)
+    });
+    let client = if carries_credentials {
+        &env.http_same_origin
+    } else {
+        &env.http
+    };
     Ok(Box::new(Poller {
-        client: env.http.clone(),
+        client: client.clone(),
         timeout: parse_timeout(params)?,
         method,
         url: parse_url(params, None)?,
@@ -255,27 +282,6 @@ fn build_http(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Bui
         body,
         decode: Decode::Fields(fields),
     }))
-}
-
-/// Replaces each `${VAR}` in a parameter's value with that environment variable.
-fn expand_env(key: &str, value: &str) -> Result<String, Build> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        let Some(len) = rest[start..].find('}') else {
-            return Err(ParamError::new(key, "has \"${\" without a closing \"}\"").into());
-        };
-        let var = &rest[start + 2..start + len];
-        out.push_str(&rest[..start]);
-        out.push_str(&std::env::var(var).map_err(|_| {
-            Build::Precondition(format!(
-                "params.{key} needs the {var} environment variable of streamd, which is not set"
-            ))
-        })?);
-        rest = &rest[start + len + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[async_trait]
@@ -303,8 +309,13 @@ impl Worker for Poller {
             }
             body.extend_from_slice(&chunk);
         }
-        let json: Value = serde_json::from_slice(&body)
-            .map_err(|e| failed(format!("reply is not JSON ({e}): {}", preview(&body))))?;
+        let json: Value = serde_json::from_slice(&body).map_err(|e| {
+            // The reply itself goes only to the log: a client may have chosen the URL,
+            // and the daemon is no way for it to read what it could not fetch itself.
+            let start = String::from_utf8_lossy(&body[..body.len().min(1024)]);
+            tracing::debug!(url = %self.url, reply = %excerpt(&start), "reply is not JSON");
+            failed(format!("reply is not JSON ({e}), {} bytes", body.len()))
+        })?;
         let payload = match &self.decode {
             Decode::Typed(decode) => decode(&json),
             Decode::Fields(fields) => pick(&json, fields),
@@ -339,17 +350,6 @@ fn innermost(error: &reqwest::Error) -> String {
         Some(at) => text[..at].to_owned(),
         None => text,
     }
-}
-
-/// The start of a body that was not JSON, for the error event.
-fn preview(body: &[u8]) -> String {
-    const SHOWN: usize = 80;
-    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
-    let mut preview = format!("{:?}", text.trim());
-    if body.len() > SHOWN {
-        preview.push('…');
-    }
-    preview
 }
 
 /// The generic poller's payload: the named fields, or the whole reply.
@@ -617,21 +617,5 @@ mod tests {
             panic!()
         };
         assert_eq!(crate::json::from_struct(&s), json!({"value": [1, 2]}));
-    }
-
-    #[test]
-    fn env_vars_expand_and_missing_ones_are_named() {
-        // SAFETY: this test alone reads or writes this variable.
-        unsafe { std::env::set_var("STREAMD_HTTP_TEST_TOKEN", "s3cret") };
-        assert_eq!(
-            expand_env("header.Authorization", "Bearer ${STREAMD_HTTP_TEST_TOKEN}").unwrap(),
-            "Bearer s3cret"
-        );
-        let Err(Build::Precondition(message)) =
-            expand_env("header.X", "${STREAMD_HTTP_TEST_UNSET}")
-        else {
-            panic!()
-        };
-        assert!(message.contains("STREAMD_HTTP_TEST_UNSET"), "{message}");
     }
 }

@@ -37,14 +37,17 @@ pub const KIND: Kind = Kind {
         ParamSpec {
             name: "change_min",
             help: "the lowest change of a score in one round (default -25)",
+            authority: super::Authority::Client,
         },
         ParamSpec {
             name: "change_max",
             help: "the highest change of a score in one round (default 25)",
+            authority: super::Authority::Client,
         },
         ParamSpec {
             name: "flush_interval",
             help: "how often changed scores are written to the database (default 5s)",
+            authority: super::Authority::Client,
         },
     ],
     build,

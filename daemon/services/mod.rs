@@ -38,6 +38,10 @@ pub struct Environment {
     pub data_dir: PathBuf,
     /// One HTTP client for every poller, so they share its connection pool.
     pub http: reqwest::Client,
+    /// The client of pollers that send the daemon's credentials (a key, configured
+    /// headers): it follows redirects only within the same origin, so that no
+    /// credential goes to a server the operator did not name.
+    pub http_same_origin: reqwest::Client,
     /// The daemon's database.
     pub store: Store,
 }
@@ -46,18 +50,43 @@ impl Environment {
     /// Sets up the HTTP client and opens (without connecting) the database at
     /// `database_url`, or the default SQLite file in `data_dir`.
     pub fn new(data_dir: PathBuf, database_url: Option<&str>) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("streamd/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let client = |redirects: reqwest::redirect::Policy| {
+            reqwest::Client::builder()
+                .user_agent(concat!("streamd/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(5))
+                .redirect(redirects)
+                .build()
+                .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+        };
+        let http = client(reqwest::redirect::Policy::default())?;
+        let http_same_origin = client(same_origin_redirects())?;
         let store = Store::open(database_url, &data_dir)?;
         Ok(Self {
             data_dir,
             http,
+            http_same_origin,
             store,
         })
     }
+}
+
+/// Follows up to 10 redirects that stay on the first request's scheme, host and port;
+/// one to another origin is not followed, and becomes the step's error.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(reqwest::Url::origin);
+        if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else if first.as_ref() == Some(&attempt.url().origin()) {
+            attempt.follow()
+        } else {
+            let to = crate::secret::redact(attempt.url().as_str()).into_owned();
+            attempt.error(format!(
+                "redirected to another origin ({to}); not followed, since the request \
+                 carries credentials"
+            ))
+        }
+    })
 }
 
 /// Does a service's work, one step at a time.
@@ -108,14 +137,41 @@ impl ParamError {
 pub struct ParamSpec {
     pub name: &'static str,
     pub help: &'static str,
+    /// Who may set it: the config file only, or also a client starting the service.
+    pub authority: Authority,
+}
+
+/// Who may set a parameter. The config file sets any; a client's StartService may
+/// set an operator's parameter only where the service's `allow_override` lists it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Authority {
+    /// Changes only what the service produces (an interval, a count, a pair): any
+    /// client may set it.
+    Client,
+    /// Where the service connects. A client may choose it while the service carries
+    /// none of the operator's credentials; the kind accepts only its own schemes.
+    Endpoint,
+    /// Decides what the daemon reads, or how it talks to a server (a directory, a
+    /// method): the operator's.
+    Operator,
+    /// Sent to the service's endpoint and may hold a secret (a header, a body, an
+    /// opening message): the operator's. In the config file `${VAR}` in it reads an
+    /// environment variable, and while one is configured the endpoint is the
+    /// operator's too.
+    Credential,
 }
 
 impl ParamSpec {
     fn accepts(&self, key: &str) -> bool {
-        match self.name.strip_suffix('*') {
-            Some(prefix) => key.len() > prefix.len() && key.starts_with(prefix),
-            None => key == self.name,
-        }
+        family_accepts(self.name, key)
+    }
+}
+
+/// Whether `key` is the parameter `name`, or one of the family `name` ends in `.*`.
+pub fn family_accepts(name: &str, key: &str) -> bool {
+    match name.strip_suffix('*') {
+        Some(prefix) => key.len() > prefix.len() && key.starts_with(prefix),
+        None => key == name,
     }
 }
 
@@ -133,6 +189,11 @@ pub struct Kind {
 }
 
 impl Kind {
+    /// The spec of the parameter `key`, if the kind takes it.
+    pub fn param(&self, key: &str) -> Option<&'static ParamSpec> {
+        self.params.iter().find(|p| p.accepts(key))
+    }
+
     /// Checks the parameter names against the kind's, then builds a worker.
     pub fn build(&self, params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
         if let Some(unknown) = params

@@ -33,10 +33,12 @@ pub const KIND: Kind = Kind {
         ParamSpec {
             name: "dir",
             help: "directory of text files (default: the built-in poems)",
+            authority: super::Authority::Operator,
         },
         ParamSpec {
             name: "follow",
             help: "a file inside dir whose appended lines to stream, like tail -F",
+            authority: super::Authority::Operator,
         },
     ],
     build,

@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use rand::Rng;
 
-use super::{Environment, Kind, ParamSpec, Params, StepContext, StepError, Worker, parse_count};
+use super::{
+    Authority, Environment, Kind, ParamSpec, Params, StepContext, StepError, Worker, parse_count,
+};
 use crate::pb::{self, event::Payload};
 
 pub const KIND: Kind = Kind {
@@ -15,10 +17,12 @@ pub const KIND: Kind = Kind {
         ParamSpec {
             name: "series",
             help: "series per event (default 10)",
+            authority: Authority::Client,
         },
         ParamSpec {
             name: "max_points",
             help: "most points in one series; each has 1 to this many (default 12)",
+            authority: Authority::Client,
         },
     ],
     build,

@@ -19,9 +19,10 @@ use tokio_tungstenite::{
 };
 
 use super::{
-    Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
+    Authority, Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError,
+    Worker,
 };
-use crate::pb::event::Payload;
+use crate::{pb::event::Payload, secret::excerpt};
 
 pub const KIND: Kind = Kind {
     name: "websocket",
@@ -31,10 +32,12 @@ pub const KIND: Kind = Kind {
         ParamSpec {
             name: "url",
             help: "the server, ws:// or wss:// (required)",
+            authority: Authority::Endpoint,
         },
         ParamSpec {
             name: "send.*",
             help: "messages sent on connect, in order: send.1, send.2, ... send.10",
+            authority: Authority::Credential,
         },
     ],
     build,
@@ -218,7 +221,7 @@ impl Session {
                     // Reading on lets tungstenite send its reply and finish the handshake.
                     let _ = tokio::time::timeout(CLOSE_WAIT, drain(&mut socket)).await;
                     let why = frame
-                        .map(|f| format!(" ({} {})", f.code, f.reason))
+                        .map(|f| format!(" ({} {})", f.code, excerpt(&f.reason)))
                         .unwrap_or_default();
                     return Err(self.failed(ctx, format!("server closed the connection{why}")));
                 }

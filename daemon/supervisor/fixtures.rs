@@ -37,6 +37,7 @@ pub(super) fn supervisor(stop_timeout: Duration, kinds: &[&'static Kind]) -> Sup
             kind,
             interval: kind.default_interval,
             params: Params::new(),
+            allow_override: Vec::new(),
         })
         .collect();
     let settings = Settings {

@@ -37,7 +37,10 @@ use crate::{
     bus::Bus,
     error::Error,
     pb::{self, lifecycle},
-    services::{Build, DaemonView, Environment, Kind, ParamError, Params},
+    secret::{Secret, expand_env},
+    services::{
+        Authority, Build, DaemonView, Environment, Kind, ParamError, Params, family_accepts,
+    },
     store::DesiredState,
     topic,
 };
@@ -49,6 +52,74 @@ pub struct ServiceSpec {
     pub kind: &'static Kind,
     pub interval: Duration,
     pub params: Params,
+    /// The operator's parameters that clients may nevertheless set (names, or
+    /// families such as `header.*`).
+    pub allow_override: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// The parameters of one run: the configured ones, `${VAR}` in their credentials
+    /// read from the environment, and a client's overrides where it may make them,
+    /// taken as written. Returns them as clients see them and as the worker gets them.
+    fn params_for_run(&self, overrides: &Params) -> Result<(Params, Secret<Params>), Error> {
+        for key in overrides.keys() {
+            self.check_override(key)?;
+        }
+        let mut shown = self.params.clone();
+        shown.extend(overrides.clone());
+        let mut effective = Params::new();
+        for (key, value) in &self.params {
+            let value = if self.is_credential(key) {
+                let expanded = expand_env(value, |var| std::env::var(var).ok())
+                    .map_err(|e| Error::FailedPrecondition(format!("params.{key} {e}")))?;
+                expanded.expose().clone()
+            } else {
+                value.clone()
+            };
+            effective.insert(key.clone(), value);
+        }
+        effective.extend(overrides.clone());
+        Ok((shown, Secret::new(effective)))
+    }
+
+    /// Refuses a client's value for `key` when the parameter is the operator's.
+    fn check_override(&self, key: &str) -> Result<(), Error> {
+        // A parameter the kind does not take is refused when it builds, naming it.
+        let Some(param) = self.kind.param(key) else {
+            return Ok(());
+        };
+        if self.allow_override.iter().any(|a| family_accepts(a, key)) {
+            return Ok(());
+        }
+        let why = match param.authority {
+            Authority::Client => return Ok(()),
+            Authority::Endpoint => match self.params.keys().find(|k| self.is_credential(k)) {
+                None => return Ok(()),
+                Some(credential) => format!(
+                    "an operator setting of {}, since the service sends its configured \
+                     {credential} there",
+                    self.name
+                ),
+            },
+            Authority::Operator | Authority::Credential => {
+                format!("an operator setting of {}", self.name)
+            }
+        };
+        Err(Error::PermissionDenied {
+            field: format!("params.{key}"),
+            message: format!(
+                "{why}; clients may change it only where the config file lists it, e.g. \
+                 [services.{}] allow_override = [{key:?}]",
+                self.name
+            ),
+        })
+    }
+
+    fn is_credential(&self, key: &str) -> bool {
+        self.kind
+            .param(key)
+            .is_some_and(|p| p.authority == Authority::Credential)
+    }
 }
 
 /// Changes to a service's configuration for one run.
@@ -199,16 +270,15 @@ impl Supervisor {
         if interval.is_zero() {
             return Err(Error::invalid("interval", "must be greater than zero"));
         }
-        let mut params = spec.params.clone();
-        params.extend(overrides.params.clone());
+        let (shown, params) = spec.params_for_run(&overrides.params)?;
         let worker = spec
             .kind
-            .build(&params, &self.shared.env)
+            .build(params.expose(), &self.shared.env)
             .map_err(|e| match e {
                 Build::Param(e) => Error::invalid(format!("params.{}", e.key), e.message),
                 Build::Precondition(message) => Error::FailedPrecondition(message),
             })?;
-        slot.mark_started(interval, params.clone());
+        slot.mark_started(interval, shown);
         tracing::info!(service = %spec.name, ?interval, "started");
         // Before the task exists, so that "started" precedes the service's first event.
         slot.lifecycle(lifecycle::Kind::Started, String::new());
@@ -422,6 +492,121 @@ mod tests {
             ["Started", "data", "Stopped"],
             "the step's event comes before the stop"
         );
+    }
+
+    /// A service of the built-in `kind` as the config file could give it.
+    fn configured(kind: &str, params: &[(&str, &str)], allow_override: &[&str]) -> ServiceSpec {
+        let kind = crate::services::kind(kind).unwrap();
+        ServiceSpec {
+            name: kind.name.to_owned(),
+            kind,
+            interval: kind.default_interval,
+            params: pairs(params),
+            allow_override: allow_override.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn pairs(pairs: &[(&str, &str)]) -> Params {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The field a client's override of `key` is refused for, if it is.
+    fn refused(spec: &ServiceSpec, key: &str, value: &str) -> Option<String> {
+        match spec.params_for_run(&pairs(&[(key, value)])) {
+            Ok(_) => None,
+            Err(Error::PermissionDenied { field, message }) => {
+                assert!(message.contains("allow_override"), "{message}");
+                Some(field)
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn clients_set_only_their_own_parameters_unless_the_config_allows_more() {
+        let url = "http://127.0.0.1:9/";
+        let slugs = configured("slugs", &[], &[]);
+        assert_eq!(refused(&slugs, "url", url), None);
+        assert_eq!(refused(&slugs, "timeout", "1s"), None);
+        assert_eq!(
+            refused(&configured("streamer", &[], &[]), "series", "3"),
+            None
+        );
+        // aq sends its key to its url.
+        let aq = configured("aq", &[], &[]);
+        assert_eq!(refused(&aq, "url", url).as_deref(), Some("params.url"));
+        assert_eq!(refused(&configured("aq", &[], &["url"]), "url", url), None);
+        let reader = configured("reader", &[], &[]);
+        assert_eq!(
+            refused(&reader, "dir", "/etc").as_deref(),
+            Some("params.dir")
+        );
+        assert_eq!(
+            refused(&reader, "follow", "/x").as_deref(),
+            Some("params.follow")
+        );
+
+        // A configured header makes the url the operator's too.
+        let headed = [("url", url), ("header.Authorization", "Bearer t0k")];
+        let http = configured("http", &headed, &[]);
+        for key in ["url", "header.X", "method", "body"] {
+            assert_eq!(refused(&http, key, "1"), Some(format!("params.{key}")));
+        }
+        assert_eq!(refused(&http, "field.price", "/p"), None);
+        assert_eq!(
+            refused(&configured("http", &[("url", url)], &[]), "url", url),
+            None
+        );
+        // A family in allow_override opens each of its members, and nothing else.
+        let open = configured("http", &headed, &["header.*"]);
+        assert_eq!(refused(&open, "header.X", "1"), None);
+        assert_eq!(refused(&open, "url", url).as_deref(), Some("params.url"));
+        let feed = configured("websocket", &[("url", "ws://h/"), ("send.1", "{}")], &[]);
+        assert_eq!(
+            refused(&feed, "url", "ws://elsewhere/").as_deref(),
+            Some("params.url")
+        );
+        assert_eq!(
+            refused(&feed, "send.2", "{}").as_deref(),
+            Some("params.send.2")
+        );
+    }
+
+    #[test]
+    fn only_the_config_file_reads_the_environment() {
+        let path = std::env::var("PATH").expect("PATH is set");
+        let spec = configured(
+            "http",
+            &[("url", "http://h/"), ("header.Authorization", "${PATH}")],
+            &["header.*"],
+        );
+        let (shown, effective) = spec
+            .params_for_run(&pairs(&[("header.X-Echo", "${PATH}")]))
+            .unwrap();
+        assert_eq!(effective.expose()["header.Authorization"], path);
+        assert_eq!(
+            effective.expose()["header.X-Echo"],
+            "${PATH}",
+            "taken as written"
+        );
+        assert_eq!(shown["header.Authorization"], "${PATH}");
+        assert_eq!(format!("{effective:?}"), "<redacted>");
+
+        let unset = configured(
+            "http",
+            &[
+                ("url", "http://h/"),
+                ("header.X", "${STREAMD_NEVER_SET_IN_TESTS}"),
+            ],
+            &[],
+        );
+        let Err(Error::FailedPrecondition(message)) = unset.params_for_run(&Params::new()) else {
+            panic!()
+        };
+        assert!(message.contains("STREAMD_NEVER_SET_IN_TESTS"), "{message}");
     }
 
     #[tokio::test]

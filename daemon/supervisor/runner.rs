@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Supervisor, slot::Slot};
 use crate::{
     pb::{self, lifecycle},
+    secret::Secret,
     services::{Outlet, Params, StepContext, StepError, Worker},
 };
 
@@ -23,7 +24,8 @@ pub(super) struct Runner {
     pub(super) supervisor: Supervisor,
     pub(super) slot: Arc<Slot>,
     pub(super) interval: Duration,
-    pub(super) params: Params,
+    /// As the worker gets them: with what the config's `${VAR}`s read.
+    pub(super) params: Secret<Params>,
 }
 
 /// How a worker's steps ended.
@@ -79,7 +81,7 @@ impl Runner {
                 .slot
                 .spec
                 .kind
-                .build(&self.params, &self.supervisor.shared.env)
+                .build(self.params.expose(), &self.supervisor.shared.env)
             {
                 Ok(worker) => worker,
                 // The same parameters built the first worker, so this is not expected.

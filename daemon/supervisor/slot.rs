@@ -15,6 +15,7 @@ use super::ServiceSpec;
 use crate::{
     bus::{Bus, Refused, lock},
     pb::{self, ServiceState, event::Payload, lifecycle},
+    secret::{redact, redact_param},
     services::{Outlet, Params},
 };
 
@@ -98,7 +99,7 @@ impl Slot {
         let mut status = lock(&self.status);
         status.state = ServiceState::BackingOff;
         status.restarts += 1;
-        status.last_error = reason.to_owned();
+        status.last_error = redact(reason).into_owned();
     }
 
     /// A fresh worker took over after a crash.
@@ -111,7 +112,7 @@ impl Slot {
         let mut status = lock(&self.status);
         status.state = ServiceState::Failed;
         status.started_at = None;
-        status.last_error = reason.to_owned();
+        status.last_error = redact(reason).into_owned();
     }
 
     /// Counts a crash among the errors; its reason is kept by what follows it, a
@@ -134,7 +135,8 @@ impl Slot {
         });
     }
 
-    pub(super) fn publish_lifecycle(&self, event: pb::Lifecycle) {
+    pub(super) fn publish_lifecycle(&self, mut event: pb::Lifecycle) {
+        event.message = redact(&event.message).into_owned();
         // Lifecycle events are far below the size limit, and after the bus closes there
         // is nobody left to tell.
         let _ = self.bus.publish(&self.spec.name, Payload::Lifecycle(event));
@@ -150,7 +152,7 @@ impl Slot {
             params: status
                 .params
                 .iter()
-                .map(|(k, v)| (k.clone(), redacted(k, v)))
+                .map(|(k, v)| (k.clone(), redact_param(k, v)))
                 .collect(),
             started_at: status.started_at.map(Into::into),
             events_published: status.events,
@@ -174,6 +176,7 @@ impl Outlet for Slot {
     }
 
     fn report(&self, message: String) {
+        let message = redact(&message).into_owned();
         tracing::debug!(service = %self.spec.name, %message, "step failed");
         {
             let mut status = lock(&self.status);
@@ -184,29 +187,7 @@ impl Outlet for Slot {
     }
 
     fn set_status(&self, key: &str, value: String) {
+        let value = redact(&value).into_owned();
         lock(&self.status).reported.insert(key.to_owned(), value);
-    }
-}
-
-/// Hides the values of parameters whose names say they are secret.
-fn redacted(key: &str, value: &str) -> String {
-    const SECRET_WORDS: [&str; 6] = ["key", "token", "secret", "password", "auth", "credential"];
-    let key = key.to_ascii_lowercase();
-    if SECRET_WORDS.iter().any(|w| key.contains(w)) {
-        "<redacted>".to_owned()
-    } else {
-        value.to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_looking_params_are_redacted() {
-        assert_eq!(redacted("api_key", "hunter2"), "<redacted>");
-        assert_eq!(redacted("X-Auth-Token", "t"), "<redacted>");
-        assert_eq!(redacted("dir", "/srv"), "/srv");
     }
 }

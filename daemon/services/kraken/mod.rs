@@ -16,7 +16,8 @@ use serde_json::{Map, Value, json};
 
 use self::book::{Book, Decimal, Level, Side};
 use super::{
-    Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError, Worker,
+    Authority, Build, Environment, Kind, ParamError, ParamSpec, Params, StepContext, StepError,
+    Worker,
     websocket::{self, Protocol, Session},
 };
 use crate::pb::{self, event::Payload};
@@ -30,18 +31,22 @@ pub const KIND: Kind = Kind {
         ParamSpec {
             name: "url",
             help: "Kraken's v1 websocket (default wss://ws.kraken.com)",
+            authority: Authority::Endpoint,
         },
         ParamSpec {
             name: "pairs",
             help: "comma-separated pairs (default XBT/USD)",
+            authority: Authority::Client,
         },
         ParamSpec {
             name: "channels",
             help: "comma-separated, of ticker, spread and book (default all three)",
+            authority: Authority::Client,
         },
         ParamSpec {
             name: "depth",
             help: "book depth: 10, 25, 100, 500 or 1000 (default 10)",
+            authority: Authority::Client,
         },
     ],
     build,
@@ -244,7 +249,7 @@ impl<'a> Feed<'a> {
             "subscribed" => self.subscribed.push(entry),
             "error" => ctx.report(format!(
                 "Kraken refused subscription {entry}: {}",
-                status.error
+                crate::secret::excerpt(&status.error)
             )),
             _ => {}
         }
