@@ -523,3 +523,61 @@ async fn a_fast_stream_of_tiny_events_to_many_topics_is_paced_not_cut_off() {
         received += 1;
     }
 }
+
+/// The token admits a client, not the daemon's authority: with it, over TLS, the
+/// attacks of a client on the daemon's files, credentials and memory fail as they do
+/// on loopback.
+#[test]
+fn a_client_with_the_token_still_cannot_take_the_daemons_authority() {
+    let certs = Certs::new();
+    let daemon = certs.daemon(&[]);
+    let catcher = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    catcher.set_nonblocking(true).unwrap();
+    let catcher_url = format!("url=http://{}/", catcher.local_addr().unwrap());
+    let long_name = "n".repeat(20_000);
+    let attacks: [(&[&str], &str); 5] = [
+        (
+            &["start", "reader", "--set", "dir=/proc/self"],
+            "operator setting",
+        ),
+        (
+            &["start", "reader", "--set", "follow=/etc/shadow"],
+            "operator setting",
+        ),
+        (&["start", "aq", "--set", &catcher_url], "operator setting"),
+        (
+            &[
+                "start",
+                "leaderboard",
+                "--set",
+                "flush_interval=300000000000y",
+            ],
+            "flush_interval",
+        ),
+        (&["start", &long_name], "name"),
+    ];
+    for (args, want) in attacks {
+        let output = certs
+            .streamctl(&daemon, Some(TOKEN))
+            .args(args)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        let shown = &args[..args.len().min(3)];
+        assert!(!output.status.success(), "{shown:?} succeeded: {stdout}");
+        assert!(
+            stderr.contains(want) && stderr.len() < 2_000,
+            "{shown:?}: {stderr}"
+        );
+    }
+    assert!(
+        catcher.accept().is_err(),
+        "the daemon connected to the client's URL"
+    );
+    let list = certs
+        .streamctl(&daemon, Some(TOKEN))
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(list.status.success(), "{:?}", text(&list));
+}
