@@ -13,6 +13,7 @@
 //! [bus]
 //! subscriber_buffer = "64MiB"         # events held for a slow subscriber
 //! max_subscriber_buffer = "256MiB"    # the most a subscriber may ask for
+//! max_buffered = "4GiB"               # all subscribers together [default: RAM / 4]
 //! topic_retention = "10m"             # clients' topics unused this long are forgotten
 //! max_topics = 10000                  # clients' topics kept at most
 //! max_topic_bytes = "64MiB"           # bytes of their latest events kept at most
@@ -164,6 +165,11 @@ fn apply_bus(file: &BusFile, settings: &mut bus::Settings) -> Result<(), Problem
             &mut settings.max_subscriber_buffer,
         ),
         (
+            &file.max_buffered,
+            "max_buffered",
+            &mut settings.max_buffered,
+        ),
+        (
             &file.max_topic_bytes,
             "max_topic_bytes",
             &mut settings.max_topic_bytes,
@@ -185,6 +191,7 @@ fn apply_bus(file: &BusFile, settings: &mut bus::Settings) -> Result<(), Problem
         let span = match key {
             "subscriber_buffer" => file.subscriber_buffer.as_ref().map(Spanned::span),
             "max_subscriber_buffer" => file.max_subscriber_buffer.as_ref().map(Spanned::span),
+            "max_buffered" => file.max_buffered.as_ref().map(Spanned::span),
             "max_topics" => file.max_topics.as_ref().map(Spanned::span),
             _ => None,
         };
@@ -413,6 +420,7 @@ struct SupervisorFile {
 struct BusFile {
     subscriber_buffer: Option<Spanned<String>>,
     max_subscriber_buffer: Option<Spanned<String>>,
+    max_buffered: Option<Spanned<String>>,
     topic_retention: Option<Spanned<String>>,
     max_topics: Option<Spanned<usize>>,
     max_topic_bytes: Option<Spanned<String>>,
@@ -571,6 +579,7 @@ mod tests {
             [bus]
             subscriber_buffer = "1MiB"
             max_subscriber_buffer = "2 MiB"
+            max_buffered = "3MiB"
             topic_retention = "30s"
             max_topics = 50
             max_topic_bytes = "100KiB"
@@ -581,6 +590,7 @@ mod tests {
             bus::Settings {
                 subscriber_buffer: 1 << 20,
                 max_subscriber_buffer: 2 << 20,
+                max_buffered: 3 << 20,
                 topic_retention: Duration::from_secs(30),
                 max_topics: 50,
                 max_topic_bytes: 100 << 10,

@@ -20,7 +20,8 @@ pub enum Error {
     FailedPrecondition(String),
     #[error(
         "{0}: events came faster than this client read them; everything before this \
-         point was delivered. Read faster, or ask for a larger buffer_bytes"
+         point was delivered. Read faster{advice}",
+        advice = if .0.shared { "" } else { ", or ask for a larger buffer_bytes" }
     )]
     BufferFull(BufferFull),
     #[error("streamd is shutting down")]
@@ -107,7 +108,10 @@ mod tests {
             "{}",
             buffer.message()
         );
-        let full = Status::from(Error::BufferFull(BufferFull { buffer: 65_600 }));
+        let full = Status::from(Error::BufferFull(BufferFull {
+            buffer: 65_600,
+            shared: false,
+        }));
         assert_eq!(full.code(), Code::ResourceExhausted);
         assert!(full.message().contains("65600 bytes"), "{}", full.message());
     }

@@ -52,6 +52,10 @@ struct Args {
     /// The largest buffer a subscriber may ask for [default: 256MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_subscriber_buffer: Option<usize>,
+    /// What all subscribers may hold together; past it, each is held to an equal share
+    /// [default: a quarter of the machine's memory].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_buffered: Option<usize>,
     /// A topic of clients' that nobody publishes to or follows for this long is
     /// forgotten [default: 10m].
     #[arg(long, value_name = "DURATION", value_parser = streamhandler::duration::parse_positive)]
@@ -123,6 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     bus.max_subscriber_buffer = args
         .max_subscriber_buffer
         .unwrap_or(bus.max_subscriber_buffer);
+    bus.max_buffered = args.max_buffered.unwrap_or(bus.max_buffered);
     bus.topic_retention = args.topic_retention.unwrap_or(bus.topic_retention);
     bus.max_topics = args.max_topics.unwrap_or(bus.max_topics);
     bus.check()

@@ -149,6 +149,49 @@ async fn past_its_buffer_a_subscriber_is_told_exactly_which_of_its_events_it_mis
     );
 }
 
+/// Subscribers that stop reading, each with the default 64 MiB buffer, share the
+/// daemon's `--max-buffered`: the daemon's memory stays near it, and each is told what
+/// it missed.
+#[tokio::test]
+async fn subscribers_who_stop_reading_cannot_take_the_daemons_memory() {
+    let daemon = Daemon::start_with(&["--max-buffered", "8MiB"]);
+    let names: Vec<_> = (0..5).map(|i| format!("stalled.{i}")).collect();
+    let mut stalled = Vec::new();
+    for name in &names {
+        let request = pb::SubscribeRequest {
+            topics: vec![name.clone()],
+            ..Default::default()
+        };
+        // A connection each, so that one stream's unread events cannot hold another's.
+        stalled.push(
+            subscribe(&mut daemon.client().await, request)
+                .await
+                .unwrap(),
+        );
+    }
+    let before = daemon.rss_kib();
+    let mut publisher = daemon.client().await;
+    // 20 MB on each topic: without the limit the daemon would hold 100 MB.
+    for name in &names {
+        flood(&mut publisher, name, 20_000, 1000).await;
+    }
+    let grown = daemon.rss_kib().saturating_sub(before);
+    assert!(grown < 50 * 1024, "RSS grew by {grown} KiB");
+    for events in &mut stalled {
+        let missed = loop {
+            let event = tokio::time::timeout(PATIENCE, events.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Some(Payload::Lagged(lagged)) = event.payload {
+                break lagged.missed;
+            }
+        };
+        assert!(missed > 0);
+    }
+}
+
 #[tokio::test]
 async fn a_subscriber_that_chose_close_gets_every_event_up_to_the_break_then_an_error() {
     let daemon = Daemon::start();

@@ -48,15 +48,6 @@ async fn watch(daemon: &Daemon, name: &str) -> Events {
     events
 }
 
-fn rss_kib(daemon: &Daemon) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_directory_under_proc_is_refused_and_the_service_stops_cleanly() {
     let (daemon, _config) = daemon_with(&reader("procs", "dir = \"/proc/self\""));
@@ -70,9 +61,9 @@ async fn a_directory_under_proc_is_refused_and_the_service_stops_cleanly() {
     // Many steps later, nothing has been read into memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        rss_kib(&daemon) < 200 * 1024,
+        daemon.rss_kib() < 200 * 1024,
         "RSS {} KiB",
-        rss_kib(&daemon)
+        daemon.rss_kib()
     );
     let service = daemon.service("procs").await;
     assert!(service.last_error.contains("refused"), "{service:?}");
@@ -171,9 +162,9 @@ async fn a_file_over_the_cap_is_passed_over_with_a_clear_error() {
         "{error:?}"
     );
     assert!(
-        rss_kib(&daemon) < 200 * 1024,
+        daemon.rss_kib() < 200 * 1024,
         "RSS {} KiB",
-        rss_kib(&daemon)
+        daemon.rss_kib()
     );
 }
 

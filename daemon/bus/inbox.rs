@@ -8,10 +8,18 @@
 //! buffer, so that when the buffer is full the oldest waiting events are dropped and
 //! the newest kept. Memory is taken as events wait and given back as they go: an idle
 //! inbox holds no events and no room for them.
+//!
+//! All inboxes together draw on one [`Pool`], the daemon's limit on what subscribers
+//! hold: while it has room each inbox may fill its own buffer; once it is full, an
+//! inbox holding more than an equal share is held to that share, so that subscribers
+//! who stopped reading cannot take the memory of those who read.
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    sync::Mutex,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll, Waker},
     time::SystemTime,
 };
@@ -30,9 +38,42 @@ const KEPT_ROOM: usize = 256;
 /// about what the gRPC layer writes in one go.
 const BATCH: usize = 32 * 1024;
 
+/// An inbox draws on the pool in steps of this much, so that steady traffic touches
+/// the shared count rarely.
+const CHUNK: usize = 64 * 1024;
+
+/// What all inboxes hold together, against the daemon's limit.
+pub(super) struct Pool {
+    limit: usize,
+    /// What inboxes have drawn: what they hold, plus less than two chunks each.
+    drawn: AtomicUsize,
+    inboxes: AtomicUsize,
+}
+
+impl Pool {
+    pub(super) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            drawn: AtomicUsize::new(0),
+            inboxes: AtomicUsize::new(0),
+        })
+    }
+
+    /// Each inbox's part of the limit once it is reached.
+    fn share(&self) -> usize {
+        self.limit / self.inboxes.load(Ordering::Relaxed).max(1)
+    }
+
+    #[cfg(test)]
+    pub(super) fn drawn(&self) -> usize {
+        self.drawn.load(Ordering::Relaxed)
+    }
+}
+
 pub(super) struct Inbox {
     buffer: usize,
     overflow: Overflow,
+    pool: Arc<Pool>,
     /// A std mutex: held only to append or to take a batch, never across an await.
     queue: Mutex<Queue>,
 }
@@ -41,11 +82,15 @@ struct Queue {
     events: VecDeque<EncodedEvent>,
     /// What the events waiting and those handed to the reader but not yet sent cost.
     held: usize,
+    /// What this inbox has drawn from the pool: `held` and some room.
+    drawn: usize,
     /// Events skipped since the reader last took any: they came before `events`.
     skipped: Option<Box<Skipped>>,
     /// The reader, when it waits for events.
     waker: Option<Waker>,
     state: State,
+    /// The limit that overflowed under [`Overflow::Close`].
+    full: Option<BufferFull>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,16 +152,20 @@ impl Skipped {
 }
 
 impl Inbox {
-    pub(super) fn new(buffer: usize, overflow: Overflow) -> Self {
+    pub(super) fn new(buffer: usize, overflow: Overflow, pool: Arc<Pool>) -> Self {
+        pool.inboxes.fetch_add(1, Ordering::Relaxed);
         Self {
             buffer,
             overflow,
+            pool,
             queue: Mutex::new(Queue {
                 events: VecDeque::new(),
                 held: 0,
+                drawn: 0,
                 skipped: None,
                 waker: None,
                 state: State::Open,
+                full: None,
             }),
         }
     }
@@ -130,10 +179,18 @@ impl Inbox {
             if queue.state != State::Open {
                 return;
             }
-            if queue.held + cost > self.buffer {
+            let needed = queue.held + cost;
+            let limit = self.draw(&mut queue, needed);
+            if needed > limit.buffer {
                 match self.overflow {
-                    Overflow::Close => queue.state = State::Full,
-                    Overflow::Skip => queue.skip_for(cost, self.buffer, event),
+                    Overflow::Close => {
+                        queue.state = State::Full;
+                        queue.full = Some(limit);
+                    }
+                    Overflow::Skip => {
+                        queue.skip_for(cost, limit.buffer, event);
+                        self.give_back_spare(&mut queue);
+                    }
                 }
             } else {
                 queue.held += cost;
@@ -143,6 +200,52 @@ impl Inbox {
         };
         if let Some(waker) = waker {
             waker.wake();
+        }
+    }
+
+    /// Draws from the pool what holding `needed` bytes takes, when it has room or
+    /// `needed` is within an equal share; returns the limit that applies: this inbox's
+    /// buffer, or its share of a full pool.
+    fn draw(&self, queue: &mut Queue, needed: usize) -> BufferFull {
+        let pool = &self.pool;
+        let own = BufferFull {
+            buffer: self.buffer,
+            shared: false,
+        };
+        if needed > self.buffer {
+            return own;
+        }
+        let limited = || BufferFull {
+            buffer: pool.share().min(self.buffer),
+            shared: true,
+        };
+        if needed <= queue.drawn {
+            // Drawn while the pool had room: once it is full, still only a share.
+            let full = pool.drawn.load(Ordering::Relaxed) + CHUNK > pool.limit;
+            return if full && needed > pool.share() {
+                limited()
+            } else {
+                own
+            };
+        }
+        let more = (needed - queue.drawn).next_multiple_of(CHUNK);
+        let before = pool.drawn.fetch_add(more, Ordering::Relaxed);
+        if before + more <= pool.limit || needed <= pool.share() {
+            queue.drawn += more;
+            return own;
+        }
+        pool.drawn.fetch_sub(more, Ordering::Relaxed);
+        limited()
+    }
+
+    /// Returns to the pool what this inbox drew beyond a chunk over what it holds.
+    fn give_back_spare(&self, queue: &mut Queue) {
+        let keep = queue.held.next_multiple_of(CHUNK);
+        if queue.drawn > keep + CHUNK {
+            self.pool
+                .drawn
+                .fetch_sub(queue.drawn - keep, Ordering::Relaxed);
+            queue.drawn = keep;
         }
     }
 
@@ -167,6 +270,8 @@ impl Inbox {
         queue.events = VecDeque::new();
         queue.skipped = None;
         queue.waker = None;
+        queue.held = 0;
+        self.give_back_spare(&mut queue);
     }
 
     /// The next event for the reader, taking a batch from the queue when its own is
@@ -186,6 +291,7 @@ impl Inbox {
             let mut queue = lock(&self.queue);
             // Everything in the last batch has been sent.
             queue.held -= std::mem::take(&mut reader.held);
+            self.give_back_spare(&mut queue);
             let skipped = queue.skipped.take();
             if !queue.events.is_empty() {
                 reader.held = queue.take_batch(&mut reader.batch);
@@ -203,9 +309,7 @@ impl Inbox {
                     }
                     State::Full => {
                         queue.state = State::Closed;
-                        Poll::Ready(Some(Err(BufferFull {
-                            buffer: self.buffer,
-                        })))
+                        Poll::Ready(queue.full.take().map(Err))
                     }
                     State::Closed | State::Abandoned => Poll::Ready(None),
                 };
@@ -259,6 +363,14 @@ impl Queue {
             self.held += cost;
             self.events.push_back(event.clone());
         }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let queue = self.queue.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.pool.drawn.fetch_sub(queue.drawn, Ordering::Relaxed);
+        self.pool.inboxes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     BufferFull, EventBus, Events, MAX_EVENT_BYTES, Outgoing, Refused, Settings, SubscribeOptions,
-    inbox::{Inbox, Reader},
+    inbox::{Inbox, Pool, Reader},
     lock,
 };
 use crate::{
@@ -56,6 +56,8 @@ pub struct LocalBus {
 
 struct Shared {
     settings: Settings,
+    /// What every subscriber's inbox draws on.
+    pool: Arc<Pool>,
     shards: Box<[Shard]>,
     /// Picks a name's shard; a seed of its own, apart from the maps'.
     hasher: RandomState,
@@ -198,6 +200,7 @@ impl LocalBus {
     pub fn new(settings: Settings) -> Self {
         Self {
             shared: Arc::new(Shared {
+                pool: Pool::new(settings.max_buffered),
                 settings,
                 shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
                 hasher: RandomState::default(),
@@ -283,7 +286,7 @@ impl EventBus for LocalBus {
         let buffer = shared.settings.buffer(options.buffer)?;
         let follower = Arc::new(Follower {
             filter: options.filter,
-            inbox: Inbox::new(buffer, options.overflow),
+            inbox: Inbox::new(buffer, options.overflow, shared.pool.clone()),
             joined: Mutex::default(),
         });
         shared.subscribers.fetch_add(1, Ordering::Relaxed);
@@ -799,6 +802,71 @@ mod tests {
         assert!(!seqs.is_empty() && seqs.len() < 200);
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
         assert_eq!(events.next().now_or_never(), Some(None), "then it ends");
+    }
+
+    #[test]
+    fn subscribers_who_stop_reading_are_held_to_a_share_of_the_daemons_limit() {
+        let limit = 4 * MIN_BUFFER;
+        let (local, bus) = bus_with(Settings {
+            max_buffered: limit,
+            ..Settings::default()
+        });
+        let mut stalled: Vec<_> = (0..3)
+            .map(|_| subscribe(&bus, &["t"], Default::default()))
+            .collect();
+        let mut closing = subscribe(
+            &bus,
+            &["t"],
+            SubscribeOptions {
+                overflow: Overflow::Close,
+                ..Default::default()
+            },
+        );
+        let mut reading = subscribe(&bus, &["t"], Default::default());
+        let published = 2_000;
+        let mut read = Vec::new();
+        for _ in 0..published {
+            bus.publish("t", text(1000)).unwrap();
+            read.extend(arrived(&mut reading));
+            // Each holds its share at most, plus less than two chunks of room drawn.
+            assert!(local.shared.pool.drawn() <= 2 * limit + 5 * 128 * 1024);
+        }
+        assert_eq!(read.len(), published, "the reader lost nothing");
+        assert!(
+            read.iter()
+                .all(|e| !matches!(e.payload, Some(Payload::Lagged(_))))
+        );
+        let share = limit / 5;
+        for events in &mut stalled {
+            let seen = arrived(events);
+            let Some(Payload::Lagged(lagged)) = &seen[0].payload else {
+                panic!("first came {:?}", seen[0]);
+            };
+            assert_eq!(lagged.missed as usize + seen.len() - 1, published);
+            let held: usize = seen[1..]
+                .iter()
+                .map(|e| cost(&crate::wire::EncodedEvent::new(e)))
+                .sum();
+            assert!(held <= share, "{held} > {share}");
+        }
+        let error = loop {
+            match closing
+                .next()
+                .now_or_never()
+                .expect("ready")
+                .expect("an item")
+            {
+                Ok(_) => continue,
+                Err(full) => break full,
+            }
+        };
+        assert_eq!((error.buffer, error.shared), (share, true), "{error}");
+        drop((stalled, closing, reading));
+        assert_eq!(
+            local.shared.pool.drawn(),
+            0,
+            "everything drawn is given back"
+        );
     }
 
     #[test]

@@ -88,11 +88,34 @@ pub type Events = Pin<Box<dyn Stream<Item = Result<EncodedEvent, BufferFull>> + 
 
 /// Ends a stream whose subscriber chose [`Overflow::Close`] and fell a whole buffer
 /// behind; every event before it was delivered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the stream fell its whole buffer of {buffer} bytes behind")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufferFull {
+    /// The limit it reached.
     pub buffer: usize,
+    /// Whether that was its share of the daemon's limit rather than its own buffer.
+    pub shared: bool,
 }
+
+impl std::fmt::Display for BufferFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.shared {
+            write!(
+                f,
+                "the stream fell {} bytes behind, its share of what the daemon lets all \
+                 subscribers hold together",
+                self.buffer
+            )
+        } else {
+            write!(
+                f,
+                "the stream fell its whole buffer of {} bytes behind",
+                self.buffer
+            )
+        }
+    }
+}
+
+impl std::error::Error for BufferFull {}
 
 /// A publish or subscribe the bus refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -133,6 +156,9 @@ pub struct Settings {
     pub subscriber_buffer: usize,
     /// The largest buffer a subscriber may ask for.
     pub max_subscriber_buffer: usize,
+    /// What all subscribers may hold together; past it, each is held to an equal
+    /// share.
+    pub max_buffered: usize,
     /// A client's topic that nobody publishes to or follows for this long is forgotten.
     pub topic_retention: Duration,
     /// Beyond this many clients' topics, the least recently published that no
@@ -147,11 +173,23 @@ impl Default for Settings {
         Self {
             subscriber_buffer: 64 << 20,
             max_subscriber_buffer: 256 << 20,
+            max_buffered: default_max_buffered(),
             topic_retention: Duration::from_secs(600),
             max_topics: 10_000,
             max_topic_bytes: 64 << 20,
         }
     }
+}
+
+/// A quarter of the machine's memory, or 1 GiB where that cannot be read: subscribers
+/// who stop reading then cannot take the host's memory, however many there are.
+fn default_max_buffered() -> usize {
+    use procfs::Current;
+    procfs::Meminfo::current()
+        .ok()
+        .and_then(|m| usize::try_from(m.mem_total / 4).ok())
+        .unwrap_or(1 << 30)
+        .max(MIN_BUFFER)
 }
 
 impl Settings {
@@ -186,6 +224,12 @@ impl Settings {
                     "must be from {MIN_BUFFER} bytes to max_subscriber_buffer ({})",
                     self.max_subscriber_buffer
                 ),
+            ));
+        }
+        if self.max_buffered < MIN_BUFFER {
+            return Err((
+                "max_buffered",
+                format!("must be at least {MIN_BUFFER} bytes, room for the largest event"),
             ));
         }
         if self.max_topics == 0 {
