@@ -10,6 +10,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod lock;
 pub mod pb;
 pub mod resume;
 pub mod server;

@@ -5,6 +5,7 @@ use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, tim
 use clap::Parser;
 use streamhandler::{
     config::{Config, parse_size},
+    lock::DataDirLock,
     services::Environment,
 };
 use tokio::net::TcpListener;
@@ -90,6 +91,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
+    // Held until the process ends.
+    let _data_dir_lock = DataDirLock::acquire(&data_dir)?;
     let env =
         Environment::new(data_dir, args.database_url.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let mut config = match &args.config {

@@ -10,6 +10,7 @@ mod config;
 mod control;
 mod foreign;
 mod http;
+mod hygiene;
 mod kraken;
 mod leaderboard;
 mod services;
