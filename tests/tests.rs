@@ -15,5 +15,6 @@ mod kraken;
 mod leaderboard;
 mod services;
 mod shutdown;
+mod soak;
 mod store;
 mod websocket;
