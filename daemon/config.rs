@@ -440,7 +440,77 @@ struct ServiceFile {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Lines of a config file built from its own keys and values, some well formed, some
+    /// not, so that the checks past TOML parsing run.
+    fn near_valid() -> impl Strategy<Value = String> {
+        let line = prop_oneof![
+            prop::sample::select(vec![
+                "[supervisor]",
+                "[bus]",
+                "[services.streamer]",
+                "[services.x]",
+                "[services.x.params]",
+                "[services.leaderboard.params]",
+            ])
+            .prop_map(str::to_owned),
+            (
+                prop::sample::select(vec![
+                    "kind",
+                    "interval",
+                    "start",
+                    "max_restarts",
+                    "stop_timeout",
+                    "subscriber_buffer",
+                    "topic_retention",
+                    "max_topics",
+                    "flush_interval",
+                    "dir",
+                    "url",
+                ]),
+                prop::sample::select(vec![
+                    "\"1s\"",
+                    "\"300000000000y\"",
+                    "\"streamer\"",
+                    "\"http\"",
+                    "[\"x\"]",
+                    "18446744073709551615",
+                    "-1",
+                    "0",
+                    "\"64MiB\"",
+                    "\"\"",
+                    "{}",
+                ]),
+            )
+                .prop_map(|(key, value)| format!("{key} = {value}")),
+            "\\PC{0,40}",
+        ];
+        prop::collection::vec(line, 0..12).prop_map(|lines| lines.join("\n"))
+    }
+
+    proptest! {
+        // Cases kept few enough to run in seconds; PROPTEST_CASES=100000 runs them longer.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)
+        ))]
+
+        #[test]
+        fn any_text_is_a_config_or_a_clear_error(text in "\\PC{0,200}") {
+            if let Err(e) = Config::parse(&text, &env()) {
+                prop_assert!(!e.message.is_empty());
+            }
+        }
+
+        #[test]
+        fn near_valid_configs_are_accepted_or_refused_with_a_message(text in near_valid()) {
+            if let Err(e) = Config::parse(&text, &env()) {
+                prop_assert!(!e.message.is_empty());
+            }
+        }
+    }
 
     fn env() -> Environment {
         Environment::new(PathBuf::from("/nonexistent"), None).unwrap()

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error;
 pub mod json;
 pub mod listen;
+pub mod lock;
 pub mod pb;
 pub mod resume;
 pub mod secret;

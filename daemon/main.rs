@@ -1,4 +1,5 @@
-//! streamd: parses its flags, sets up logging and runs the daemon until SIGINT or SIGTERM.
+//! streamd: parses its flags, sets up logging, locks its data directory and runs the
+//! daemon until SIGINT or SIGTERM; SIGHUP checks the config file.
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -7,6 +8,7 @@ use streamhandler::{
     auth::{Access, TlsFiles, Token, load_tls},
     config::{Config, parse_size},
     listen::{ListenAddr, Listener},
+    lock::DataDirLock,
     services::Environment,
 };
 
@@ -116,6 +118,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
+    // Held until the process ends.
+    let _data_dir_lock = DataDirLock::acquire(&data_dir)?;
     let env =
         Environment::new(data_dir, args.database_url.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let mut config = match &args.config {
@@ -132,6 +136,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     bus.max_topics = args.max_topics.unwrap_or(bus.max_topics);
     bus.check()
         .map_err(|(key, message)| anyhow::anyhow!("--{}: {message}", key.replace('_', "-")))?;
+    // Installed before the daemon says it listens, so that no SIGHUP finds the default
+    // action, which ends the process.
+    #[cfg(unix)]
+    {
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| anyhow::anyhow!("cannot handle SIGHUP: {e}"))?;
+        tokio::spawn(check_config_on_hangup(
+            hangup,
+            args.config.clone(),
+            env.clone(),
+        ));
+    }
     let listener = Listener::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -157,6 +173,28 @@ fn access(args: &Args) -> Result<Access, String> {
     let access = Access { tls, token };
     access.check(&args.listen)?;
     Ok(access)
+}
+
+/// SIGHUP re-reads the config file and reports whether it is valid; the running
+/// configuration is kept either way, so a hangup never ends the daemon.
+#[cfg(unix)]
+async fn check_config_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    config: Option<PathBuf>,
+    env: Environment,
+) {
+    while hangup.recv().await.is_some() {
+        match &config {
+            None => tracing::info!("SIGHUP: no --config file, nothing to reload"),
+            Some(path) => match Config::load(path, &env) {
+                Err(e) => tracing::error!("SIGHUP: bad config: {e}; the running config is kept"),
+                Ok(_) => tracing::warn!(
+                    "SIGHUP: {} is valid; its changes take effect when streamd restarts",
+                    path.display()
+                ),
+            },
+        }
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

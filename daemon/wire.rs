@@ -389,6 +389,32 @@ mod tests {
     }
 
     proptest! {
+        // Cases kept few enough to run in seconds; PROPTEST_CASES=100000 runs them longer.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)
+        ))]
+
+        #[test]
+        fn raw_publish_agrees_with_prost_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
+            let raw = RawPublish::decode(bytes.as_slice());
+            if let Ok(request) = pb::PublishRequest::decode(bytes.as_slice()) {
+                prop_assert_eq!(raw.unwrap().topic, request.topic);
+            }
+        }
+
+        #[test]
+        fn damaged_publish_requests_are_refused_or_decode(data in structs(), topic in ".{0,20}", at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut bytes = pb::PublishRequest { topic, data: Some(data) }.encode_to_vec();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            if let Ok(raw) = RawPublish::decode(bytes.as_slice())
+                && let Some(data) = raw.data
+                && EncodedStruct::check(data.clone()).is_ok()
+            {
+                prop_assert!(Struct::decode(data).is_ok());
+            }
+        }
+
         #[test]
         fn passed_through_data_makes_the_same_event(data in structs(), seq in 1u64.., topic in "[a-z/]{1,20}") {
             let time = prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 };

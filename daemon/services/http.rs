@@ -534,9 +534,68 @@ fn air_quality(json: &Value) -> Result<Payload, String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
+
+    /// Any JSON document, with the keys the cards look for more likely than others.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            prop::sample::select(vec![
+                "slug",
+                "emoji",
+                "code",
+                "activity",
+                "type",
+                "results",
+                "value",
+                "parameter",
+                "unit",
+                "name",
+                "measurements",
+                "location",
+                "0",
+                "a",
+            ])
+            .prop_map(str::to_owned),
+            ".{0,6}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_map(|n| json!(n)),
+            any::<i64>().prop_map(|n| json!(n)),
+            prop_oneof!["U\\+[0-9A-Fa-f]{0,9}", ".{0,12}"].prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        // Cases kept few enough to run in seconds; PROPTEST_CASES=100000 runs them longer.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)
+        ))]
+
+        #[test]
+        fn every_card_reads_any_json_or_says_why_not(json in json_value(), pointer in "(/[a-z0-9]{0,6}){0,3}") {
+            for card in [slugs, emoji, activity, air_quality] {
+                if let Err(e) = card(&json) {
+                    prop_assert!(!e.is_empty());
+                }
+            }
+            let fields = BTreeMap::from([("x".to_owned(), pointer)]);
+            if let Err(e) = pick(&json, &fields) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn emoji_code_points_render() {

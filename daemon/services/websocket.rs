@@ -297,7 +297,30 @@ async fn drain(socket: &mut Socket) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        // Cases kept few enough to run in seconds; PROPTEST_CASES=100000 runs them longer.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)
+        ))]
+
+        /// What `Json::text` does with a frame short of publishing it: any text, nested
+        /// as deep as it likes, is skipped or becomes a Struct.
+        #[test]
+        fn any_frame_is_skipped_or_becomes_a_struct(
+            text in prop_oneof!["\\PC{0,200}", "[\\[\\]{}\":,0-9a-z]{0,200}"],
+            depth in 0usize..400,
+        ) {
+            for frame in [text.clone(), format!("{}{text}{}", "[".repeat(depth), "]".repeat(depth))] {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&frame) {
+                    let _ = crate::json::to_struct_wrapped(value);
+                }
+            }
+        }
+    }
 
     #[test]
     fn urls_must_be_websocket_urls_with_a_host() {

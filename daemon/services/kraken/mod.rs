@@ -538,7 +538,39 @@ fn parse_levels(value: &Value) -> Option<Vec<Level>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Frames of each shape the service reads, to damage.
+    const FRAMES: [&str; 5] = [
+        r#"[340,{"a":["5525.40000",1,"1.000"],"b":["5525.10000",1,"1.000"],"c":["5525.10000","0.00398963"],"v":["2634.1","3591.1"],"p":["5631.4","5653.7"],"t":[11493,16267],"l":["5505.0","5505.0"],"h":["5783.0","5783.0"],"o":["5760.7","5763.4"]},"ticker","XBT/USD"]"#,
+        r#"[0,["5698.40000","5700.00000","1542057299.545897","1.01234567","0.98765432"],"spread","XBT/USD"]"#,
+        r#"[0,{"as":[["5541.30000","2.50700000","1534614248.123678"]],"bs":[["5541.20000","1.52900000","1534614248.765567"]]},"book-10","XBT/USD"]"#,
+        r#"[1234,{"a":[["5541.30000","2.50700000","1534614248.456738"]],"c":"974942666"},"book-10","XBT/USD"]"#,
+        r#"{"event":"subscriptionStatus","status":"error","errorMessage":"Currency pair not supported"}"#,
+    ];
+
+    proptest! {
+        // Cases kept few enough to run in seconds; PROPTEST_CASES=100000 runs them longer.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)
+        ))]
+
+        #[test]
+        fn any_text_is_a_frame_or_none(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn damaged_frames_are_read_or_ignored(frame in prop::sample::select(FRAMES.to_vec()), at in any::<prop::sample::Index>(), with in "[\\[\\]{}\",.0-9a-z-]{0,3}") {
+            // The frames are ASCII, so every byte index is a char boundary.
+            let mut text = frame.to_owned();
+            let i = at.index(text.len());
+            text.replace_range(i..i + 1, &with);
+            let _ = parse(&text);
+        }
+    }
 
     fn params(pairs: &[(&str, &str)]) -> Params {
         pairs
