@@ -40,13 +40,15 @@ use crate::{
 
 /// Runs the daemon on `listener` until `shutdown` resolves: starts the services the
 /// configuration names and, with `resume`, those that clients left running; serves
-/// the control plane to the clients `access` admits; then stops everything cleanly.
+/// the control plane to the clients `access` admits, taking each configuration that
+/// arrives on `reloads`; then stops everything cleanly.
 pub async fn run(
     listener: Listener,
     access: Access,
     config: Config,
     env: Environment,
     resume: bool,
+    reloads: tokio::sync::mpsc::Receiver<Config>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     if let Err(e) = services::install_assets(&env.data_dir) {
@@ -80,7 +82,9 @@ pub async fn run(
     }
     let stop_sweeping = CancellationToken::new();
     let sweeper = tokio::spawn(bus.sweep_until(stop_sweeping.clone()));
+    let applying = tokio::spawn(apply_reloads(supervisor.clone(), reloads));
     let served = server::serve(listener, access, supervisor, shutdown).await;
+    applying.abort();
     stop_sweeping.cancel();
     let _ = sweeper.await;
     // After the services, which may still write to the database as they stop.
@@ -88,4 +92,22 @@ pub async fn run(
     let _ = recorder_task.await;
     store.close().await;
     Ok(served?)
+}
+
+/// Applies each reloaded configuration's services in turn; settings of the bus and the
+/// supervisor apply at the next start.
+async fn apply_reloads(supervisor: Supervisor, mut reloads: tokio::sync::mpsc::Receiver<Config>) {
+    while let Some(config) = reloads.recv().await {
+        let reloaded = supervisor.reload(config.services, &config.start).await;
+        tracing::info!(
+            added = ?reloaded.added,
+            removed = ?reloaded.removed,
+            changed = ?reloaded.changed,
+            started = ?reloaded.started,
+            "configuration reloaded"
+        );
+        for failure in &reloaded.failed {
+            tracing::warn!("after the reload, cannot start {failure}");
+        }
+    }
 }

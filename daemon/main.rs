@@ -136,16 +136,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     bus.max_topics = args.max_topics.unwrap_or(bus.max_topics);
     bus.check()
         .map_err(|(key, message)| anyhow::anyhow!("--{}: {message}", key.replace('_', "-")))?;
+    // A reload waits while the daemon starts; more than one waiting adds nothing.
+    let (reloads_in, reloads) = tokio::sync::mpsc::channel(1);
     // Installed before the daemon says it listens, so that no SIGHUP finds the default
     // action, which ends the process.
     #[cfg(unix)]
     {
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| anyhow::anyhow!("cannot handle SIGHUP: {e}"))?;
-        tokio::spawn(check_config_on_hangup(
+        tokio::spawn(reload_on_hangup(
             hangup,
             args.config.clone(),
             env.clone(),
+            reloads_in,
         ));
     }
     let listener = Listener::bind(&args.listen)
@@ -156,7 +159,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listener.local_addr().unwrap_or(args.listen)
     );
     let resume = !args.no_resume;
-    streamhandler::run(listener, access, config, env, resume, shutdown_signal()).await
+    streamhandler::run(
+        listener,
+        access,
+        config,
+        env,
+        resume,
+        reloads,
+        shutdown_signal(),
+    )
+    .await
 }
 
 /// Reads the TLS files and the token once, and checks they suffice for the address.
@@ -175,24 +187,33 @@ fn access(args: &Args) -> Result<Access, String> {
     Ok(access)
 }
 
-/// SIGHUP re-reads the config file and reports whether it is valid; the running
-/// configuration is kept either way, so a hangup never ends the daemon.
+/// SIGHUP re-reads the config file: a valid one goes to the daemon, whose services
+/// take it; a bad one is reported and the running configuration kept, so a hangup
+/// never ends the daemon.
 #[cfg(unix)]
-async fn check_config_on_hangup(
+async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     config: Option<PathBuf>,
     env: Environment,
+    reloads: tokio::sync::mpsc::Sender<Config>,
 ) {
     while hangup.recv().await.is_some() {
-        match &config {
-            None => tracing::info!("SIGHUP: no --config file, nothing to reload"),
-            Some(path) => match Config::load(path, &env) {
-                Err(e) => tracing::error!("SIGHUP: bad config: {e}; the running config is kept"),
-                Ok(_) => tracing::warn!(
-                    "SIGHUP: {} is valid; its changes take effect when streamd restarts",
+        let Some(path) = &config else {
+            tracing::info!("SIGHUP: no --config file, nothing to reload");
+            continue;
+        };
+        match Config::load(path, &env) {
+            Err(e) => tracing::error!("SIGHUP: bad config: {e}; the running config is kept"),
+            Ok(config) => {
+                tracing::info!(
+                    "SIGHUP: reloading {}; its [bus] and [supervisor] settings apply at the \
+                     next start",
                     path.display()
-                ),
-            },
+                );
+                if reloads.send(config).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

@@ -69,12 +69,14 @@ fn logs(daemon: &Daemon, line: &str) {
 }
 
 #[test]
-fn sighup_checks_the_config_file_and_keeps_the_daemon_running() {
+fn sighup_applies_a_valid_config_and_keeps_the_running_one_for_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(
         dir.path(),
         "streamd.toml",
-        "[services.streamer]\ninterval = \"1s\"\n",
+        "start = [\"streamer\", \"ticker\"]\n\
+         [services.streamer]\ninterval = \"1s\"\n\
+         [services.ticker]\nkind = \"streamer\"\ninterval = \"1s\"\n",
     );
     let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
     write(
@@ -90,14 +92,49 @@ fn sighup_checks_the_config_file_and_keeps_the_daemon_running() {
             config.display()
         ),
     );
+    let lines = list_lines(&daemon);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ticker ") && l.contains("running")),
+        "{lines:?}"
+    );
+
+    // streamer changes (and restarts, as it ran), ticker goes, fresh comes and starts.
     write(
         dir.path(),
         "streamd.toml",
-        "[services.streamer]\ninterval = \"2s\"\n",
+        "start = [\"streamer\", \"fresh\"]\n\
+         [services.streamer]\ninterval = \"2s\"\n\
+         [services.fresh]\nkind = \"streamer\"\ninterval = \"1s\"\n",
     );
     kill(daemon.pid(), Signal::SIGHUP).unwrap();
-    logs(&daemon, &format!("SIGHUP: {} is valid", config.display()));
-    assert!(daemon.ctl(&["list"]).status.success(), "{}", daemon.log());
+    logs(&daemon, "configuration reloaded");
+    let lines = list_lines(&daemon);
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(line("ticker").is_empty(), "{lines:?}");
+    assert!(line("fresh").contains("running"), "{lines:?}");
+    let streamer = line("streamer");
+    assert!(
+        streamer.contains("running") && streamer.contains("2s"),
+        "{lines:?}"
+    );
+}
+
+/// `streamctl list`'s rows, without colour.
+fn list_lines(daemon: &Daemon) -> Vec<String> {
+    let output = daemon.ctl(&["list"]);
+    assert!(output.status.success(), "{}", daemon.log());
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]

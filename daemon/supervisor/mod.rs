@@ -26,6 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use self::restart::RestartPolicy;
@@ -58,6 +59,14 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// Whether a reloaded configuration leaves this service as it is.
+    fn same_as(&self, other: &ServiceSpec) -> bool {
+        self.kind.name == other.kind.name
+            && self.interval == other.interval
+            && self.params == other.params
+            && self.allow_override == other.allow_override
+    }
+
     /// The parameters of one run: the configured ones, `${VAR}` in their credentials
     /// read from the environment, and a client's overrides where it may make them,
     /// taken as written. Returns them as clients see them and as the worker gets them.
@@ -189,7 +198,11 @@ struct Shared {
     bus: Bus,
     env: Environment,
     settings: Settings,
-    services: BTreeMap<String, Arc<Slot>>,
+    /// Swapped whole when the configuration is reloaded; read on every client publish,
+    /// so reading takes no lock.
+    services: ArcSwap<BTreeMap<String, Arc<Slot>>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     /// Parent of every service's token.
     root: CancellationToken,
     tracker: TaskTracker,
@@ -197,6 +210,18 @@ struct Shared {
     started: Instant,
     /// Remembers what clients ask, for resuming after a restart.
     recorder: Option<Box<dyn WishRecorder>>,
+}
+
+/// What a reload changed, by service name.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Replaced with their new configuration (and restarted if they were running).
+    pub changed: Vec<String>,
+    pub started: Vec<String>,
+    /// Those that should have started and did not, with why.
+    pub failed: Vec<String>,
 }
 
 /// The outcome of a start.
@@ -231,7 +256,8 @@ impl Supervisor {
                 bus,
                 env,
                 settings,
-                services,
+                services: ArcSwap::from_pointee(services),
+                reloading: tokio::sync::Mutex::new(()),
                 root: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 shutting_down: AtomicBool::new(false),
@@ -241,12 +267,14 @@ impl Supervisor {
         }
     }
 
-    fn slot(&self, name: &str) -> Result<&Arc<Slot>, Error> {
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, Error> {
         // Every service's name follows the topic rules, so no other name can be one.
         topic::check_name(name).map_err(|message| Error::invalid("name", message))?;
         self.shared
             .services
+            .load()
             .get(name)
+            .cloned()
             .ok_or_else(|| Error::UnknownService(name.to_owned()))
     }
 
@@ -257,6 +285,11 @@ impl Supervisor {
         let mut run = slot.run.lock().await;
         if self.shared.shutting_down.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
+        }
+        if slot.retired.load(Ordering::Acquire) {
+            return Err(Error::FailedPrecondition(format!(
+                "{name} was reconfigured while it started; start it again"
+            )));
         }
         // A finished task is a service that failed: it may start again.
         if run.as_ref().is_some_and(|r| !r.task.is_finished()) {
@@ -357,8 +390,8 @@ impl Supervisor {
     /// Refuses further starts, stops every service and waits for all their tasks.
     pub async fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Release);
-        let stops = self.shared.services.keys().map(|name| self.stop(name));
-        futures::future::join_all(stops).await;
+        let names: Vec<String> = self.shared.services.load().keys().cloned().collect();
+        futures::future::join_all(names.iter().map(|name| self.stop(name))).await;
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
     }
@@ -371,11 +404,75 @@ impl Supervisor {
 
     /// Every service, in name order.
     pub fn services(&self) -> Vec<pb::ServiceInfo> {
-        self.shared.services.values().map(|s| s.info()).collect()
+        self.shared
+            .services
+            .load()
+            .values()
+            .map(|s| s.info())
+            .collect()
     }
 
     pub fn has_service(&self, name: &str) -> bool {
-        self.shared.services.contains_key(name)
+        self.shared.services.load().contains_key(name)
+    }
+
+    /// Takes a reloaded configuration's services: those removed are stopped and
+    /// forgotten, those changed are replaced (and restarted if they ran), new ones
+    /// added; then every service in `start` that is not running starts. Services left
+    /// as they were keep running untouched.
+    pub async fn reload(&self, specs: Vec<ServiceSpec>, start: &[String]) -> Reloaded {
+        let _one_at_a_time = self.shared.reloading.lock().await;
+        let current = self.shared.services.load_full();
+        let mut reloaded = Reloaded::default();
+        let mut next = BTreeMap::new();
+        let mut restart = Vec::new();
+        for spec in specs {
+            match current.get(&spec.name) {
+                Some(slot) if slot.spec.same_as(&spec) => {
+                    next.insert(spec.name.clone(), slot.clone());
+                }
+                existing => {
+                    if let Some(slot) = existing {
+                        if self.retire(slot).await {
+                            restart.push(spec.name.clone());
+                        }
+                        reloaded.changed.push(spec.name.clone());
+                    } else {
+                        reloaded.added.push(spec.name.clone());
+                    }
+                    let slot = Arc::new(Slot::new(spec, self.shared.bus.clone()));
+                    next.insert(slot.spec.name.clone(), slot);
+                }
+            }
+        }
+        for (name, slot) in current.iter() {
+            if !next.contains_key(name) {
+                self.retire(slot).await;
+                reloaded.removed.push(name.clone());
+            }
+        }
+        self.shared.services.store(Arc::new(next));
+        for name in restart.iter().chain(start) {
+            match self.start(name, Overrides::default()).await {
+                Ok(started) if !started.already_running => reloaded.started.push(name.clone()),
+                Ok(_) => {}
+                Err(e) => reloaded.failed.push(format!("{name}: {e}")),
+            }
+        }
+        reloaded
+    }
+
+    /// Stops a slot a reload replaces or removes, so that it never runs again;
+    /// returns whether it was running.
+    async fn retire(&self, slot: &Arc<Slot>) -> bool {
+        {
+            // Under its run lock, so that a start waiting for it sees the flag.
+            let _run = slot.run.lock().await;
+            slot.retired.store(true, Ordering::Release);
+        }
+        self.stop(&slot.spec.name)
+            .await
+            .is_ok_and(|stopped| stopped.was_running)
     }
 
     pub fn bus(&self) -> &Bus {

@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::Mutex,
+    sync::{Mutex, atomic::AtomicBool},
     time::{Duration, SystemTime},
 };
 
@@ -27,6 +27,9 @@ pub(super) struct Slot {
     /// Serialises starts and stops of this service. A tokio mutex: a stop holds it
     /// while it waits for the service's task to end.
     pub(super) run: tokio::sync::Mutex<Option<Run>>,
+    /// Set, under `run`, when a reloaded configuration replaced or removed this slot:
+    /// it must not start again.
+    pub(super) retired: AtomicBool,
     /// A std mutex: held only to read or update fields, never across an await.
     status: Mutex<Status>,
 }
@@ -70,6 +73,7 @@ impl Slot {
             spec,
             bus,
             run: tokio::sync::Mutex::new(None),
+            retired: AtomicBool::new(false),
             status: Mutex::new(status),
         }
     }
