@@ -66,8 +66,9 @@ params = {{ dir = "{}" }}
     assert_eq!(text.title, "First Title");
 }
 
-/// Runs streamd with a config file and returns its exit status and stderr.
-fn refused(contents: &str) -> (std::process::ExitStatus, String, String) {
+/// Runs streamd with a config file and returns its exit status, its stderr and the
+/// file's path.
+pub(crate) fn refused(contents: &str) -> (std::process::ExitStatus, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "bad.toml", contents);
     let output = Command::new(STREAMD)

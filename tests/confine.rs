@@ -5,14 +5,16 @@
 
 use std::{
     collections::BTreeSet,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use streamhandler::pb::{self, event::Payload, lifecycle::Kind};
 use tonic::Code;
 
-use crate::harness::{Daemon, Events, PATIENCE, STREAMD, start_request, write};
+use crate::{
+    config::refused,
+    harness::{Daemon, Events, PATIENCE, start_request, write},
+};
 
 /// A daemon whose config file holds `services` (TOML), and the directory of that file.
 fn daemon_with(services: &str) -> (Daemon, tempfile::TempDir) {
@@ -176,7 +178,7 @@ async fn follow_stays_inside_its_directory() {
     std::os::unix::fs::symlink(&secret, logs.path().join("app.log")).unwrap();
 
     // Named outside: the file is refused at start.
-    let (status, stderr) = refused_config(&reader(
+    let (status, stderr, _) = refused(&reader(
         "tail",
         &format!(
             "dir = \"{}\", follow = \"{}\"",
@@ -208,21 +210,6 @@ async fn follow_stays_inside_its_directory() {
             "{event:?}"
         );
     }
-}
-
-/// Runs streamd with a config file that should be refused: exit status and stderr.
-fn refused_config(contents: &str) -> (std::process::ExitStatus, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "bad.toml", contents);
-    let output = Command::new(STREAMD)
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output.status, stderr)
 }
 
 #[tokio::test]
@@ -268,7 +255,7 @@ async fn an_overflowing_flush_interval_is_invalid_not_a_panic() {
             ":2: services.streamer.interval: ",
         ),
     ] {
-        let (status, stderr) = refused_config(contents);
+        let (status, stderr, _) = refused(contents);
         assert_eq!(status.code(), Some(1), "{stderr}");
         assert!(
             stderr.contains("bad config") && stderr.contains(key) && !stderr.contains("panic"),
@@ -334,7 +321,7 @@ async fn huge_names_and_values_are_refused_without_being_echoed() {
 
 #[test]
 fn a_config_value_over_64_kib_is_refused_with_its_line_and_key() {
-    let (status, stderr) = refused_config(&format!(
+    let (status, stderr, _) = refused(&format!(
         "[services.reader]\nparams = {{ dir = \"{}\" }}\n",
         "d".repeat(10 << 20)
     ));
@@ -354,14 +341,10 @@ async fn twenty_thousand_services_load_and_list() {
         .collect();
     let started = Instant::now();
     let (daemon, _config) = daemon_with(&services);
-    let list = daemon
-        .client()
-        .await
-        .list_services(pb::ListServicesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(list.services.len(), 20_000 + crate::harness::SERVICES.len());
+    assert_eq!(
+        daemon.services().await.len(),
+        20_000 + crate::harness::SERVICES.len()
+    );
     assert!(started.elapsed() < PATIENCE, "{:?}", started.elapsed());
 }
 

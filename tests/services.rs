@@ -57,21 +57,26 @@ async fn reader_publishes_the_built_in_poems() {
     }
 }
 
+/// Starts the reader following `file` in `dir`, ticking every 100 ms.
+async fn start_following(daemon: &Daemon, dir: &Path, file: &Path) -> Events {
+    start_watching(
+        daemon,
+        "reader",
+        100,
+        &[
+            ("dir", dir.to_str().unwrap()),
+            ("follow", file.to_str().unwrap()),
+        ],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn reader_follows_appends_truncation_and_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let log = write(dir.path(), "app.log", "old line, not followed\n");
     let daemon = daemon_taking_paths_from_clients();
-    let mut events = start_watching(
-        &daemon,
-        "reader",
-        100,
-        &[
-            ("dir", dir.path().to_str().unwrap()),
-            ("follow", log.to_str().unwrap()),
-        ],
-    )
-    .await;
+    let mut events = start_following(&daemon, dir.path(), &log).await;
     events.next().await; // started
     // Give it a moment to look at the file before it grows.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -107,16 +112,7 @@ async fn reader_waits_for_a_followed_file_that_does_not_exist_yet() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("later.log");
     let daemon = daemon_taking_paths_from_clients();
-    let mut events = start_watching(
-        &daemon,
-        "reader",
-        100,
-        &[
-            ("dir", dir.path().to_str().unwrap()),
-            ("follow", path.to_str().unwrap()),
-        ],
-    )
-    .await;
+    let mut events = start_following(&daemon, dir.path(), &path).await;
     let error = events.next_where(|e| !is_lifecycle(e, Kind::Started)).await;
     assert!(is_lifecycle(&error, Kind::Error), "{error:?}");
     append(&path, "hello\n");

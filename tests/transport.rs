@@ -59,6 +59,15 @@ fn refused(args: &[&str]) -> String {
     stderr
 }
 
+/// Asserts that a client's command succeeded and printed `want`.
+fn assert_succeeded_with(output: &std::process::Output, want: &str) {
+    let (stdout, stderr) = text(output);
+    assert!(
+        output.status.success() && stdout.contains(want),
+        "{stdout}{stderr}"
+    );
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -331,11 +340,7 @@ fn streamctl_needs_the_token_of_a_tls_daemon() {
         .arg("list")
         .output()
         .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert!(
-        output.status.success() && stdout.contains("streamer"),
-        "{stdout}{stderr}"
-    );
+    assert_succeeded_with(&output, "streamer");
     let started = certs
         .streamctl(&daemon, Some(TOKEN))
         .args(["start", "streamer", "--interval", "200ms"])
@@ -396,11 +401,7 @@ fn mutual_tls_refuses_a_client_without_a_certificate() {
         .args(["--tls-key", &certs.path("client.key"), "list"])
         .output()
         .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert!(
-        output.status.success() && stdout.contains("streamer"),
-        "{stdout}{stderr}"
-    );
+    assert_succeeded_with(&output, "streamer");
 }
 
 #[tokio::test]
@@ -422,18 +423,10 @@ async fn grpcurl_reaches_a_tls_daemon_only_with_its_token() {
     };
 
     let output = call(Some(TOKEN.into()), &["list"]).await;
-    let (stdout, stderr) = text(&output);
-    assert!(
-        output.status.success() && stdout.contains("streamhandler.v1.StreamHandler"),
-        "{stdout}{stderr}"
-    );
+    assert_succeeded_with(&output, "streamhandler.v1.StreamHandler");
     let method = "streamhandler.v1.StreamHandler/ListServices";
     let output = call(Some(TOKEN.into()), &[method]).await;
-    let (stdout, stderr) = text(&output);
-    assert!(
-        output.status.success() && stdout.contains("streamer"),
-        "{stdout}{stderr}"
-    );
+    assert_succeeded_with(&output, "streamer");
 
     // Reflection and health are behind the token as much as the API is.
     for rest in [&["list"][..], &[method], &["grpc.health.v1.Health/Check"]] {

@@ -139,16 +139,21 @@ impl Daemon {
             .unwrap()
     }
 
-    /// One service as ListServices shows it now.
-    pub async fn service(&self, name: &str) -> pb::ServiceInfo {
-        let list = self
-            .client()
+    /// Every service as ListServices shows it now.
+    pub async fn services(&self) -> Vec<pb::ServiceInfo> {
+        self.client()
             .await
             .list_services(pb::ListServicesRequest {})
             .await
             .unwrap()
-            .into_inner();
-        list.services
+            .into_inner()
+            .services
+    }
+
+    /// One service as ListServices shows it now.
+    pub async fn service(&self, name: &str) -> pb::ServiceInfo {
+        self.services()
+            .await
             .into_iter()
             .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("no service {name}"))
