@@ -348,6 +348,26 @@ async fn twenty_thousand_services_load_and_list() {
     assert!(started.elapsed() < PATIENCE, "{:?}", started.elapsed());
 }
 
+/// Loading takes time in proportion to the services: a search of those loaded so far
+/// for each one (as it once was) spends minutes on 100,000.
+#[tokio::test]
+async fn a_hundred_thousand_services_load_in_linear_time() {
+    let services: String = (0..100_000)
+        .map(|i| format!("[services.s{i}]\nkind = \"streamer\"\n"))
+        .collect();
+    let started = Instant::now();
+    let (daemon, _config) = daemon_with(&services);
+    let reply = daemon
+        .client()
+        .await
+        .start_service(start_request("s99999", 1000, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.service.unwrap().name, "s99999");
+    assert!(started.elapsed() < PATIENCE, "{:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn last_snapshots_of_many_topics_leave_publishing_prompt() {
     let daemon = Daemon::start();
