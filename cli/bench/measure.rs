@@ -193,6 +193,13 @@ pub async fn join_publishers(publishers: Vec<JoinHandle<Result<(), Error>>>) -> 
     Ok(())
 }
 
+/// The quiet topic, when the plan has one, with the runtime its clients run on.
+pub fn quiet_apart(plan: &Plan) -> Result<Option<(String, Apart)>, Error> {
+    plan.quiet_topic()
+        .map(|topic| Ok((topic, Apart::start()?)))
+        .transpose()
+}
+
 /// A runtime on a thread of its own, for the quiet topic's publisher and subscriber:
 /// apart from the flood's tasks, as separate clients would be, so that this client's
 /// busy tasks do not delay their timers and reads and the figure is the server's. It

@@ -148,13 +148,9 @@ pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, 
         });
     }
     let mut quiet_client = None;
-    let quiet_topic = plan.quiet_topic();
-    let apart = quiet_topic
-        .as_ref()
-        .map(|_| measure::Apart::start())
-        .transpose()?;
+    let quiet = measure::quiet_apart(plan)?;
     let mut quiet_publisher = None;
-    if let (Some(topic), Some(apart)) = (quiet_topic, &apart) {
+    if let Some((topic, apart)) = &quiet {
         let (subscriber_url, default_client) = (url.to_string(), plan.nats_default_client);
         let subject = topic.clone();
         let (client, subscription) = apart
@@ -171,7 +167,7 @@ pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, 
         let client = apart
             .run(async move { connect(&publisher_url, ConnectOptions::new()).await })
             .await?;
-        quiet_publisher = Some((client, Subject::from(topic)));
+        quiet_publisher = Some((client, Subject::from(topic.as_str())));
     }
 
     let publishers: Vec<Client> = stream::iter(0..plan.pubs)
@@ -203,16 +199,15 @@ pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, 
                         tokio::spawn(publish(url.to_string(), client, subject.clone(), payloads))
                     })
                     .collect();
-                let quiet =
-                    quiet_publisher
-                        .zip(apart.as_ref())
-                        .map(|((client, subject), apart)| {
-                            let schedule = Schedule::quiet(plan, clock, quiet_published);
-                            move |done| {
-                                let payloads = measure::payloads(schedule, Some(done));
-                                apart.spawn(publish(url.to_string(), client, subject, payloads))
-                            }
-                        });
+                let quiet = quiet_publisher
+                    .zip(quiet.as_ref().map(|(_, apart)| apart))
+                    .map(|((client, subject), apart)| {
+                        let schedule = Schedule::quiet(plan, clock, quiet_published);
+                        move |done| {
+                            let payloads = measure::payloads(schedule, Some(done));
+                            apart.spawn(publish(url.to_string(), client, subject, payloads))
+                        }
+                    });
                 measure::with_quiet(measure::join_publishers(main), quiet)
             },
         )

@@ -62,13 +62,9 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
         let reader = run.reader(Topic::Main, plan.subs + j);
         tasks.push(tokio::spawn(stalled(reader, events, switch)));
     }
-    let quiet_topic = plan.quiet_topic();
-    let apart = quiet_topic
-        .as_ref()
-        .map(|_| measure::Apart::start())
-        .transpose()?;
+    let quiet = measure::quiet_apart(plan)?;
     let mut quiet_publisher = None;
-    if let (Some(topic), Some(apart)) = (&quiet_topic, &apart) {
+    if let Some((topic, apart)) = &quiet {
         let (subscriber_addr, topic) = (addr.clone(), topic.clone());
         let events = apart
             .run(async move {
@@ -86,10 +82,10 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
     }
 
     let publishers = connect(addr, plan.pubs).await?;
-    let ready = plan.subs + plan.stalled + usize::from(quiet_topic.is_some());
+    let ready = plan.subs + plan.stalled + usize::from(quiet.is_some());
     // As requests carry them: cloned per event without a copy.
     let topics: Vec<Bytes> = std::iter::once(plan.topic.clone())
-        .chain(quiet_topic.clone())
+        .chain(quiet.as_ref().map(|(topic, _)| topic.clone()))
         .map(Bytes::from)
         .collect();
     let control = publishers[0].clone();
@@ -113,14 +109,16 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
                         tokio::spawn(publish(addr.clone(), channel, topics[0].clone(), payloads))
                     })
                     .collect();
-                let quiet = quiet_publisher.zip(apart.as_ref()).map(|(channel, apart)| {
-                    let schedule = Schedule::quiet(plan, clock, quiet_published);
-                    let topic = topics[1].clone();
-                    move |done| {
-                        let payloads = measure::payloads(schedule, Some(done));
-                        apart.spawn(publish(addr.clone(), channel, topic, payloads))
-                    }
-                });
+                let quiet = quiet_publisher
+                    .zip(quiet.as_ref().map(|(_, apart)| apart))
+                    .map(|(channel, apart)| {
+                        let schedule = Schedule::quiet(plan, clock, quiet_published);
+                        let topic = topics[1].clone();
+                        move |done| {
+                            let payloads = measure::payloads(schedule, Some(done));
+                            apart.spawn(publish(addr.clone(), channel, topic, payloads))
+                        }
+                    });
                 measure::with_quiet(measure::join_publishers(main), quiet)
             },
         )
