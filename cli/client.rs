@@ -99,12 +99,26 @@ pub struct SendToken(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for SendToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
+        add_token(&self.0, &mut request);
         Ok(request)
+    }
+}
+
+fn add_token<T>(token: &Option<MetadataValue<Ascii>>, request: &mut Request<T>) {
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", token.clone());
+    }
+}
+
+impl Addr {
+    /// `message` as a request to this daemon, with the bearer token if any: for the
+    /// bench's clients, which build their requests themselves.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        add_token(&self.access.token, &mut request);
+        request
     }
 }
 
@@ -117,7 +131,8 @@ pub async fn connect(addr: &Addr) -> Result<Client, Error> {
     ))
 }
 
-/// A connection to the daemon, for clients of its own kind (they send no token).
+/// A connection to the daemon, for clients of its own kind (they add the token with
+/// [`Addr::request`]).
 pub async fn channel(addr: &Addr) -> Result<Channel, Error> {
     endpoint(addr)?
         .connect()

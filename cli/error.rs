@@ -64,6 +64,18 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Something accepted the connection, then closed it unanswered.
+            Error::NotRunning { addr, reason }
+                if reason.starts_with("connection closed")
+                    || reason.starts_with("connection reset") =>
+            {
+                write!(
+                    f,
+                    "streamd at {addr} closed the connection ({reason}); it may have stopped, \
+                     be at its --max-connections limit, or serve TLS only (an https:// \
+                     address)"
+                )
+            }
             Error::NotRunning { addr, reason } => write!(
                 f,
                 "streamd is not running at {addr} ({reason}); start it with `streamd` \

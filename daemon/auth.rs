@@ -10,14 +10,15 @@ use tonic::{
     transport::{Certificate, Identity, ServerTlsConfig},
 };
 
-use crate::listen::ListenAddr;
+use crate::{connection::Limits, listen::ListenAddr};
 
 /// What a client must bring: nothing (loopback by default, a Unix socket), or TLS
-/// and a bearer token.
+/// and a bearer token; and what its connections may spend.
 #[derive(Clone, Default)]
 pub struct Access {
     pub tls: Option<ServerTlsConfig>,
     pub token: Option<Token>,
+    pub limits: Limits,
 }
 
 /// The files `--tls-cert`, `--tls-key` and `--tls-client-ca` name.
@@ -63,8 +64,12 @@ impl Access {
 }
 
 /// Loads the server's certificate chain and key, and the CA that client certificates
-/// must be signed by, naming the file at fault.
-pub fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, String> {
+/// must be signed by, naming the file at fault. A handshake must end within
+/// `handshake_timeout`.
+pub fn load_tls(
+    files: &TlsFiles,
+    handshake_timeout: std::time::Duration,
+) -> Result<ServerTlsConfig, String> {
     // tonic's server takes rustls's process-wide provider, which rustls cannot pick by
     // itself when dependencies build more than one; another already installed is kept.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -74,7 +79,7 @@ pub fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, String> {
         .identity(Identity::from_pem(cert, key))
         // A client that opens a connection and never finishes the handshake would
         // otherwise hold its socket and task forever.
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
+        .timeout(handshake_timeout);
     if let Some(ca) = files.client_ca {
         let ca = read_pem(ca, "--tls-client-ca", "CERTIFICATE")?;
         tls = tls.client_ca_root(Certificate::from_pem(ca));
@@ -96,8 +101,6 @@ pub fn load_tls(files: &TlsFiles) -> Result<ServerTlsConfig, String> {
     }
     Ok(tls)
 }
-
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads a PEM file, checking it holds a block whose label ends with `label`.
 fn read_pem(path: &Path, flag: &str, label: &str) -> Result<Vec<u8>, String> {
@@ -229,8 +232,8 @@ mod tests {
             "{err}"
         );
         let tokened = Access {
-            tls: None,
             token: Some(token("t")),
+            ..Access::default()
         };
         let err = tokened.check(&open).unwrap_err();
         assert!(
@@ -245,6 +248,7 @@ mod tests {
         let both = Access {
             tls: Some(ServerTlsConfig::new()),
             token: Some(token("t")),
+            ..Access::default()
         };
         assert!(both.check(&open).is_ok());
     }

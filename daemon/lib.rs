@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod connection;
 pub mod duration;
 pub mod error;
 pub mod json;

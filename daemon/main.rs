@@ -1,12 +1,13 @@
 //! streamd: parses its flags, sets up logging, locks its data directory and runs the
 //! daemon until SIGINT or SIGTERM; SIGHUP checks the config file.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, num::NonZeroU32, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use streamhandler::{
     auth::{Access, TlsFiles, Token, load_tls},
     config::{Config, parse_size},
+    connection::Limits,
     listen::{ListenAddr, Listener},
     lock::DataDirLock,
     services::Environment,
@@ -34,6 +35,18 @@ struct Args {
     /// TOKEN`); read once at start.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Client connections open at once; more are closed as they arrive [default:
+    /// 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// RPCs each connection may start per second; more are refused with
+    /// RESOURCE_EXHAUSTED [default: 5000].
+    #[arg(long, value_name = "N")]
+    max_request_rate: Option<NonZeroU32>,
+    /// How long a new connection may take to send its first bytes and to finish its
+    /// TLS handshake before it is closed [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = streamhandler::duration::parse_positive)]
+    handshake_timeout: Option<Duration>,
     /// TOML file that changes services, intervals and what starts at boot.
     #[arg(long, env = "STREAMD_CONFIG")]
     config: Option<PathBuf>,
@@ -173,16 +186,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Reads the TLS files and the token once, and checks they suffice for the address.
 fn access(args: &Args) -> Result<Access, String> {
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_connections: args
+            .max_connections
+            .map_or(defaults.max_connections, |n| n as usize),
+        request_rate: args.max_request_rate.unwrap_or(defaults.request_rate),
+        handshake_timeout: args.handshake_timeout.unwrap_or(defaults.handshake_timeout),
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(load_tls(&TlsFiles {
-            cert,
-            key,
-            client_ca: args.tls_client_ca.as_deref(),
-        })?),
+        (Some(cert), Some(key)) => Some(load_tls(
+            &TlsFiles {
+                cert,
+                key,
+                client_ca: args.tls_client_ca.as_deref(),
+            },
+            limits.handshake_timeout,
+        )?),
         _ => None,
     };
     let token = args.token_file.as_deref().map(Token::read).transpose()?;
-    let access = Access { tls, token };
+    let access = Access { tls, token, limits };
     access.check(&args.listen)?;
     Ok(access)
 }

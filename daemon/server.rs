@@ -14,6 +14,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::{
     auth::{Access, RequireToken},
     bus::{Overflow, SubscribeOptions},
+    connection::{self, LimitRequestRate},
     duration,
     error::Error,
     listen::Listener,
@@ -75,6 +76,7 @@ pub async fn serve(
         supervisor.bus().close();
         let _ = closed.send(());
     };
+    let limits = access.limits;
     let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -88,6 +90,8 @@ pub async fn serve(
         // Outermost, so that a panic anywhere below, the token check included, is
         // caught and answered.
         .layer(CatchPanicLayer::custom(internal_error))
+        // Before the token check, so that guessing tokens is paced too.
+        .layer(InterceptorLayer::new(LimitRequestRate(limits.request_rate)))
         .layer(InterceptorLayer::new(RequireToken(access.token)))
         .add_service(control)
         .add_service(health_service)
@@ -101,6 +105,7 @@ pub async fn serve(
                 let incoming = TcpIncoming::from(listener)
                     .with_nodelay(Some(true))
                     .with_keepalive(Some(KEEPALIVE));
+                let incoming = connection::admit(incoming, limits);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
             // The file is removed once the server is done with it.
@@ -108,7 +113,7 @@ pub async fn serve(
                 listener,
                 file: _file,
             } => {
-                let incoming = UnixListenerStream::new(listener);
+                let incoming = connection::admit(UnixListenerStream::new(listener), limits);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
         }

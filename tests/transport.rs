@@ -1,5 +1,6 @@
 //! Who may connect and how: Unix sockets, TLS, bearer tokens, the refusal to serve a
-//! non-loopback address unprotected, and HTTP/2 limits that pace a fast publisher.
+//! non-loopback address unprotected, HTTP/2 limits that pace a fast publisher, and
+//! what each connection may spend.
 
 use std::{
     io::{BufRead, BufReader},
@@ -14,7 +15,8 @@ use prost_types::Struct;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
 };
-use streamhandler::pb;
+use streamhandler::pb::{self, stream_handler_client::StreamHandlerClient};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::{
     foreign::{self, GRPCURL, PYTHON},
@@ -573,4 +575,186 @@ fn a_client_with_the_token_still_cannot_take_the_daemons_authority() {
         .output()
         .unwrap();
     assert!(list.status.success(), "{:?}", text(&list));
+}
+
+/// The status codes of `count` ListServices calls made one after another on `channel`,
+/// each with `token` if any.
+async fn list_codes(channel: &Channel, count: usize, token: Option<&str>) -> Vec<tonic::Code> {
+    let mut client = StreamHandlerClient::new(channel.clone());
+    let mut codes = Vec::new();
+    for _ in 0..count {
+        let mut request = tonic::Request::new(pb::ListServicesRequest {});
+        if let Some(token) = token {
+            let bearer = format!("Bearer {token}").parse().unwrap();
+            request.metadata_mut().insert("authorization", bearer);
+        }
+        let code = match client.list_services(request).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        codes.push(code);
+    }
+    codes
+}
+
+async fn plain_channel(daemon: &Daemon) -> Channel {
+    Endpoint::from_shared(format!("http://{}", daemon.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_past_its_request_rate_is_refused_while_others_are_served() {
+    let daemon = Daemon::start_with(&["--max-request-rate", "10"]);
+    let (busy, other) = (plain_channel(&daemon).await, plain_channel(&daemon).await);
+    let codes = list_codes(&busy, 60, None).await;
+    let served = codes.iter().filter(|c| **c == tonic::Code::Ok).count();
+    assert!(
+        (10..60).contains(&served)
+            && codes
+                .iter()
+                .all(|c| matches!(c, tonic::Code::Ok | tonic::Code::ResourceExhausted)),
+        "{codes:?}"
+    );
+    let mut client = StreamHandlerClient::new(busy.clone());
+    let refused = loop {
+        match client.list_services(pb::ListServicesRequest {}).await {
+            Err(status) => break status,
+            Ok(_) => continue,
+        }
+    };
+    assert!(
+        refused.message().contains("--max-request-rate"),
+        "{refused:?}"
+    );
+    assert_eq!(list_codes(&other, 5, None).await, vec![tonic::Code::Ok; 5]);
+    // The budget refills: a second later the busy connection is served again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(list_codes(&busy, 5, None).await, vec![tonic::Code::Ok; 5]);
+}
+
+#[tokio::test]
+async fn guessing_the_token_over_tls_is_paced_too() {
+    let certs = Certs::new();
+    let daemon = certs.daemon(&["--max-request-rate", "5"]);
+    let ca = std::fs::read(certs.path("ca.pem")).unwrap();
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", daemon.addr.port()))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let guesses = list_codes(&channel, 20, Some("guess")).await;
+    let refused_fast = guesses
+        .iter()
+        .filter(|c| **c == tonic::Code::ResourceExhausted)
+        .count();
+    assert!(
+        refused_fast >= 10
+            && guesses.iter().all(|c| matches!(
+                c,
+                tonic::Code::Unauthenticated | tonic::Code::ResourceExhausted
+            )),
+        "{guesses:?}"
+    );
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_until_one_goes() {
+    let daemon = Daemon::start_with(&["--max-connections", "2"]);
+    let first = plain_channel(&daemon).await;
+    let second = plain_channel(&daemon).await;
+    // Each has been served, so each holds its place.
+    assert_eq!(list_codes(&first, 1, None).await, vec![tonic::Code::Ok]);
+    assert_eq!(list_codes(&second, 1, None).await, vec![tonic::Code::Ok]);
+    // A third is closed as it arrives, and streamctl says what may be the cause.
+    let output = streamctl_at(&daemon.addr.to_string())
+        .arg("list")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert!(
+        !output.status.success() && stderr.contains("closed the connection"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--max-connections"), "{stderr}");
+    assert!(
+        daemon
+            .log()
+            .contains("2 are open, the most --max-connections allows"),
+        "{}",
+        daemon.log()
+    );
+    drop(first);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let fresh = Endpoint::from_shared(format!("http://{}", daemon.addr))
+            .unwrap()
+            .connect_lazy();
+        if list_codes(&fresh, 1, None).await == [tonic::Code::Ok] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection admitted after one closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_never_speaks_is_closed_at_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let daemon = Daemon::start_with(&["--handshake-timeout", "1s"]);
+    let mut silent = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0; 256];
+    // Until it is closed the daemon may send its own settings; the end is what counts.
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after {PATIENCE:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+    // A client that speaks is served as ever.
+    assert_eq!(
+        list_codes(&plain_channel(&daemon).await, 1, None).await,
+        vec![tonic::Code::Ok]
+    );
+}
+
+#[test]
+fn the_bench_runs_against_a_tls_daemon_with_its_token() {
+    let certs = Certs::new();
+    let daemon = certs.daemon(&[]);
+    let bench = |workload: &[&str]| -> serde_json::Value {
+        let output = certs
+            .streamctl(&daemon, Some(TOKEN))
+            .args(["bench", "--json"])
+            .args(workload)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "bench {workload:?}: {stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    let fan_out = bench(&[
+        "--subs", "2", "--msgs", "500", "--rate", "5000", "--size", "64",
+    ]);
+    assert_eq!(fan_out["streamd"]["delivered"], 1000, "{fan_out:#}");
+    assert_eq!(fan_out["streamd"]["ok"], true, "{fan_out:#}");
+    let control = bench(&["--control", "2"]);
+    assert_eq!(control["cycles"], 2, "{control:#}");
 }

@@ -9,9 +9,7 @@ use streamhandler::{
     pb::{PublishResponse, PublishStreamResponse, SubscribeRequest},
     wire::RawPublish,
 };
-use tonic::{
-    Request, Streaming, client::Grpc, codegen::http::uri::PathAndQuery, transport::Channel,
-};
+use tonic::{Streaming, client::Grpc, codegen::http::uri::PathAndQuery, transport::Channel};
 use tonic_prost::ProstCodec;
 
 use super::{
@@ -163,7 +161,7 @@ async fn subscribe(
     ready(addr, channel)
         .await?
         .server_streaming(
-            Request::new(request),
+            addr.request(request),
             PathAndQuery::from_static(SUBSCRIBE),
             ProstCodec::<SubscribeRequest, RawEvent>::default(),
         )
@@ -182,7 +180,7 @@ async fn ping(addr: &Addr, channel: Channel, topics: Vec<Bytes>) -> Result<(), E
         ready(addr, channel.clone())
             .await?
             .unary(
-                Request::new(request),
+                addr.request(request),
                 PathAndQuery::from_static(PUBLISH),
                 ProstCodec::<RawPublish, PublishResponse>::default(),
             )
@@ -207,7 +205,7 @@ async fn publish(
     ready(&addr, channel)
         .await?
         .client_streaming(
-            Request::new(requests),
+            addr.request(requests),
             PathAndQuery::from_static(PUBLISH_STREAM),
             ProstCodec::<RawPublish, PublishStreamResponse>::default(),
         )
