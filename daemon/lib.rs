@@ -64,6 +64,7 @@ pub async fn run(
     }
     let stop_recorder = CancellationToken::new();
     let (recorder, recorder_task) = Recorder::start(store.clone(), stop_recorder.clone());
+    let database_patience = config.settings.stop_timeout;
     let bus = LocalBus::new(config.bus);
     let supervisor = Supervisor::new(
         Bus::new(bus.clone()),
@@ -88,10 +89,20 @@ pub async fn run(
     applying.abort();
     stop_sweeping.cancel();
     let _ = sweeper.await;
-    // After the services, which may still write to the database as they stop.
+    // After the services, which may still write to the database as they stop. A
+    // database that stopped answering must not keep the daemon from exiting.
     stop_recorder.cancel();
-    let _ = recorder_task.await;
-    store.close().await;
+    let saved = tokio::time::timeout(database_patience, async {
+        let _ = recorder_task.await;
+        store.close().await;
+    })
+    .await;
+    if saved.is_err() {
+        tracing::warn!(
+            "the database did not answer within {database_patience:?} at shutdown; which \
+             services were running may not be saved"
+        );
+    }
     Ok(served?)
 }
 

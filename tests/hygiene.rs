@@ -41,11 +41,11 @@ fn a_second_daemon_on_the_same_data_directory_exits_naming_the_holder() {
     assert!(daemon.ctl(&["list"]).status.success());
 }
 
-#[test]
-fn the_lock_goes_with_a_killed_daemon() {
+#[tokio::test]
+async fn the_lock_goes_with_a_killed_daemon() {
     let mut daemon = Daemon::start();
     kill(daemon.pid(), Signal::SIGKILL).unwrap();
-    daemon.wait();
+    daemon.wait().await;
     let again = daemon.restart(&[]);
     let (code, stderr) = second_daemon_on(&again);
     assert_eq!(code, Some(1), "{stderr}");

@@ -175,7 +175,7 @@ async fn stop_and_compare(
         }
         last = scores_of(&event).or(last);
     }
-    assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log());
+    assert_eq!(daemon.wait().await.code(), Some(0), "{}", daemon.log());
     assert_eq!(db.scores(&daemon).await, last.unwrap());
 }
 on_both_stores!(
@@ -201,7 +201,7 @@ async fn after_kill_9_at_most_one_flush_interval_is_lost_and_nothing_is_torn(db:
         }
     }
     kill(daemon.pid(), Signal::SIGKILL).unwrap();
-    daemon.wait();
+    daemon.wait().await;
     // Whatever was published while the signal travelled counts too.
     while let Some(event) = events.within(Duration::from_millis(200)).await {
         if let Some(scores) = scores_of(&event) {
@@ -243,7 +243,7 @@ async fn services_left_running_run_again_after_a_restart(db: Db) {
     ]);
     ok(&["start", "reader"]);
     ok(&["stop", "reader"]);
-    assert_eq!(daemon.terminate().code(), Some(0));
+    assert_eq!(daemon.terminate().await.code(), Some(0));
 
     let mut again = daemon.restart(&db.args());
     let streamer = again.service("streamer").await;
@@ -262,7 +262,7 @@ async fn services_left_running_run_again_after_a_restart(db: Db) {
         again.service("system").await.state(),
         pb::ServiceState::Stopped
     );
-    assert_eq!(again.terminate().code(), Some(0));
+    assert_eq!(again.terminate().await.code(), Some(0));
 
     let quiet = again.restart(&[db.args(), vec!["--no-resume"]].concat());
     for name in ["leaderboard", "streamer"] {

@@ -45,7 +45,7 @@ async fn signal_stops_everything_cleanly(signal: Signal) {
         events.ends_cleanly().await,
         "the stream ends with OK, not an error"
     );
-    let status = daemon.wait();
+    let status = daemon.wait().await;
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
     assert!(!daemon.log().contains("forced=true"), "{}", daemon.log());
 }
@@ -103,7 +103,7 @@ async fn streamctl_subscribe_reconnects_when_the_daemon_comes_back() {
     let event: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["topic"], "streamer");
 
-    assert_eq!(first.terminate().code(), Some(0));
+    assert_eq!(first.terminate().await.code(), Some(0));
     let lost = next(&|s, _| s == "err");
     assert!(
         lost.contains("lost streamd") && lost.contains("reconnecting"),

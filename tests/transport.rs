@@ -95,8 +95,8 @@ fn first_line_of_subscribe(mut command: Command) -> String {
     first
 }
 
-#[test]
-fn streamctl_drives_a_daemon_on_an_owner_only_unix_socket() {
+#[tokio::test]
+async fn streamctl_drives_a_daemon_on_an_owner_only_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("run/streamd.sock");
     let listen = format!("unix:{}", socket.display());
@@ -125,7 +125,7 @@ fn streamctl_drives_a_daemon_on_an_owner_only_unix_socket() {
     let line = first_line_of_subscribe(daemon.streamctl());
     assert!(line.contains("streamer"), "subscribe printed {line:?}");
 
-    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert!(daemon.terminate().await.success(), "{}", daemon.log());
     assert!(!socket.exists(), "the socket outlived a clean shutdown");
 }
 

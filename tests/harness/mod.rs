@@ -184,13 +184,15 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the daemon to exit.
-    pub fn terminate(&mut self) -> ExitStatus {
+    pub async fn terminate(&mut self) -> ExitStatus {
         nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
-        self.wait()
+        self.wait().await
     }
 
-    /// Waits for the daemon to exit by itself.
-    pub fn wait(&mut self) -> ExitStatus {
+    /// Waits for the daemon to exit by itself. Asynchronously: the test's own clients
+    /// (and anything else it serves, such as a proxy in front of the database) must
+    /// go on answering the daemon while it shuts down.
+    pub async fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -201,7 +203,7 @@ impl Daemon {
                 "streamd did not exit:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
