@@ -166,6 +166,7 @@ impl Slot {
             last_event_at: status.last_event_at.map(Into::into),
             description: self.spec.kind.description.to_owned(),
             status: status.reported.clone().into_iter().collect(),
+            ..Default::default()
         }
     }
 }
