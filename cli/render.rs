@@ -117,11 +117,24 @@ fn lagged_line(lagged: &pb::Lagged) -> String {
     line
 }
 
+fn subscribed_line(subscribed: &pb::Subscribed) -> String {
+    let following = if subscribed.topics.is_empty() {
+        "every topic".to_owned()
+    } else {
+        subscribed.topics.join(", ")
+    };
+    format!(
+        "subscribed to {following}; {} topics exist",
+        subscribed.positions.len()
+    )
+}
+
 /// The rendering of every payload kind that fits on one line.
 fn one_line(payload: &Payload, palette: &Palette) -> String {
     match payload {
         Payload::Lifecycle(lifecycle) => lifecycle_line(lifecycle, palette),
         Payload::Lagged(lagged) => palette.paint(&lagged_line(lagged), styles::warn()),
+        Payload::Subscribed(subscribed) => subscribed_line(subscribed),
         Payload::Data(data) => from_struct(data).to_string(),
         Payload::Text(text) => text_line(text),
         Payload::Line(line) => format!("{}:{}  {}", line.path, line.number, line.text),
