@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use owo_colors::Style;
-use streamhandler::pb::{ServiceInfo, ServiceState};
+use streamhandler::pb::{ServiceInfo, ServiceState, Setting, SettingSource};
 
 use crate::{
     format,
@@ -67,18 +67,60 @@ pub fn service(service: &ServiceInfo, now: SystemTime, palette: &Palette) -> Vec
         format!("restarts:    {}", service.restarts),
         format!("last error:  {}", dash(&service.last_error)),
     ];
-    for (title, map) in [("params:", &service.params), ("status:", &service.status)] {
-        let mut entries: Vec<_> = map.iter().collect();
-        entries.sort();
-        if entries.is_empty() {
-            lines.push(format!("{title:<12} -"));
-        }
-        for (i, (key, value)) in entries.into_iter().enumerate() {
-            let title = if i == 0 { title } else { "" };
-            lines.push(format!("{title:<12} {key} = {value}"));
-        }
-    }
+    lines.extend(titled("settings:", settings(&service.settings)));
+    let mut status: Vec<_> = service.status.iter().collect();
+    status.sort();
+    let status = status.into_iter().map(|(k, v)| format!("{k} = {v}"));
+    lines.extend(titled("status:", status.collect()));
     lines
+}
+
+/// `rows` under a title in the first column, or `-` when there are none.
+fn titled(title: &str, rows: Vec<String>) -> Vec<String> {
+    if rows.is_empty() {
+        return vec![format!("{title:<12} -")];
+    }
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, row)| format!("{:<12} {row}", if i == 0 { title } else { "" }))
+        .collect()
+}
+
+/// One aligned line per setting: its name, its value (`-` while unset), where the
+/// value comes from, and what the setting does.
+fn settings(settings: &[Setting]) -> Vec<String> {
+    let cells: Vec<[&str; 4]> = settings
+        .iter()
+        .map(|s| {
+            let value = if s.value.is_empty() { "-" } else { &s.value };
+            let source = match s.source() {
+                SettingSource::Default => "(default)",
+                SettingSource::Config => "(config)",
+                SettingSource::Override => "(override)",
+                SettingSource::Unspecified => "",
+            };
+            [s.name.as_str(), value, source, s.description.as_str()]
+        })
+        .collect();
+    let width = |column: usize| {
+        cells
+            .iter()
+            .map(|row| row[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths = [width(0), width(1), width(2)];
+    cells
+        .iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (cell, width) in row.iter().zip(widths) {
+                line.push_str(&format!("{cell:<width$}{GAP}"));
+            }
+            line.push_str(row[3]);
+            line.trim_end().to_string()
+        })
+        .collect()
 }
 
 pub fn services(
@@ -260,6 +302,43 @@ mod tests {
             "{:?}",
             lines[2]
         );
+    }
+
+    #[test]
+    fn settings_align_with_their_source() {
+        let setting = |name: &str, value: &str, source: SettingSource, help: &str| Setting {
+            name: name.into(),
+            value: value.into(),
+            source: source as i32,
+            description: help.into(),
+        };
+        let mut service = streamer();
+        service.settings = vec![
+            setting("series", "4", SettingSource::Override, "series per event"),
+            setting("max_points", "12", SettingSource::Default, "most points"),
+            setting("dir", "", SettingSource::Default, ""),
+            setting(
+                "header.X-Key",
+                "<redacted>",
+                SettingSource::Config,
+                "a header",
+            ),
+        ];
+        let lines = super::service(&service, now(), &PLAIN);
+        let shown: Vec<_> = lines
+            .iter()
+            .skip_while(|l| !l.starts_with("settings:"))
+            .collect();
+        assert_eq!(
+            shown[..4],
+            [
+                "settings:    series        4           (override)  series per event",
+                "             max_points    12          (default)   most points",
+                "             dir           -           (default)",
+                "             header.X-Key  <redacted>  (config)    a header",
+            ]
+        );
+        assert_eq!(shown[4], "status:      -");
     }
 
     #[test]

@@ -233,7 +233,7 @@ fn show_prints_one_service_in_full() {
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("state:       running since"), "{stdout}");
     assert!(stdout.contains("interval:    250ms"), "{stdout}");
-    assert!(stdout.contains("params:      series = 3"), "{stdout}");
+    assert!(stdout.contains("series      3   (override)"), "{stdout}");
     let output = daemon.ctl(&["show", "nope"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).1.contains("no service named \"nope\""));

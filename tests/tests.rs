@@ -16,6 +16,7 @@ mod hygiene;
 mod kraken;
 mod leaderboard;
 mod services;
+mod settings;
 mod shutdown;
 mod soak;
 mod store;

@@ -26,84 +26,76 @@ use crate::{
     secret::{Secret, excerpt},
 };
 
-/// How long a request may take, from connecting to the end of the reply, by default.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Replies larger than this are refused rather than read into memory.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-const URL: ParamSpec = ParamSpec {
-    name: "url",
-    help: "the endpoint to poll",
-    authority: Authority::Endpoint,
-};
-
-/// aq's endpoint receives the daemon's API key, so only the operator chooses it.
-const KEYED_URL: ParamSpec = ParamSpec {
-    name: "url",
-    help: "the endpoint to poll, which receives the API key",
-    authority: Authority::Operator,
-};
+/// The endpoint of a card, which polls `default` unless configured otherwise.
+const fn card_url(default: &'static str) -> ParamSpec {
+    ParamSpec {
+        name: "url",
+        help: "the endpoint to poll",
+        default: Some(default),
+        authority: Authority::Endpoint,
+    }
+}
 
 const TIMEOUT: ParamSpec = ParamSpec {
     name: "timeout",
-    help: "how long a request may take, e.g. 5s (default 10s)",
+    help: "how long a request may take, from connecting to the end of the reply",
+    default: Some("10s"),
     authority: Authority::Client,
 };
+
+const SLUGS_URL: ParamSpec = card_url("https://ciprand.p3p.repl.co/api?len=20&count=10");
 
 pub const SLUGS: Kind = Kind {
     name: "slugs",
     description: "random strings from an HTTP API",
     default_interval: std::time::Duration::from_secs(2),
-    params: &[URL, TIMEOUT],
-    build: |params, env| {
-        card(
-            params,
-            env,
-            "https://ciprand.p3p.repl.co/api?len=20&count=10",
-            slugs,
-        )
-    },
+    params: &[SLUGS_URL, TIMEOUT],
+    build: |params, env| card(params, env, &SLUGS_URL, slugs),
 };
+
+const EMOJIS_URL: ParamSpec = card_url("https://emojihub.yurace.pro/api/random");
 
 pub const EMOJIS: Kind = Kind {
     name: "emojis",
     description: "a random emoji from an HTTP API",
     default_interval: std::time::Duration::from_secs(2),
-    params: &[URL, TIMEOUT],
-    build: |params, env| card(params, env, "https://emojihub.yurace.pro/api/random", emoji),
+    params: &[EMOJIS_URL, TIMEOUT],
+    build: |params, env| card(params, env, &EMOJIS_URL, emoji),
 };
+
+const ACTIVITIES_URL: ParamSpec = card_url("https://bored-api.appbrewery.com/random");
 
 pub const ACTIVITIES: Kind = Kind {
     name: "activities",
     description: "a random activity from an HTTP API",
     default_interval: std::time::Duration::from_secs(2),
-    params: &[URL, TIMEOUT],
-    build: |params, env| {
-        card(
-            params,
-            env,
-            "https://bored-api.appbrewery.com/random",
-            activity,
-        )
-    },
+    params: &[ACTIVITIES_URL, TIMEOUT],
+    build: |params, env| card(params, env, &ACTIVITIES_URL, activity),
 };
 
 /// The environment variable that holds the OpenAQ API key.
 const OPEN_AQ_KEY: &str = "OPEN_AQ_KEY";
 
+/// aq's endpoint receives the daemon's API key, so only the operator chooses it.
+const AQ_URL: ParamSpec = ParamSpec {
+    name: "url",
+    help: "the endpoint to poll, which receives the API key",
+    default: Some(
+        "https://api.openaq.org/v3/locations?coordinates=39.6,-104.8&radius=25000&limit=100",
+    ),
+    authority: Authority::Operator,
+};
+
 pub const AQ: Kind = Kind {
     name: "aq",
     description: "air quality monitoring locations from OpenAQ",
     default_interval: std::time::Duration::from_secs(2),
-    params: &[KEYED_URL, TIMEOUT],
+    params: &[AQ_URL, TIMEOUT],
     build: |params, env| {
-        let mut poller = poller(
-            params,
-            env,
-            "https://api.openaq.org/v3/locations?coordinates=39.6,-104.8&radius=25000&limit=100",
-            Decode::Typed(air_quality),
-        )?;
+        let mut poller = poller(params, env, &AQ_URL, Decode::Typed(air_quality))?;
         let key = std::env::var(OPEN_AQ_KEY).map(Secret::new).map_err(|_| {
             Build::Precondition(format!(
                 "aq needs an OpenAQ API key in the {OPEN_AQ_KEY} environment variable of streamd"
@@ -119,31 +111,44 @@ pub const AQ: Kind = Kind {
     },
 };
 
+const HTTP_URL: ParamSpec = ParamSpec {
+    name: "url",
+    help: "the endpoint to poll",
+    default: None,
+    authority: Authority::Endpoint,
+};
+
+const METHOD: ParamSpec = ParamSpec {
+    name: "method",
+    help: "GET, POST, PUT, ...",
+    default: Some("GET"),
+    authority: Authority::Operator,
+};
+
 pub const HTTP: Kind = Kind {
     name: "http",
     description: "any JSON API, with output fields picked by JSON pointers",
     default_interval: std::time::Duration::from_secs(10),
     params: &[
-        URL,
+        HTTP_URL,
         TIMEOUT,
-        ParamSpec {
-            name: "method",
-            help: "GET (default), POST, PUT, ...",
-            authority: Authority::Operator,
-        },
+        METHOD,
         ParamSpec {
             name: "body",
             help: "a request body, sent as JSON",
+            default: None,
             authority: Authority::Credential,
         },
         ParamSpec {
             name: "header.*",
             help: "a request header; in the config file, ${VAR} in the value reads that environment variable",
+            default: None,
             authority: Authority::Credential,
         },
         ParamSpec {
             name: "field.*",
             help: "an output field and the JSON pointer (RFC 6901) to its value, e.g. field.price=/data/price; without any, the whole reply",
+            default: None,
             authority: Authority::Client,
         },
     ],
@@ -169,18 +174,16 @@ struct Poller {
 }
 
 fn parse_timeout(params: &Params) -> Result<Duration, ParamError> {
-    match params.get("timeout") {
-        None => Ok(DEFAULT_TIMEOUT),
-        Some(text) => duration::parse(text, duration::Zero::Refused)
-            .map_err(|message| ParamError::new("timeout", message)),
-    }
+    duration::parse(
+        TIMEOUT.value(params).unwrap_or_default(),
+        duration::Zero::Refused,
+    )
+    .map_err(|message| ParamError::new(TIMEOUT.name, message))
 }
 
-fn parse_url(params: &Params, default: Option<&str>) -> Result<Url, ParamError> {
-    let text = params
-        .get("url")
-        .map(String::as_str)
-        .or(default)
+fn parse_url(params: &Params, spec: &ParamSpec) -> Result<Url, ParamError> {
+    let text = spec
+        .value(params)
         .ok_or_else(|| ParamError::new("url", "required"))?;
     let url = Url::parse(text).map_err(|e| ParamError::new("url", format!("{text:?}: {e}")))?;
     match url.scheme() {
@@ -195,7 +198,7 @@ fn parse_url(params: &Params, default: Option<&str>) -> Result<Url, ParamError> 
 fn poller(
     params: &Params,
     env: &Environment,
-    default_url: &str,
+    url: &ParamSpec,
     decode: Decode,
 ) -> Result<Poller, Build> {
     let mut headers = HeaderMap::new();
@@ -204,7 +207,7 @@ fn poller(
         client: env.http.clone(),
         timeout: parse_timeout(params)?,
         method: Method::GET,
-        url: parse_url(params, Some(default_url))?,
+        url: parse_url(params, url)?,
         headers,
         body: None,
         decode,
@@ -214,15 +217,10 @@ fn poller(
 fn card(
     params: &Params,
     env: &Environment,
-    default_url: &str,
+    url: &ParamSpec,
     decode: fn(&Value) -> Result<Payload, String>,
 ) -> Result<Box<dyn Worker>, Build> {
-    Ok(Box::new(poller(
-        params,
-        env,
-        default_url,
-        Decode::Typed(decode),
-    )?))
+    Ok(Box::new(poller(params, env, url, Decode::Typed(decode))?))
 }
 
 fn build_http(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
@@ -251,11 +249,9 @@ fn build_http(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Bui
             fields.insert(name.to_owned(), value.clone());
         }
     }
-    let method = match params.get("method") {
-        None => Method::GET,
-        Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-            .map_err(|_| ParamError::new("method", format!("{m:?} is not an HTTP method")))?,
-    };
+    let method = METHOD.value(params).unwrap_or_default();
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| ParamError::new("method", format!("{method:?} is not an HTTP method")))?;
     let body = params.get("body").cloned();
     if let Some(body) = &body {
         serde_json::from_str::<Value>(body)
@@ -277,7 +273,7 @@ fn build_http(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Bui
         client: client.clone(),
         timeout: parse_timeout(params)?,
         method,
-        url: parse_url(params, None)?,
+        url: parse_url(params, &HTTP_URL)?,
         headers,
         body,
         decode: Decode::Fields(fields),

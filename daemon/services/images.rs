@@ -21,6 +21,7 @@ pub const KIND: Kind = Kind {
     params: &[ParamSpec {
         name: "dir",
         help: "directory of images (default: the built-in avatars)",
+        default: None,
         authority: super::Authority::Operator,
     }],
     build,

@@ -33,24 +33,29 @@ pub const KIND: Kind = Kind {
     name: "leaderboard",
     description: "user scores kept in memory and in the database",
     default_interval: Duration::from_secs(1),
-    params: &[
-        ParamSpec {
-            name: "change_min",
-            help: "the lowest change of a score in one round (default -25)",
-            authority: super::Authority::Client,
-        },
-        ParamSpec {
-            name: "change_max",
-            help: "the highest change of a score in one round (default 25)",
-            authority: super::Authority::Client,
-        },
-        ParamSpec {
-            name: "flush_interval",
-            help: "how often changed scores are written to the database (default 5s)",
-            authority: super::Authority::Client,
-        },
-    ],
+    params: &[CHANGE_MIN, CHANGE_MAX, FLUSH_INTERVAL],
     build,
+};
+
+const CHANGE_MIN: ParamSpec = ParamSpec {
+    name: "change_min",
+    help: "the lowest change of a score in one round",
+    default: Some("-25"),
+    authority: super::Authority::Client,
+};
+
+const CHANGE_MAX: ParamSpec = ParamSpec {
+    name: "change_max",
+    help: "the highest change of a score in one round",
+    default: Some("25"),
+    authority: super::Authority::Client,
+};
+
+const FLUSH_INTERVAL: ParamSpec = ParamSpec {
+    name: "flush_interval",
+    help: "how often changed scores are written to the database",
+    default: Some("5s"),
+    authority: super::Authority::Client,
 };
 
 /// The longest wait between attempts to write to a database that keeps failing.
@@ -60,23 +65,22 @@ const MAX_FLUSH_BACKOFF: Duration = Duration::from_secs(60);
 const FINAL_FLUSH_RETRY: Duration = Duration::from_millis(250);
 
 fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
-    let number = |key: &str, default: i64| -> Result<i64, ParamError> {
-        params.get(key).map_or(Ok(default), |v| {
-            v.parse()
-                .map_err(|_| ParamError::new(key, format!("{v:?} is not a whole number")))
-        })
+    let number = |spec: &ParamSpec| -> Result<i64, ParamError> {
+        let v = spec.value(params).unwrap_or_default();
+        v.parse()
+            .map_err(|_| ParamError::new(spec.name, format!("{v:?} is not a whole number")))
     };
-    let (min, max) = (number("change_min", -25)?, number("change_max", 25)?);
+    let (min, max) = (number(&CHANGE_MIN)?, number(&CHANGE_MAX)?);
     if min > max {
         return Err(
             ParamError::new("change_max", format!("{max} is below change_min {min}")).into(),
         );
     }
-    let flush_every = match params.get("flush_interval") {
-        None => Duration::from_secs(5),
-        Some(v) => duration::parse(v, duration::Zero::Refused)
-            .map_err(|message| ParamError::new("flush_interval", message))?,
-    };
+    let flush_every = duration::parse(
+        FLUSH_INTERVAL.value(params).unwrap_or_default(),
+        duration::Zero::Refused,
+    )
+    .map_err(|message| ParamError::new(FLUSH_INTERVAL.name, message))?;
     Ok(Box::new(Leaderboard {
         store: env.store.clone(),
         change: min..=max,

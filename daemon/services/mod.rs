@@ -137,6 +137,10 @@ impl ParamError {
 pub struct ParamSpec {
     pub name: &'static str,
     pub help: &'static str,
+    /// The value in force when neither the config file nor a client sets it; None
+    /// when the parameter is then unset. Builds read it through [`ParamSpec::value`],
+    /// so that what clients are shown is what the service uses.
+    pub default: Option<&'static str>,
     /// Who may set it: the config file only, or also a client starting the service.
     pub authority: Authority,
 }
@@ -164,6 +168,11 @@ pub enum Authority {
 impl ParamSpec {
     fn accepts(&self, key: &str) -> bool {
         family_accepts(self.name, key)
+    }
+
+    /// The value `params` sets, or else the default.
+    pub fn value<'a>(&self, params: &'a Params) -> Option<&'a str> {
+        params.get(self.name).map(String::as_str).or(self.default)
     }
 }
 

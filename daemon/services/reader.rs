@@ -33,11 +33,13 @@ pub const KIND: Kind = Kind {
         ParamSpec {
             name: "dir",
             help: "directory of text files (default: the built-in poems)",
+            default: None,
             authority: super::Authority::Operator,
         },
         ParamSpec {
             name: "follow",
             help: "a file inside dir whose appended lines to stream, like tail -F",
+            default: None,
             authority: super::Authority::Operator,
         },
     ],

@@ -13,19 +13,22 @@ pub const KIND: Kind = Kind {
     name: "streamer",
     description: "random point sets, drawn as a scatter plot",
     default_interval: std::time::Duration::from_secs(3),
-    params: &[
-        ParamSpec {
-            name: "series",
-            help: "series per event (default 10)",
-            authority: Authority::Client,
-        },
-        ParamSpec {
-            name: "max_points",
-            help: "most points in one series; each has 1 to this many (default 12)",
-            authority: Authority::Client,
-        },
-    ],
+    params: &[SERIES, MAX_POINTS],
     build,
+};
+
+const SERIES: ParamSpec = ParamSpec {
+    name: "series",
+    help: "series per event",
+    default: Some("10"),
+    authority: Authority::Client,
+};
+
+const MAX_POINTS: ParamSpec = ParamSpec {
+    name: "max_points",
+    help: "most points in one series; each has 1 to this many",
+    default: Some("12"),
+    authority: Authority::Client,
 };
 
 const X_MAX: f64 = 3.0;
@@ -37,14 +40,13 @@ struct Streamer {
 }
 
 fn build(params: &Params, _: &Environment) -> Result<Box<dyn Worker>, super::Build> {
-    let count = |key, default| {
-        params
-            .get(key)
-            .map_or(Ok(default), |v| parse_count(key, v, 1..=1000))
+    let count = |spec: &ParamSpec| {
+        let value = spec.value(params).unwrap_or_default();
+        parse_count(spec.name, value, 1..=1000)
     };
     Ok(Box::new(Streamer {
-        series: count("series", 10)?,
-        max_points: count("max_points", 12)?,
+        series: count(&SERIES)?,
+        max_points: count(&MAX_POINTS)?,
     }))
 }
 

@@ -32,11 +32,13 @@ pub const KIND: Kind = Kind {
         ParamSpec {
             name: "url",
             help: "the server, ws:// or wss:// (required)",
+            default: None,
             authority: Authority::Endpoint,
         },
         ParamSpec {
             name: "send.*",
             help: "messages sent on connect, in order: send.1, send.2, ... send.10",
+            default: None,
             authority: Authority::Credential,
         },
     ],

@@ -311,7 +311,7 @@ impl Supervisor {
                 Build::Param(e) => Error::invalid(format!("params.{}", e.key), e.message),
                 Build::Precondition(message) => Error::FailedPrecondition(message),
             })?;
-        slot.mark_started(interval, shown);
+        slot.mark_started(interval, shown, &overrides);
         tracing::info!(service = %spec.name, ?interval, "started");
         // Before the task exists, so that "started" precedes the service's first event.
         slot.lifecycle(lifecycle::Kind::Started, String::new());

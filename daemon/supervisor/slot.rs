@@ -11,12 +11,12 @@ use std::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::ServiceSpec;
+use super::{Overrides, ServiceSpec};
 use crate::{
     bus::{Bus, Refused, lock},
     pb::{self, ServiceState, event::Payload, lifecycle},
     secret::{redact, redact_param},
-    services::{Outlet, Params},
+    services::{Kind, Outlet, Params, family_accepts},
 };
 
 /// One service: its configuration, its current run and its status.
@@ -44,6 +44,8 @@ struct Status {
     state: ServiceState,
     interval: Duration,
     params: Params,
+    /// What the client that started the current run chose; empty while stopped.
+    overrides: Overrides,
     started_at: Option<SystemTime>,
     events: u64,
     errors: u64,
@@ -61,6 +63,7 @@ impl Slot {
             state: ServiceState::Stopped,
             interval: spec.interval,
             params: spec.params.clone(),
+            overrides: Overrides::default(),
             started_at: None,
             events: 0,
             errors: 0,
@@ -78,12 +81,14 @@ impl Slot {
         }
     }
 
-    /// A run begins with these settings: no restarts yet, nothing reported.
-    pub(super) fn mark_started(&self, interval: Duration, params: Params) {
+    /// A run begins with these settings, of which a client chose `overrides`: no
+    /// restarts yet, nothing reported.
+    pub(super) fn mark_started(&self, interval: Duration, params: Params, overrides: &Overrides) {
         let mut status = lock(&self.status);
         status.state = ServiceState::Running;
         status.interval = interval;
         status.params = params;
+        status.overrides = overrides.clone();
         status.started_at = Some(SystemTime::now());
         status.restarts = 0;
         status.reported.clear();
@@ -96,6 +101,7 @@ impl Slot {
         status.started_at = None;
         status.interval = self.spec.interval;
         status.params = self.spec.params.clone();
+        status.overrides = Overrides::default();
     }
 
     /// The worker crashed for `reason` and waits to be restarted.
@@ -166,9 +172,43 @@ impl Slot {
             last_event_at: status.last_event_at.map(Into::into),
             description: self.spec.kind.description.to_owned(),
             status: status.reported.clone().into_iter().collect(),
+            settings: settings(self.spec.kind, &status.params, &status.overrides),
             ..Default::default()
         }
     }
+}
+
+/// Every parameter of `kind` with the value in force and where it comes from: a
+/// family (`header.*`) as each member set, or as itself while none is.
+fn settings(kind: &Kind, params: &Params, overrides: &Overrides) -> Vec<pb::Setting> {
+    let source = |key: &str| {
+        if overrides.params.contains_key(key) {
+            pb::SettingSource::Override
+        } else {
+            pb::SettingSource::Config
+        }
+    };
+    let mut settings = Vec::new();
+    for spec in kind.params {
+        let setting = |name: &str, value: &str, source: pb::SettingSource| pb::Setting {
+            name: name.to_owned(),
+            value: redact_param(name, value),
+            source: source.into(),
+            description: spec.help.to_owned(),
+        };
+        let set: Vec<_> = params
+            .iter()
+            .filter(|(key, _)| family_accepts(spec.name, key))
+            .map(|(key, value)| setting(key, value, source(key)))
+            .collect();
+        if set.is_empty() {
+            let default = spec.default.unwrap_or_default();
+            settings.push(setting(spec.name, default, pb::SettingSource::Default));
+        } else {
+            settings.extend(set);
+        }
+    }
+    settings
 }
 
 impl Outlet for Slot {

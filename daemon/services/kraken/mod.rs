@@ -27,34 +27,37 @@ pub const KIND: Kind = Kind {
     description: "Kraken's live ticker, spread and book",
     // The wait before reconnecting; the supervisor doubles it while connecting fails.
     default_interval: Duration::from_secs(1),
-    params: &[
-        ParamSpec {
-            name: "url",
-            help: "Kraken's v1 websocket (default wss://ws.kraken.com)",
-            authority: Authority::Endpoint,
-        },
-        ParamSpec {
-            name: "pairs",
-            help: "comma-separated pairs (default XBT/USD)",
-            authority: Authority::Client,
-        },
-        ParamSpec {
-            name: "channels",
-            help: "comma-separated, of ticker, spread and book (default all three)",
-            authority: Authority::Client,
-        },
-        ParamSpec {
-            name: "depth",
-            help: "book depth: 10, 25, 100, 500 or 1000 (default 10)",
-            authority: Authority::Client,
-        },
-    ],
+    params: &[URL, PAIRS, CHANNELS, DEPTH],
     build,
 };
 
-const DEFAULT_URL: &str = "wss://ws.kraken.com";
-const DEFAULT_PAIRS: &str = "XBT/USD";
-const DEFAULT_DEPTH: usize = 10;
+const URL: ParamSpec = ParamSpec {
+    name: "url",
+    help: "Kraken's v1 websocket",
+    default: Some("wss://ws.kraken.com"),
+    authority: Authority::Endpoint,
+};
+
+const PAIRS: ParamSpec = ParamSpec {
+    name: "pairs",
+    help: "comma-separated pairs",
+    default: Some("XBT/USD"),
+    authority: Authority::Client,
+};
+
+const CHANNELS: ParamSpec = ParamSpec {
+    name: "channels",
+    help: "comma-separated, of ticker, spread and book",
+    default: Some("ticker,spread,book"),
+    authority: Authority::Client,
+};
+
+const DEPTH: ParamSpec = ParamSpec {
+    name: "depth",
+    help: "book depth: 10, 25, 100, 500 or 1000",
+    default: Some("10"),
+    authority: Authority::Client,
+};
 /// The depths Kraken's v1 book channel accepts.
 const DEPTHS: [usize; 5] = [10, 25, 100, 500, 1000];
 /// Kraken sends a heartbeat every second when a connection is otherwise idle, so this
@@ -124,8 +127,7 @@ impl Subscriptions {
 }
 
 fn build(params: &Params, _: &Environment) -> Result<Box<dyn Worker>, Build> {
-    let url = params.get("url").map_or(DEFAULT_URL, String::as_str);
-    let url = websocket::parse_url("url", url)?;
+    let url = websocket::parse_url(URL.name, URL.value(params).unwrap_or_default())?;
     Ok(Box::new(Kraken {
         subscriptions: subscriptions(params)?,
         session: Session::new(url, Some(SILENCE)),
@@ -134,7 +136,7 @@ fn build(params: &Params, _: &Environment) -> Result<Box<dyn Worker>, Build> {
 
 fn subscriptions(params: &Params) -> Result<Subscriptions, ParamError> {
     let mut pairs: Vec<String> = Vec::new();
-    for pair in list(params, "pairs", DEFAULT_PAIRS)? {
+    for pair in list(params, &PAIRS)? {
         let valid = pair
             .split_once('/')
             .is_some_and(|(base, quote)| !base.is_empty() && !quote.is_empty())
@@ -150,9 +152,8 @@ fn subscriptions(params: &Params) -> Result<Subscriptions, ParamError> {
             pairs.push(pair);
         }
     }
-    let default_channels = Channel::ALL.map(Channel::name).join(",");
     let mut channels = Vec::new();
-    for name in list(params, "channels", &default_channels)? {
+    for name in list(params, &CHANNELS)? {
         let channel = Channel::ALL
             .into_iter()
             .find(|c| c.name() == name)
@@ -166,19 +167,17 @@ fn subscriptions(params: &Params) -> Result<Subscriptions, ParamError> {
     }
     channels.sort();
     channels.dedup();
-    let depth = match params.get("depth") {
-        None => DEFAULT_DEPTH,
-        Some(value) => value
-            .parse()
-            .ok()
-            .filter(|d| DEPTHS.contains(d))
-            .ok_or_else(|| {
-                ParamError::new(
-                    "depth",
-                    format!("{value:?} is not one of 10, 25, 100, 500, 1000"),
-                )
-            })?,
-    };
+    let depth = DEPTH.value(params).unwrap_or_default();
+    let depth = depth
+        .parse()
+        .ok()
+        .filter(|d| DEPTHS.contains(d))
+        .ok_or_else(|| {
+            ParamError::new(
+                "depth",
+                format!("{depth:?} is not one of 10, 25, 100, 500, 1000"),
+            )
+        })?;
     Ok(Subscriptions {
         pairs,
         channels,
@@ -187,8 +186,8 @@ fn subscriptions(params: &Params) -> Result<Subscriptions, ParamError> {
 }
 
 /// A comma-separated param's items, trimmed; at least one, none empty.
-fn list(params: &Params, key: &str, default: &str) -> Result<Vec<String>, ParamError> {
-    let value = params.get(key).map_or(default, String::as_str);
+fn list(params: &Params, spec: &ParamSpec) -> Result<Vec<String>, ParamError> {
+    let (key, value) = (spec.name, spec.value(params).unwrap_or_default());
     let items: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
     if items.iter().any(String::is_empty) {
         return Err(ParamError::new(
