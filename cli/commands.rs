@@ -86,11 +86,10 @@ pub async fn list(addr: &Addr) -> Result<(), Error> {
 pub async fn show(addr: &Addr, name: &str) -> Result<(), Error> {
     let mut client = client::connect(addr).await?;
     let services = list_services(&mut client, addr).await?;
-    let service = services.iter().find(|s| s.name == name).ok_or_else(|| {
-        Error::Other(format!(
-            "no service named {name:?}; `streamctl list` shows every service"
-        ))
-    })?;
+    let service = services
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Error::UnknownServices(vec![name.to_owned()]))?;
     let palette = Palette::new(term::colour_stdout());
     term::emit(&table::service(service, SystemTime::now(), &palette).join("\n"))
 }

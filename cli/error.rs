@@ -16,8 +16,11 @@ pub enum Error {
         /// Why, in a few words, e.g. `connection refused`.
         reason: String,
     },
-    /// The daemon answered with an error; its message is shown as is.
+    /// The daemon answered with an error; its message is shown as is, with a hint
+    /// of which streamctl command helps where there is one.
     Server(Status),
+    /// Services the user named that the daemon does not know.
+    UnknownServices(Vec<String>),
     /// A problem on our side: bad input, or output that cannot be written.
     Other(String),
     /// Stdout was closed by its reader; the command ends quietly and successfully.
@@ -86,13 +89,28 @@ impl fmt::Display for Error {
                 "{}; streamctl sends the token from STREAMD_TOKEN or --token-file",
                 status_message(status)
             ),
+            Error::Server(status) if status.code() == tonic::Code::NotFound => {
+                write!(f, "{} {LIST_HINT}", status_message(status))
+            }
             Error::Server(status) => f.write_str(&status_message(status)),
+            Error::UnknownServices(names) => {
+                let quoted: Vec<_> = names.iter().map(|n| format!("{n:?}")).collect();
+                let noun = if names.len() == 1 {
+                    "service"
+                } else {
+                    "services"
+                };
+                write!(f, "no {noun} named {} {LIST_HINT}", quoted.join(", "))
+            }
             Error::Other(message) => f.write_str(message),
             Error::BrokenPipe => f.write_str("stdout was closed"),
             Error::Reported => f.write_str("some operations failed"),
         }
     }
 }
+
+/// Where the names of the daemon's services are found.
+const LIST_HINT: &str = "(`streamctl list` shows them)";
 
 /// The server's message, or a description of the code when the server sent none.
 pub fn status_message(status: &Status) -> String {
@@ -165,10 +183,26 @@ mod tests {
     #[test]
     fn server_statuses_keep_their_message() {
         let addr: Addr = "127.0.0.1:1".parse().unwrap();
-        let err = Error::from_status(Status::not_found("no service named \"x\""), &addr);
-        assert_eq!(err.to_string(), "no service named \"x\"");
+        let err = Error::from_status(Status::invalid_argument("interval: too long"), &addr);
+        assert_eq!(err.to_string(), "interval: too long");
         let err = Error::from_status(Status::unavailable(""), &addr);
         assert_eq!(err.to_string(), "the service is currently unavailable");
+    }
+
+    #[test]
+    fn unknown_services_point_at_list() {
+        let addr: Addr = "127.0.0.1:1".parse().unwrap();
+        let message = "no service named \"x\"; ListServices shows every service";
+        let err = Error::from_status(Status::not_found(message), &addr);
+        assert_eq!(
+            err.to_string(),
+            format!("{message} (`streamctl list` shows them)")
+        );
+        let err = Error::UnknownServices(vec!["a".into(), "b".into()]);
+        assert_eq!(
+            err.to_string(),
+            "no services named \"a\", \"b\" (`streamctl list` shows them)"
+        );
     }
 
     #[test]

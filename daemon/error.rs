@@ -9,7 +9,7 @@ use crate::{
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
-    #[error("no service named {}; `streamctl list` shows every service", quoted(.0))]
+    #[error("no service named {}; ListServices shows every service", quoted(.0))]
     UnknownService(String),
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },

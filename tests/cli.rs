@@ -236,5 +236,8 @@ fn show_prints_one_service_in_full() {
     assert!(stdout.contains("series      3   (override)"), "{stdout}");
     let output = daemon.ctl(&["show", "nope"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(text(&output).1.contains("no service named \"nope\""));
+    assert_eq!(
+        text(&output).1.trim(),
+        "streamctl: no service named \"nope\" (`streamctl list` shows them)"
+    );
 }
