@@ -55,12 +55,16 @@ pub async fn stop(addr: &Addr, args: StopArgs) -> Result<(), Error> {
     let mut client = client::connect(addr).await?;
     let batch = Batch::new(&mut client, addr, &targets).await?;
     let mut outcome = Outcome::default();
+    let mut stopped_any = false;
     for name in &batch.names {
         let request = StopServiceRequest { name: name.clone() };
         match client.stop_service(request).await {
             Ok(response) => {
                 let response = response.get_ref();
+                stopped_any |= response.was_running;
                 let what = match (response.was_running, response.forced) {
+                    // `all` lists only what it stopped.
+                    (false, _) if batch.all => continue,
                     (false, _) => "was not running",
                     (true, false) => "stopped",
                     (true, true) => "stopped (forced after timeout)",
@@ -69,6 +73,9 @@ pub async fn stop(addr: &Addr, args: StopArgs) -> Result<(), Error> {
             }
             Err(status) => outcome.failed(&batch, name, status)?,
         }
+    }
+    if batch.all && !stopped_any && !outcome.failed {
+        term::emit("nothing was running")?;
     }
     outcome.into_result()
 }
@@ -137,18 +144,31 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// Resolves `all` through ListServices; names are taken as given.
+    /// Resolves `all` through ListServices, and checks given names against it: one
+    /// unknown name, and nothing is done.
     async fn new(
         client: &mut Client,
         addr: &'a Addr,
         targets: &Targets<'_>,
     ) -> Result<Batch<'a>, Error> {
+        let known: Vec<String> = list_services(client, addr)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         let (names, all) = match targets {
-            Targets::All => {
-                let services = list_services(client, addr).await?;
-                (services.into_iter().map(|s| s.name).collect(), true)
+            Targets::All => (known, true),
+            Targets::Names(names) => {
+                let unknown: Vec<String> = names
+                    .iter()
+                    .filter(|name| !known.contains(name))
+                    .cloned()
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(Error::UnknownServices(unknown));
+                }
+                (names.to_vec(), false)
             }
-            Targets::Names(names) => (names.to_vec(), false),
         };
         Ok(Batch { names, all, addr })
     }

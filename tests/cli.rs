@@ -5,6 +5,8 @@ use std::{
     process::Stdio,
 };
 
+use streamhandler::pb;
+
 use crate::harness::{Daemon, text};
 
 #[test]
@@ -86,10 +88,38 @@ fn start_all_and_stop_all() {
     let running = stdout.lines().filter(|l| l.contains("running")).count();
     assert_eq!(running, started.len(), "{stdout}");
 
+    assert!(daemon.ctl(&["stop", "system"]).status.success());
     let output = daemon.ctl(&["stop", "all"]);
     assert!(output.status.success());
+    // Only what it stopped: not aq, nor system, which were not running.
+    let stopped: Vec<_> = text(&output).0.lines().map(str::to_owned).collect();
+    let expected: Vec<_> = started
+        .iter()
+        .filter(|name| **name != "system")
+        .map(|name| format!("{name}: stopped"))
+        .collect();
+    assert_eq!(stopped, expected);
     let (stdout, _) = text(&daemon.ctl(&["list"]));
     assert!(!stdout.contains("running"), "{stdout}");
+    let output = daemon.ctl(&["stop", "all"]);
+    assert_eq!(text(&output).0.trim(), "nothing was running");
+}
+
+#[tokio::test]
+async fn unknown_names_are_refused_before_anything_starts() {
+    let daemon = Daemon::start();
+    let output = daemon.ctl(&["start", "streamer", "nosuch", "system", "ghost"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr.trim(),
+        "streamctl: no services named \"nosuch\", \"ghost\" (`streamctl list` shows them)"
+    );
+    for name in ["streamer", "system"] {
+        let service = daemon.service(name).await;
+        assert_eq!(service.state(), pb::ServiceState::Stopped, "{name}");
+    }
 }
 
 #[test]
