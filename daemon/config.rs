@@ -567,7 +567,10 @@ mod tests {
             (line, key.as_str()),
             (Some(2), "services.streamer.interval")
         );
-        assert!(message.contains("\"fast\""), "{message}");
+        assert_eq!(
+            message,
+            "invalid duration \"fast\": expected a number and a unit, like 500ms or 2s"
+        );
 
         let (line, _, message) = error("\n[services.streamer]\nintervall = \"1s\"\n");
         assert_eq!(line, Some(3));

@@ -145,6 +145,21 @@ fn server_errors_are_one_line_and_fail() {
 }
 
 #[test]
+fn a_bad_duration_says_what_a_duration_looks_like() {
+    let daemon = Daemon::start();
+    let output = daemon.ctl(&["start", "streamer", "--interval", "fast"]);
+    let (stdout, stderr) = text(&output);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stderr.contains(
+            "'--interval <DURATION>': invalid duration \"fast\": expected a number and a \
+             unit, like 500ms or 2s"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_daemon_that_is_not_running_is_one_clear_line() {
     // A port that was free a moment ago: nothing listens there.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")

@@ -90,7 +90,8 @@ fn a_bad_file_is_refused_with_file_line_and_key() {
     let cases = [
         (
             "[services.streamer]\ninterval = \"soon\"\n",
-            ":2: services.streamer.interval:",
+            ":2: services.streamer.interval: invalid duration \"soon\": expected a number \
+             and a unit, like 500ms or 2s",
         ),
         (
             "[services.x]\nkind = \"teleporter\"\n",
