@@ -15,7 +15,7 @@ use streamhandler::{
 
 /// Supervises long-running services and streams their events over gRPC.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "streamd", version)]
 struct Args {
     /// Address of the gRPC control plane: IP:PORT, or unix:/PATH for a Unix socket
     /// only its owner may use. Any address other hosts can reach needs --tls-cert,
@@ -50,9 +50,9 @@ struct Args {
     /// TOML file that changes services, intervals and what starts at boot.
     #[arg(long, env = "STREAMD_CONFIG")]
     config: Option<PathBuf>,
-    /// Where the daemon keeps its files [default: the platform's data directory].
-    #[arg(long, env = "STREAMD_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    /// Where the daemon keeps its files: streamd in this user's data directory.
+    #[arg(long, env = "STREAMD_DATA_DIR", default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
     /// The database: postgres://USER@HOST/DB, or sqlite://FILE [default: streamd.db in
     /// the data directory].
     #[arg(long, env = "DATABASE_URL")]
@@ -122,13 +122,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// `streamd` in the platform's data directory (e.g. ~/.local/share on Linux), or in the
+/// working directory where there is none.
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("streamd")
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let access = access(&args).map_err(|e| anyhow::anyhow!(e))?;
-    let data_dir = args.data_dir.unwrap_or_else(|| {
-        dirs::data_dir()
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join("streamd")
-    });
+    let data_dir = args.data_dir;
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
     // Held until the process ends.

@@ -8,7 +8,7 @@ use std::{
 
 use nix::sys::signal::{Signal, kill};
 
-use crate::harness::{Daemon, PATIENCE, STREAMD, write};
+use crate::harness::{Daemon, PATIENCE, STREAMCTL, STREAMD, text, write};
 
 /// Runs a second streamd on `daemon`'s data directory and returns its exit code and
 /// stderr; it must exit by itself.
@@ -143,4 +143,26 @@ fn sighup_without_a_config_file_has_nothing_to_reload() {
     kill(daemon.pid(), Signal::SIGHUP).unwrap();
     logs(&daemon, "SIGHUP: no --config file, nothing to reload");
     assert!(daemon.ctl(&["list"]).status.success(), "{}", daemon.log());
+}
+
+#[test]
+fn versions_name_each_binary_and_help_names_the_data_directory() {
+    for (binary, name) in [(STREAMD, "streamd"), (STREAMCTL, "streamctl")] {
+        let output = Command::new(binary).arg("--version").output().unwrap();
+        assert!(output.status.success());
+        assert_eq!(
+            text(&output).0,
+            format!("{name} {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    let data_home = tempfile::tempdir().unwrap();
+    let output = Command::new(STREAMD)
+        .arg("--help")
+        .env("XDG_DATA_HOME", data_home.path())
+        .env_remove("STREAMD_DATA_DIR")
+        .output()
+        .unwrap();
+    let help = text(&output).0;
+    let default = format!("[default: {}/streamd]", data_home.path().display());
+    assert!(help.contains(&default), "no {default} in:\n{help}");
 }
