@@ -69,10 +69,15 @@ impl Listener {
     /// gone is replaced, anything else at that path is refused and left alone.
     pub async fn bind(addr: &ListenAddr) -> Result<Self, String> {
         match addr {
-            ListenAddr::Tcp(socket) => TcpListener::bind(socket)
-                .await
-                .map(Self::Tcp)
-                .map_err(|e| format!("cannot listen on {socket}: {e}")),
+            ListenAddr::Tcp(socket) => {
+                TcpListener::bind(socket)
+                    .await
+                    .map(Self::Tcp)
+                    .map_err(|e| match e.kind() {
+                        ErrorKind::AddrInUse => in_use(*socket),
+                        _ => format!("cannot listen on {socket}: {e}"),
+                    })
+            }
             ListenAddr::Unix(path) => bind_unix(path),
         }
     }
@@ -84,6 +89,64 @@ impl Listener {
             Self::Unix { file, .. } => Ok(ListenAddr::Unix(file.path.clone())),
         }
     }
+}
+
+/// Why `socket` is taken, by whom if /proc tells, and where else to listen.
+fn in_use(socket: SocketAddr) -> String {
+    let holder = pid_listening_on(socket)
+        .map(|pid| {
+            let name = procfs::process::Process::new(pid as i32)
+                .and_then(|p| p.stat())
+                .map(|stat| format!(" ({})", stat.comm))
+                .unwrap_or_default();
+            format!("; port {} is held by pid {pid}{name}", socket.port())
+        })
+        .unwrap_or_default();
+    let another = match socket {
+        SocketAddr::V4(v4) => format!("{}:PORT", v4.ip()),
+        SocketAddr::V6(v6) => format!("[{}]:PORT", v6.ip()),
+    };
+    format!(
+        "cannot listen on {socket}: address already in use{holder}; choose another with \
+         --listen {another} or --listen unix:/path"
+    )
+}
+
+/// The process listening on `addr`, if `addr` is on this machine and /proc shows it:
+/// its socket's inode in /proc/net/tcp{,6} matched against every process's open files
+/// that this user may read.
+pub fn pid_listening_on(addr: SocketAddr) -> Option<u32> {
+    if !(addr.ip().is_loopback() || addr.ip().is_unspecified()) {
+        return None;
+    }
+    // An unspecified address on either side takes the port on every address.
+    let listens = |local: SocketAddr| {
+        local.port() == addr.port()
+            && (local.ip() == addr.ip()
+                || local.ip().is_unspecified()
+                || addr.ip().is_unspecified())
+    };
+    let inodes: Vec<u64> = procfs::net::tcp()
+        .into_iter()
+        .chain(procfs::net::tcp6())
+        .flatten()
+        .filter(|entry| {
+            entry.state == procfs::net::TcpState::Listen && listens(entry.local_address)
+        })
+        .map(|entry| entry.inode)
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    procfs::process::all_processes()
+        .ok()?
+        .flatten()
+        .find_map(|process| {
+            let owns = process.fd().ok()?.flatten().any(|fd| {
+                matches!(fd.target, procfs::process::FDTarget::Socket(inode) if inodes.contains(&inode))
+            });
+            owns.then_some(process.pid as u32)
+        })
 }
 
 fn bind_unix(path: &Path) -> Result<Listener, String> {
@@ -179,6 +242,16 @@ mod tests {
         );
         assert!("unix:".parse::<ListenAddr>().is_err());
         assert!("localhost:50051".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn this_process_is_found_by_its_listening_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(pid_listening_on(addr), Some(std::process::id()));
+        drop(listener);
+        assert_eq!(pid_listening_on(addr), None);
+        assert_eq!(pid_listening_on("192.0.2.1:80".parse().unwrap()), None);
     }
 
     #[test]

@@ -758,3 +758,39 @@ fn the_bench_runs_against_a_tls_daemon_with_its_token() {
     let control = bench(&["--control", "2"]);
     assert_eq!(control["cycles"], 2, "{control:#}");
 }
+
+#[test]
+fn a_port_in_use_names_its_holder_and_another_way_to_listen() {
+    // Held by this test.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let log = Daemon::try_start(&[], &addr.to_string())
+        .err()
+        .expect("a port in use cannot be listened on");
+    assert!(
+        log.contains(&format!(
+            "cannot listen on {addr}: address already in use; port {} is held by pid {} (",
+            addr.port(),
+            std::process::id()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("choose another with --listen 127.0.0.1:PORT or --listen unix:/path"),
+        "{log}"
+    );
+
+    // Held by another streamd, named as such.
+    let daemon = Daemon::start();
+    let log = Daemon::try_start(&[], &daemon.addr.to_string())
+        .err()
+        .expect("a port in use cannot be listened on");
+    assert!(
+        log.contains(&format!(
+            "port {} is held by pid {} (streamd)",
+            daemon.addr.port(),
+            daemon.pid()
+        )),
+        "{log}"
+    );
+}

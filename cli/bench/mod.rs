@@ -335,7 +335,9 @@ async fn measure_server(server: Server, pid: Option<u32>, plan: &Plan) -> Result
 async fn listener_pid(uri: &str) -> Option<u32> {
     let authority = uri.split_once("://").map_or(uri, |(_, rest)| rest);
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(authority).await.ok()?.collect();
-    addrs.into_iter().find_map(server::pid_listening_on)
+    addrs
+        .into_iter()
+        .find_map(streamhandler::listen::pid_listening_on)
 }
 
 /// The server binaries --spawn starts.

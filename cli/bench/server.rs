@@ -1,17 +1,18 @@
 //! The servers under test as processes: starting a fresh streamd or nats-server for a
 //! run (its own temporary directory, a free loopback port, its log in a file) and
-//! stopping it after; finding the process behind a listening port when the bench did
-//! not start it; and reading a process's CPU time and resident memory from /proc.
+//! stopping it after; and reading a process's CPU time and resident memory from /proc.
+//! The process behind a listening port the bench did not start is found by
+//! [`streamhandler::listen::pid_listening_on`].
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
 };
 
 use nix::{sys::signal, unistd::Pid};
-use procfs::process::{FDTarget, Process};
+use procfs::process::Process;
 use tokio::{
     net::TcpStream,
     process::{Child, Command},
@@ -145,38 +146,6 @@ pub fn default_nats_server() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
 }
 
-/// The process listening on `addr`, if `addr` is on this machine and /proc says.
-pub fn pid_listening_on(addr: SocketAddr) -> Option<u32> {
-    if !(addr.ip().is_loopback() || addr.ip().is_unspecified()) {
-        return None;
-    }
-    let listens = |local: SocketAddr| {
-        local.port() == addr.port() && (local.ip() == addr.ip() || local.ip().is_unspecified())
-    };
-    let inodes: Vec<u64> = procfs::net::tcp()
-        .into_iter()
-        .chain(procfs::net::tcp6())
-        .flatten()
-        .filter(|entry| {
-            entry.state == procfs::net::TcpState::Listen && listens(entry.local_address)
-        })
-        .map(|entry| entry.inode)
-        .collect();
-    if inodes.is_empty() {
-        return None;
-    }
-    procfs::process::all_processes()
-        .ok()?
-        .flatten()
-        .find_map(|process| {
-            let owns =
-                process.fd().ok()?.flatten().any(
-                    |fd| matches!(fd.target, FDTarget::Socket(inode) if inodes.contains(&inode)),
-                );
-            owns.then_some(process.pid as u32)
-        })
-}
-
 /// The user and system CPU time process `pid` has used so far.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = Process::new(pid as i32).ok()?.stat().ok()?;
@@ -194,16 +163,6 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn this_process_is_found_by_its_listening_port() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        assert_eq!(pid_listening_on(addr), Some(std::process::id()));
-        drop(listener);
-        assert_eq!(pid_listening_on(addr), None);
-        assert_eq!(pid_listening_on("192.0.2.1:80".parse().unwrap()), None);
-    }
 
     #[test]
     fn cpu_and_memory_are_read_from_proc() {
