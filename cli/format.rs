@@ -70,19 +70,63 @@ pub fn count(n: u64, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
 }
 
-/// Cuts `text` to at most `width` characters, marking a cut with `…`, and puts any
+/// Cuts `text` to at most `width` columns, marking a cut with `…`, and puts any
 /// line breaks on one line so that a table row stays one row.
 pub fn truncate(text: &str, width: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= width {
-        return flat;
+    cut(&flat, width)
+}
+
+/// Cuts one line to at most `width` terminal columns, ending a cut with `…`. Colour
+/// escapes take no columns and are kept; a cut line ends with a reset, so that its
+/// colour does not run on.
+pub fn cut(line: &str, width: usize) -> String {
+    let pieces = pieces(line);
+    if pieces.iter().map(|(_, columns)| columns).sum::<usize>() <= width {
+        return line.to_owned();
     }
-    if width == 0 {
+    let Some(room) = width.checked_sub(1) else {
         return String::new();
+    };
+    let (mut out, mut used, mut coloured) = (String::new(), 0, false);
+    for (piece, columns) in pieces {
+        if columns == 0 {
+            coloured |= piece.starts_with('\u{1b}');
+        } else if used + columns > room {
+            break;
+        }
+        used += columns;
+        out.push_str(piece);
     }
-    let mut cut: String = flat.chars().take(width - 1).collect();
-    cut.push('…');
-    cut
+    out.push('…');
+    if coloured {
+        out.push_str("\u{1b}[0m");
+    }
+    out
+}
+
+/// A line as its characters and colour escapes, each with the columns it takes.
+fn pieces(line: &str) -> Vec<(&str, usize)> {
+    let mut pieces = Vec::new();
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        let len = if c == '\u{1b}' {
+            // CSI: ESC [, parameters, then one final byte from @ to ~.
+            rest.char_indices()
+                .skip(2)
+                .find(|(_, c)| ('@'..='~').contains(c))
+                .map_or(rest.len(), |(i, _)| i + 1)
+        } else {
+            c.len_utf8()
+        };
+        let columns = match c {
+            '\u{1b}' => 0,
+            c => unicode_width::UnicodeWidthChar::width(c).unwrap_or(0),
+        };
+        pieces.push((&rest[..len], columns));
+        rest = &rest[len..];
+    }
+    pieces
 }
 
 /// A wall-clock time of day with milliseconds, `HH:MM:SS.mmm`, in the given zone.
@@ -171,6 +215,18 @@ mod tests {
         assert_eq!(truncate("two\nlines", 20), "two lines");
         assert_eq!(truncate("ééééé", 3), "éé…");
         assert_eq!(truncate("x", 0), "");
+    }
+
+    #[test]
+    fn cuts_count_columns_not_bytes_or_escapes() {
+        let red = "\u{1b}[31mred\u{1b}[0m and plain";
+        assert_eq!(cut(red, 100), red);
+        assert_eq!(cut(red, 5), "\u{1b}[31mred\u{1b}[0m …\u{1b}[0m");
+        assert_eq!(cut("\u{1b}[31mabcdef", 3), "\u{1b}[31mab…\u{1b}[0m");
+        // Wide characters take two columns each.
+        assert_eq!(cut("日本語です", 5), "日本…");
+        assert_eq!(cut("⣿⣿⣿⣿", 3), "⣿⣿…");
+        assert_eq!(cut("abc", 0), "");
     }
 
     #[test]

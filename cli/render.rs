@@ -42,14 +42,17 @@ const MIN_TOPIC_WIDTH: usize = 8;
 pub struct EventPrinter {
     palette: Palette,
     topic_width: usize,
+    /// Lines longer than this are cut rather than left to wrap; None: never cut.
+    line_width: Option<usize>,
 }
 
 impl EventPrinter {
-    /// A printer that colours with `palette`.
-    pub fn new(palette: Palette) -> Self {
+    /// A printer that colours with `palette` and cuts lines to `line_width`.
+    pub fn new(palette: Palette, line_width: Option<usize>) -> Self {
         EventPrinter {
             palette,
             topic_width: MIN_TOPIC_WIDTH,
+            line_width,
         }
     }
 
@@ -76,7 +79,14 @@ impl EventPrinter {
             text.push_str(&indent);
             text.push_str(line);
         }
-        text
+        match self.line_width {
+            Some(width) => text
+                .lines()
+                .map(|line| format::cut(line, width))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => text,
+        }
     }
 }
 
@@ -344,7 +354,8 @@ fn points_summary(points: &pb::Points) -> String {
     )
 }
 
-/// The summary, then the points as a braille plot, each series in its own colour.
+/// The summary, then the points as a braille plot, each series in its own colour,
+/// between axes labelled with their ranges, and a legend of the colours.
 fn points_lines(points: &pb::Points, palette: &Palette) -> Vec<String> {
     let mut canvas = Canvas::new(PLOT_COLS, PLOT_ROWS, PLOT_X, PLOT_Y);
     for (index, series) in points.series.iter().enumerate() {
@@ -352,16 +363,33 @@ fn points_lines(points: &pb::Points, palette: &Palette) -> Vec<String> {
             canvas.plot(point.x, point.y, index);
         }
     }
+    let colour = |series: usize| Style::new().color(SERIES_COLOURS[series % SERIES_COLOURS.len()]);
     let plot = canvas.lines(|cell| match cell.series {
-        Some(series) => {
-            let colour = SERIES_COLOURS[series % SERIES_COLOURS.len()];
-            palette.paint(&cell.glyph().to_string(), Style::new().color(colour))
-        }
+        Some(series) => palette.paint(&cell.glyph().to_string(), colour(series)),
         None => cell.glyph().to_string(),
     });
-    std::iter::once(points_summary(points))
-        .chain(plot)
-        .collect()
+    let (y_low, y_high) = (PLOT_Y.start().to_string(), PLOT_Y.end().to_string());
+    let margin = y_low.chars().count().max(y_high.chars().count());
+    let mut lines = vec![points_summary(points)];
+    for (row, line) in plot.into_iter().enumerate() {
+        let (label, axis) = match row {
+            0 => (y_high.as_str(), '┤'),
+            row if row + 1 == PLOT_ROWS => (y_low.as_str(), '┤'),
+            _ => ("", '│'),
+        };
+        lines.push(format!("{label:>margin$} {axis}{line}"));
+    }
+    lines.push(format!("{:margin$} └{}", "", "─".repeat(PLOT_COLS)));
+    let (x_low, x_high) = (PLOT_X.start().to_string(), PLOT_X.end().to_string());
+    let gap = PLOT_COLS.saturating_sub(x_low.chars().count());
+    lines.push(format!("{:margin$}  {x_low}{x_high:>gap$}", ""));
+    if !points.series.is_empty() {
+        let keys: Vec<_> = (0..points.series.len())
+            .map(|series| format!("{}{}", palette.paint("■", colour(series)), series + 1))
+            .collect();
+        lines.push(format!("series {}", keys.join(" ")));
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -586,7 +614,7 @@ mod tests {
     }
 
     #[test]
-    fn points_summary_and_plot() {
+    fn points_plot_between_labelled_axes_with_a_legend() {
         let points = Payload::Points(pb::Points {
             series: vec![
                 pb::Series {
@@ -598,16 +626,70 @@ mod tests {
             ],
         });
         let lines = payload_lines(Some(&points), &PLAIN);
-        assert_eq!(lines.len(), 1 + PLOT_ROWS);
-        assert_eq!(lines[0], "2 series, 3 points");
-        assert!(lines[1..].iter().all(|l| l.chars().count() == PLOT_COLS));
-        assert_eq!(lines[1].chars().last(), Some('\u{2808}'));
-        assert_eq!(lines[PLOT_ROWS].chars().next(), Some('\u{2840}'));
+        let blank = "\u{2800}";
+        let row = |first: &str, last: &str| format!("{first}{}{last}", blank.repeat(PLOT_COLS - 2));
+        assert_eq!(
+            lines,
+            [
+                "2 series, 3 points".to_string(),
+                format!("6 ┤{}", row(blank, "\u{2808}")),
+                format!("  │{}", row(blank, blank)),
+                format!("  │{}", row(blank, blank)),
+                format!("0 ┤{}", row("\u{2840}", blank)),
+                format!("  └{}", "─".repeat(PLOT_COLS)),
+                format!("   0{:>29}", "3"),
+                "series ■1 ■2".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_legend_shows_each_series_in_its_colour() {
+        let points = Payload::Points(pb::Points {
+            series: vec![pb::Series::default(); 7],
+        });
+        let lines = payload_lines(Some(&points), &Palette::new(true));
+        let legend = lines.last().unwrap();
+        assert!(
+            legend.starts_with("series \u{1b}[36m■\u{1b}[0m1 \u{1b}[35m■"),
+            "{legend:?}"
+        );
+        // The seventh series takes the first colour again.
+        assert!(legend.ends_with(" \u{1b}[36m■\u{1b}[0m7"), "{legend:?}");
+        let empty = payload_lines(Some(&Payload::Points(pb::Points::default())), &PLAIN);
+        assert!(!empty.last().unwrap().starts_with("series"));
+    }
+
+    #[test]
+    fn lines_wider_than_the_terminal_are_cut() {
+        let text = Payload::Text(pb::Text {
+            title: "word ".repeat(40),
+            ..Default::default()
+        });
+        let mut printer = EventPrinter::new(PLAIN, Some(40));
+        let cut = printer.format_at("12:00:00.000", &event("reader", text.clone()));
+        assert_eq!(cut.chars().count(), 40);
+        assert!(cut.ends_with('…'), "{cut}");
+        let points = Payload::Points(pb::Points {
+            series: vec![pb::Series::default(); 20],
+        });
+        let plot = printer.format_at("12:00:00.000", &event("streamer", points));
+        assert!(
+            plot.lines().all(|line| line.chars().count() <= 40),
+            "{plot}"
+        );
+        // Down a pipe, nothing is cut.
+        let mut uncut = EventPrinter::new(PLAIN, None);
+        let whole = uncut.format_at("12:00:00.000", &event("reader", text));
+        assert!(
+            whole.chars().count() > 40 && !whole.contains('…'),
+            "{whole}"
+        );
     }
 
     #[test]
     fn full_lines_pad_the_topic_and_indent_the_plot() {
-        let mut printer = EventPrinter::new(PLAIN);
+        let mut printer = EventPrinter::new(PLAIN, None);
         let text = printer.format_at(
             "12:00:00.000",
             &event(
@@ -630,12 +712,16 @@ mod tests {
         assert_eq!(lines[0], "12:00:00.000 streamer  1 series, 1 point");
         let indent = " ".repeat("12:00:00.000 streamer  ".len());
         assert!(lines[1..].iter().all(|l| l.starts_with(&indent)));
-        assert_eq!(lines.len(), 1 + PLOT_ROWS);
+        assert_eq!(
+            lines.len(),
+            1 + PLOT_ROWS + 3,
+            "the plot, its x axis, its labels and legend"
+        );
     }
 
     #[test]
     fn topic_column_widens() {
-        let mut printer = EventPrinter::new(PLAIN);
+        let mut printer = EventPrinter::new(PLAIN, None);
         let lagged = || {
             Payload::Lagged(pb::Lagged {
                 missed: 2,

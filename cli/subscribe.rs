@@ -127,7 +127,10 @@ impl Printer {
     /// A printer for `output`, colouring text only when stdout allows it.
     fn new(output: Output) -> Result<Self, Error> {
         Ok(match output {
-            Output::Text => Printer::Text(EventPrinter::new(Palette::new(term::colour_stdout()))),
+            Output::Text => Printer::Text(EventPrinter::new(
+                Palette::new(term::colour_stdout()),
+                term::line_width(),
+            )),
             Output::Json => Printer::Json(EventEncoder::new()?),
         })
     }

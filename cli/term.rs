@@ -23,14 +23,36 @@ fn colour_allowed(no_colour: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
     terminal && no_colour.is_none_or(|value| value.is_empty())
 }
 
-/// The width tables should fit in: `COLUMNS` when the shell exports it, else a
-/// common terminal width.
+/// The width tables should fit in: that of [`line_width`], else a common terminal
+/// width.
 pub fn width() -> usize {
+    line_width().unwrap_or(DEFAULT_WIDTH)
+}
+
+/// The columns a line may take before it wraps: `COLUMNS` when the shell exports it,
+/// else the width of the terminal on stdout; None when stdout is no terminal.
+pub fn line_width() -> Option<usize> {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|columns| columns.trim().parse().ok())
+        .or_else(terminal_width)
         .filter(|&columns: &usize| columns > 0)
-        .unwrap_or(DEFAULT_WIDTH)
+}
+
+nix::ioctl_read_bad!(window_size, nix::libc::TIOCGWINSZ, nix::pty::Winsize);
+
+/// The width of the terminal on stdout, if it is one.
+fn terminal_width() -> Option<usize> {
+    let mut size = nix::pty::Winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one Winsize, which `size` is; on a descriptor that is
+    // no terminal it fails and writes nothing.
+    unsafe { window_size(std::os::fd::AsRawFd::as_raw_fd(&io::stdout()), &mut size) }.ok()?;
+    Some(usize::from(size.ws_col))
 }
 
 /// Applies styles when colour is on, and passes text through unchanged otherwise.
