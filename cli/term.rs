@@ -23,15 +23,19 @@ fn colour_allowed(no_colour: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
     terminal && no_colour.is_none_or(|value| value.is_empty())
 }
 
-/// The width tables should fit in: that of [`line_width`], else a common terminal
-/// width.
+/// The width tables should fit in: `COLUMNS` when the shell exports it, else the
+/// width of the terminal on stdout, else a common terminal width.
 pub fn width() -> usize {
-    line_width().unwrap_or(DEFAULT_WIDTH)
+    columns().unwrap_or(DEFAULT_WIDTH)
 }
 
-/// The columns a line may take before it wraps: `COLUMNS` when the shell exports it,
-/// else the width of the terminal on stdout; None when stdout is no terminal.
+/// The columns a line on stdout may take before it wraps; None when stdout is no
+/// terminal, where nothing wraps.
 pub fn line_width() -> Option<usize> {
+    io::stdout().is_terminal().then(columns).flatten()
+}
+
+fn columns() -> Option<usize> {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|columns| columns.trim().parse().ok())
