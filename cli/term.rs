@@ -43,20 +43,9 @@ fn columns() -> Option<usize> {
         .filter(|&columns: &usize| columns > 0)
 }
 
-nix::ioctl_read_bad!(window_size, nix::libc::TIOCGWINSZ, nix::pty::Winsize);
-
 /// The width of the terminal on stdout, if it is one.
 fn terminal_width() -> Option<usize> {
-    let mut size = nix::pty::Winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one Winsize, which `size` is; on a descriptor that is
-    // no terminal it fails and writes nothing.
-    unsafe { window_size(std::os::fd::AsRawFd::as_raw_fd(&io::stdout()), &mut size) }.ok()?;
-    Some(usize::from(size.ws_col))
+    terminal_size::terminal_size_of(io::stdout()).map(|(width, _)| usize::from(width.0))
 }
 
 /// Applies styles when colour is on, and passes text through unchanged otherwise.
