@@ -89,6 +89,15 @@ pub struct StartArgs {
     /// Override a parameter for this run; may be repeated.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub set: Vec<(String, String)>,
+
+    /// Return as soon as the daemon has started it, without waiting up to 2s for the
+    /// first step's outcome.
+    #[arg(long, conflicts_with = "wait_healthy")]
+    pub no_wait: bool,
+
+    /// Exit 1 unless every service started has ended its first step well within 2s.
+    #[arg(long)]
+    pub wait_healthy: bool,
 }
 
 impl StartArgs {

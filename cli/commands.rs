@@ -1,10 +1,11 @@
 //! The one-shot commands: `start`, `stop`, `list`, `show` and `publish`. Each connects,
 //! sends its requests and prints one line per result.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use streamhandler::pb::{
-    ListServicesRequest, PublishRequest, StartServiceRequest, StopServiceRequest,
+    Health, ListServicesRequest, PublishRequest, ServiceInfo, ServiceState, StartServiceRequest,
+    StopServiceRequest,
 };
 use tonic::{Code, Status};
 
@@ -28,6 +29,7 @@ pub async fn start(addr: &Addr, args: StartArgs) -> Result<(), Error> {
     let mut client = client::connect(addr).await?;
     let batch = Batch::new(&mut client, addr, &targets).await?;
     let mut outcome = Outcome::default();
+    let mut started = Vec::new();
     for name in &batch.names {
         let request = StartServiceRequest {
             name: name.clone(),
@@ -35,18 +37,55 @@ pub async fn start(addr: &Addr, args: StartArgs) -> Result<(), Error> {
             params: params.clone(),
         };
         match client.start_service(request).await {
-            Ok(response) => {
-                let what = if response.get_ref().already_running {
-                    "already running"
-                } else {
-                    "started"
-                };
-                term::emit(&format!("{name}: {what}"))?;
+            Ok(response) if response.get_ref().already_running => {
+                term::emit(&format!("{name}: already running"))?;
             }
+            Ok(_) if args.no_wait => term::emit(&format!("{name}: started"))?,
+            Ok(_) => started.push(name.clone()),
             Err(status) => outcome.failed(&batch, name, status)?,
         }
     }
+    for service in first_steps(&mut client, addr, &started).await? {
+        let name = &service.name;
+        let healthy = service.health() == Health::Healthy;
+        match service.health() {
+            Health::Healthy => term::emit(&format!("{name}: started"))?,
+            Health::Failing => term::emit(&format!(
+                "{name}: started, but its first step failed: {}",
+                service.last_error
+            ))?,
+            Health::Unspecified => term::emit(&format!("{name}: started; no step has ended yet"))?,
+        }
+        outcome.failed |= args.wait_healthy && !healthy;
+    }
     outcome.into_result()
+}
+
+/// How long `start` waits for the first step of the services it started.
+const FIRST_STEP_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The services named, once each has ended its first step (its health is known) or
+/// stopped running, or [`FIRST_STEP_PATIENCE`] has passed.
+async fn first_steps(
+    client: &mut Client,
+    addr: &Addr,
+    names: &[String],
+) -> Result<Vec<ServiceInfo>, Error> {
+    let deadline = tokio::time::Instant::now() + FIRST_STEP_PATIENCE;
+    loop {
+        let services: Vec<ServiceInfo> = list_services(client, addr)
+            .await?
+            .into_iter()
+            .filter(|service| names.contains(&service.name))
+            .collect();
+        let settled = services.iter().all(|service| {
+            service.health() != Health::Unspecified || service.state() != ServiceState::Running
+        });
+        if settled || tokio::time::Instant::now() >= deadline {
+            return Ok(services);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `streamctl stop NAME... | all`.

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use owo_colors::Style;
-use streamhandler::pb::{ServiceInfo, ServiceState, Setting, SettingSource};
+use streamhandler::pb::{Health, ServiceInfo, ServiceState, Setting, SettingSource};
 
 use crate::{
     format,
@@ -36,7 +36,8 @@ const MIN_ERROR_WIDTH: usize = 20;
 /// One service in full, as `streamctl show` prints it: a `key: value` line per field,
 /// then its parameters and what it reports of itself, one per line.
 pub fn service(service: &ServiceInfo, now: SystemTime, palette: &Palette) -> Vec<String> {
-    let (state, style) = state(service);
+    // The health has a line of its own.
+    let (state, style) = run_state(service.state());
     let mut state = palette.paint(state, style);
     if let Some(since) = format::system_time(service.started_at.as_ref()) {
         state.push_str(&format!(" since {}", format::age(since, now)));
@@ -54,6 +55,7 @@ pub fn service(service: &ServiceInfo, now: SystemTime, palette: &Palette) -> Vec
         format!("name:        {}", service.name),
         format!("kind:        {} ({})", service.kind, service.description),
         format!("state:       {state}"),
+        format!("health:      {}", health(service, now)),
         format!(
             "interval:    {}",
             format::std_duration(service.interval.as_ref())
@@ -73,6 +75,21 @@ pub fn service(service: &ServiceInfo, now: SystemTime, palette: &Palette) -> Vec
     let status = status.into_iter().map(|(k, v)| format!("{k} = {v}"));
     lines.extend(titled("status:", status.collect()));
     lines
+}
+
+/// How the service's latest steps went, in words.
+fn health(service: &ServiceInfo, now: SystemTime) -> String {
+    match service.health() {
+        Health::Unspecified => "-".into(),
+        Health::Healthy => "healthy".into(),
+        Health::Failing => {
+            let mut words = format!("failing: {} step(s) in a row", service.consecutive_failures);
+            if let Some(since) = format::system_time(service.failing_since.as_ref()) {
+                words.push_str(&format!(", since {}", format::age(since, now)));
+            }
+            words
+        }
+    }
 }
 
 /// `rows` under a title in the first column, or `-` when there are none.
@@ -190,9 +207,18 @@ fn row(service: &ServiceInfo, now: SystemTime) -> [String; 9] {
     ]
 }
 
-/// The state's word and colour.
+/// The state's word and colour. A running service whose latest steps fail reads
+/// `failing`: it must not look well.
 pub fn state(service: &ServiceInfo) -> (&'static str, Style) {
     match service.state() {
+        ServiceState::Running if service.health() == Health::Failing => ("failing", styles::warn()),
+        state => run_state(state),
+    }
+}
+
+/// Where the service is in its life, whatever its health.
+fn run_state(state: ServiceState) -> (&'static str, Style) {
+    match state {
         ServiceState::Stopped => ("stopped", Style::new()),
         ServiceState::Running => ("running", styles::good()),
         ServiceState::BackingOff => ("backing-off", styles::warn()),
@@ -280,6 +306,15 @@ mod tests {
             (ServiceState::Failed, "failed"),
         ] {
             service.state = state as i32;
+            assert_eq!(super::state(&service).0, word);
+        }
+        service.state = ServiceState::Running as i32;
+        for (health, word) in [
+            (Health::Unspecified, "running"),
+            (Health::Healthy, "running"),
+            (Health::Failing, "failing"),
+        ] {
+            service.health = health as i32;
             assert_eq!(super::state(&service).0, word);
         }
     }

@@ -103,7 +103,10 @@ impl Runner {
         loop {
             let published = self.slot.published();
             match AssertUnwindSafe(worker.step(ctx)).catch_unwind().await {
-                Ok(Ok(())) => failures = 0,
+                Ok(Ok(())) => {
+                    failures = 0;
+                    self.slot.mark_working();
+                }
                 Ok(Err(StepError::Step(message))) => {
                     self.slot.report(message);
                     if self.slot.published() > published {

@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     sync::{Mutex, atomic::AtomicBool},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::task::JoinHandle;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Overrides, ServiceSpec};
 use crate::{
     bus::{Bus, Refused, lock},
-    pb::{self, ServiceState, event::Payload, lifecycle},
+    pb::{self, Health, ServiceState, event::Payload, lifecycle},
     secret::{redact, redact_param},
     services::{Kind, Outlet, Params, family_accepts},
 };
@@ -54,7 +54,22 @@ struct Status {
     last_event_at: Option<SystemTime>,
     /// What the service reports of itself; see [`crate::services::StepContext::set_status`].
     reported: BTreeMap<String, String>,
+    health: Health,
+    failures: Failures,
 }
+
+/// The current run of failed steps, and what of it the log has been told.
+#[derive(Default)]
+struct Failures {
+    in_a_row: u32,
+    since: Option<SystemTime>,
+    /// Failures since the log last spoke of them, and when it did.
+    unlogged: u32,
+    logged_at: Option<Instant>,
+}
+
+/// How often the log summarises failures that go on.
+const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(300);
 
 impl Slot {
     /// A stopped service with its configured interval and parameters.
@@ -71,6 +86,8 @@ impl Slot {
             last_error: String::new(),
             last_event_at: None,
             reported: BTreeMap::new(),
+            health: Health::Unspecified,
+            failures: Failures::default(),
         };
         Self {
             spec,
@@ -92,6 +109,8 @@ impl Slot {
         status.started_at = Some(SystemTime::now());
         status.restarts = 0;
         status.reported.clear();
+        status.health = Health::Unspecified;
+        status.failures = Failures::default();
     }
 
     /// The run was stopped: back to the configured interval and parameters.
@@ -102,6 +121,8 @@ impl Slot {
         status.interval = self.spec.interval;
         status.params = self.spec.params.clone();
         status.overrides = Overrides::default();
+        status.health = Health::Unspecified;
+        status.failures = Failures::default();
     }
 
     /// The worker crashed for `reason` and waits to be restarted.
@@ -112,9 +133,11 @@ impl Slot {
         status.last_error = redact(reason).into_owned();
     }
 
-    /// A fresh worker took over after a crash.
+    /// A fresh worker took over after a crash; its health is judged anew.
     pub(super) fn mark_restarted(&self) {
-        lock(&self.status).state = ServiceState::Running;
+        let mut status = lock(&self.status);
+        status.state = ServiceState::Running;
+        status.health = Health::Unspecified;
     }
 
     /// The service was given up on, for `reason`.
@@ -123,6 +146,22 @@ impl Slot {
         status.state = ServiceState::Failed;
         status.started_at = None;
         status.last_error = redact(reason).into_owned();
+        status.health = Health::Unspecified;
+    }
+
+    /// A step ended well, or the service published: it works. Ends a run of failures,
+    /// and tells the log so.
+    pub(super) fn mark_working(&self) {
+        let mut status = lock(&self.status);
+        status.health = Health::Healthy;
+        let failures = std::mem::take(&mut status.failures);
+        if failures.in_a_row > 0 {
+            tracing::info!(
+                service = %self.spec.name,
+                "recovered after {} failed step(s)",
+                failures.in_a_row
+            );
+        }
     }
 
     /// Counts a crash among the errors; its reason is kept by what follows it, a
@@ -173,7 +212,36 @@ impl Slot {
             description: self.spec.kind.description.to_owned(),
             status: status.reported.clone().into_iter().collect(),
             settings: settings(self.spec.kind, &status.params, &status.overrides),
-            ..Default::default()
+            health: status.health.into(),
+            consecutive_failures: status.failures.in_a_row,
+            failing_since: status.failures.since.map(Into::into),
+        }
+    }
+}
+
+impl Slot {
+    /// Counts a failed step, and tells the log of the first of a run at once and of the
+    /// rest in a summary at most every [`FAILURE_SUMMARY_EVERY`].
+    fn log_failure(&self, failures: &mut Failures, message: &str) {
+        let now = Instant::now();
+        failures.in_a_row += 1;
+        failures.since.get_or_insert_with(SystemTime::now);
+        let Some(logged_at) = failures.logged_at else {
+            tracing::warn!(service = %self.spec.name, "step failed: {message}");
+            failures.logged_at = Some(now);
+            return;
+        };
+        failures.unlogged += 1;
+        let quiet_for = now.duration_since(logged_at);
+        if quiet_for >= FAILURE_SUMMARY_EVERY {
+            tracing::warn!(
+                service = %self.spec.name,
+                "{} more failed step(s) in {}, the latest: {message}",
+                failures.unlogged,
+                humantime::format_duration(Duration::from_secs(quiet_for.as_secs()))
+            );
+            failures.unlogged = 0;
+            failures.logged_at = Some(now);
         }
     }
 }
@@ -214,19 +282,23 @@ fn settings(kind: &Kind, params: &Params, overrides: &Overrides) -> Vec<pb::Sett
 impl Outlet for Slot {
     fn publish(&self, payload: Payload) -> Result<(), Refused> {
         self.bus.publish(&self.spec.name, payload)?;
-        let mut status = lock(&self.status);
-        status.events += 1;
-        status.last_event_at = Some(SystemTime::now());
+        {
+            let mut status = lock(&self.status);
+            status.events += 1;
+            status.last_event_at = Some(SystemTime::now());
+        }
+        self.mark_working();
         Ok(())
     }
 
     fn report(&self, message: String) {
         let message = redact(&message).into_owned();
-        tracing::debug!(service = %self.spec.name, %message, "step failed");
         {
             let mut status = lock(&self.status);
             status.errors += 1;
             status.last_error = message.clone();
+            status.health = Health::Failing;
+            self.log_failure(&mut status.failures, &message);
         }
         self.lifecycle(lifecycle::Kind::Error, message);
     }
