@@ -11,6 +11,7 @@ mod config;
 mod confine;
 mod control;
 mod foreign;
+mod health;
 mod http;
 mod hygiene;
 mod kraken;
