@@ -57,9 +57,10 @@ pub fn service(service: &ServiceInfo, now: SystemTime, palette: &Palette) -> Vec
         format!("state:       {state}"),
         format!("health:      {}", health(service, now)),
         format!(
-            "interval:    {}",
+            "interval:    {} {}",
             format::std_duration(service.interval.as_ref())
-                .map_or_else(|| "-".into(), format::duration)
+                .map_or_else(|| "-".into(), format::duration),
+            source(service.interval_source())
         ),
         format!(
             "events:      {} (last {last_event})",
@@ -103,6 +104,16 @@ fn titled(title: &str, rows: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// Where a value comes from, in show's words.
+fn source(source: SettingSource) -> &'static str {
+    match source {
+        SettingSource::Default => "(default)",
+        SettingSource::Config => "(config)",
+        SettingSource::Override => "(override)",
+        SettingSource::Unspecified => "",
+    }
+}
+
 /// One aligned line per setting: its name, its value (`-` while unset), where the
 /// value comes from, and what the setting does.
 fn settings(settings: &[Setting]) -> Vec<String> {
@@ -110,13 +121,12 @@ fn settings(settings: &[Setting]) -> Vec<String> {
         .iter()
         .map(|s| {
             let value = if s.value.is_empty() { "-" } else { &s.value };
-            let source = match s.source() {
-                SettingSource::Default => "(default)",
-                SettingSource::Config => "(config)",
-                SettingSource::Override => "(override)",
-                SettingSource::Unspecified => "",
-            };
-            [s.name.as_str(), value, source, s.description.as_str()]
+            [
+                s.name.as_str(),
+                value,
+                source(s.source()),
+                s.description.as_str(),
+            ]
         })
         .collect();
     let width = |column: usize| {

@@ -212,6 +212,7 @@ impl Slot {
             description: self.spec.kind.description.to_owned(),
             status: status.reported.clone().into_iter().collect(),
             settings: settings(self.spec.kind, &status.params, &status.overrides),
+            interval_source: interval_source(self.spec.kind, &self.spec, &status.overrides).into(),
             health: status.health.into(),
             consecutive_failures: status.failures.in_a_row,
             failing_since: status.failures.since.map(Into::into),
@@ -243,6 +244,18 @@ impl Slot {
             failures.unlogged = 0;
             failures.logged_at = Some(now);
         }
+    }
+}
+
+/// Where the interval in force comes from; one the configuration sets to the kind's
+/// default reads as the default.
+fn interval_source(kind: &Kind, spec: &ServiceSpec, overrides: &Overrides) -> pb::SettingSource {
+    if overrides.interval.is_some() {
+        pb::SettingSource::Override
+    } else if spec.interval == kind.default_interval {
+        pb::SettingSource::Default
+    } else {
+        pb::SettingSource::Config
     }
 }
 
