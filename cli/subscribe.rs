@@ -1,9 +1,10 @@
 //! `streamctl subscribe`: prints events as they arrive and rides out daemon restarts
-//! by reconnecting with backoff and subscribing again.
+//! by reconnecting with backoff and subscribing again. Each stream counts as open once
+//! the daemon's Subscribed event says it is live.
 
 use std::time::Duration;
 
-use streamhandler::pb::{Event, SubscribeRequest};
+use streamhandler::pb::{Event, SubscribeRequest, event::Payload};
 use tonic::{Code, Streaming};
 
 use crate::{
@@ -46,7 +47,8 @@ async fn follow(
     printer: &mut Printer,
 ) -> Result<(), Error> {
     // The first connection is not retried: failing here means the daemon is not running.
-    let mut stream = open(addr, request).await?;
+    let (subscribed, mut stream) = open(addr, request).await?;
+    printer.print(&subscribed)?;
     loop {
         let reason = loop {
             match stream.message().await {
@@ -62,24 +64,45 @@ async fn follow(
             }
         };
         term::warn(&format!("lost streamd at {addr} ({reason}); reconnecting…"));
-        stream = reopen(addr, request).await?;
+        let subscribed;
+        (subscribed, stream) = reopen(addr, request).await?;
         term::warn(&format!("reconnected to streamd at {addr}"));
+        printer.print(&subscribed)?;
     }
 }
 
-/// Connects and subscribes once.
-async fn open(addr: &Addr, request: &SubscribeRequest) -> Result<Streaming<Event>, Error> {
+/// Connects and subscribes once; returns the stream once it is live, with the
+/// Subscribed event that said so.
+async fn open(addr: &Addr, request: &SubscribeRequest) -> Result<(Event, Streaming<Event>), Error> {
     let mut client = client::connect(addr).await?;
-    let response = client
+    let mut stream = client
         .subscribe(request.clone())
         .await
-        .map_err(|status| Error::from_status(status, addr))?;
-    Ok(response.into_inner())
+        .map_err(|status| Error::from_status(status, addr))?
+        .into_inner();
+    match stream.message().await {
+        Ok(Some(event)) if matches!(event.payload, Some(Payload::Subscribed(_))) => {
+            Ok((event, stream))
+        }
+        Ok(Some(event)) => Err(Error::Other(format!(
+            "streamd at {addr} began the stream with an event of topic {:?} rather than \
+             Subscribed; it may be older than this streamctl",
+            event.topic
+        ))),
+        Ok(None) => Err(Error::not_running(
+            addr,
+            "the stream ended before the subscription was live".into(),
+        )),
+        Err(status) => Err(Error::from_status(status, addr)),
+    }
 }
 
 /// Retries [`open`] with backoff until the daemon is back. Gives up only on an
 /// answer that retrying will not change, such as a refused pattern.
-async fn reopen(addr: &Addr, request: &SubscribeRequest) -> Result<Streaming<Event>, Error> {
+async fn reopen(
+    addr: &Addr,
+    request: &SubscribeRequest,
+) -> Result<(Event, Streaming<Event>), Error> {
     let mut backoff = Backoff::new();
     loop {
         tokio::time::sleep(backoff.next_delay(rand::random())).await;
@@ -135,9 +158,13 @@ impl Printer {
         })
     }
 
-    /// Prints one event and flushes it.
+    /// Prints one event and flushes it. Text leaves out Subscribed, which only says
+    /// the stream is live; JSON shows every event the stream carries.
     fn print(&mut self, event: &Event) -> Result<(), Error> {
         let text = match self {
+            Printer::Text(_) if matches!(event.payload, Some(Payload::Subscribed(_))) => {
+                return Ok(());
+            }
             Printer::Text(printer) => printer.format(event),
             Printer::Json(encoder) => encoder.encode(event)?,
         };

@@ -69,6 +69,8 @@ pub fn head(text: &str, max: usize) -> &str {
 /// Which topics a subscriber wants: names, glob patterns, or every topic when empty.
 #[derive(Clone, Debug, Default)]
 pub struct TopicFilter {
+    /// The names and patterns as given, for the subscriber to see what it follows.
+    accepted: Vec<String>,
     /// Plain names, compared as strings: the common case, and no glob work.
     names: Vec<String>,
     patterns: Vec<glob::Pattern>,
@@ -127,6 +129,7 @@ impl TopicFilter {
         }
         filter.names.sort();
         filter.names.dedup();
+        filter.accepted = patterns.iter().map(|p| p.as_ref().to_owned()).collect();
         Ok(filter)
     }
 
@@ -139,6 +142,11 @@ impl TopicFilter {
     /// when the filter is empty.
     pub fn matches_pattern(&self, topic: &str) -> bool {
         self.is_everything() || self.patterns.iter().any(|p| p.matches(topic))
+    }
+
+    /// The names and patterns as given; empty for every topic.
+    pub fn accepted(&self) -> &[String] {
+        &self.accepted
     }
 
     /// The plain names, in order.

@@ -2,12 +2,14 @@
 //! subscriber's buffer and what happens past it, the limits on Subscribe, and clients'
 //! topics forgotten so that new names take no more memory.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use prost_types::{Struct, Value, value::Kind as ValueKind};
 use streamhandler::pb::{self, event::Payload, stream_handler_client::StreamHandlerClient};
 use tonic::{Code, Streaming, transport::Channel};
 
-use crate::harness::{Daemon, Events, PATIENCE, is_data};
+use crate::harness::{Daemon, Events, PATIENCE, is_data, subscribed};
 
 /// The smallest buffer a subscriber may ask for: room for the largest event.
 const MIN_BUFFER: u64 = 64 * 1024 + 64;
@@ -39,11 +41,14 @@ async fn flood(client: &mut StreamHandlerClient<Channel>, topic: &str, count: u6
     assert_eq!(reply.published, count);
 }
 
+/// A Subscribe stream once it is live, past its Subscribed event.
 async fn subscribe(
     client: &mut StreamHandlerClient<Channel>,
     request: pb::SubscribeRequest,
 ) -> Result<Streaming<pb::Event>, tonic::Status> {
-    client.subscribe(request).await.map(|r| r.into_inner())
+    let mut stream = client.subscribe(request).await?.into_inner();
+    subscribed(&mut stream).await;
+    Ok(stream)
 }
 
 fn topics(topics: &[&str]) -> Vec<String> {
@@ -379,4 +384,112 @@ fn bad_bus_settings_are_refused_by_flag_name() {
         error.contains("--max-topics: must be at least 1"),
         "{error}"
     );
+}
+
+/// Subscribe, wait for Subscribed, publish one event: it arrives, every time. Eight
+/// streams at a time on one connection, as a client with many would open them.
+#[tokio::test]
+async fn an_event_published_after_subscribed_always_arrives() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    let rounds = (0..8).map(|task| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let mut missed = 0;
+            for round in 0..125 {
+                let topic = format!("race.{task}.{round}");
+                let mut events = Events::open(&mut client, &[&topic], false).await;
+                assert!(events.positions().is_empty(), "a new topic has no position");
+                let published = client
+                    .publish(pb::PublishRequest {
+                        topic: topic.clone(),
+                        data: Some(padded(1)),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                match events.within(PATIENCE).await {
+                    Some(event) => assert_eq!((event.topic, event.seq), (topic, published.seq)),
+                    None => missed += 1,
+                }
+            }
+            missed
+        })
+    });
+    let missed: u32 = futures::future::try_join_all(rounds)
+        .await
+        .unwrap()
+        .into_iter()
+        .sum();
+    assert_eq!(missed, 0, "of 1,000 first events");
+}
+
+#[tokio::test]
+async fn subscribed_gives_where_each_matching_topic_stands() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    for topic in ["a/1", "a/1", "a/1", "a/2", "b/1"] {
+        client
+            .publish(pb::PublishRequest {
+                topic: topic.into(),
+                data: Some(padded(1)),
+            })
+            .await
+            .unwrap();
+    }
+    let mut live = Events::open(&mut client, &["a/*"], false).await;
+    assert_eq!(live.positions(), [("a/1", 3), ("a/2", 1)]);
+    let mut last = Events::open(&mut client, &["a/*"], true).await;
+    assert_eq!(last.positions(), [("a/1", 3), ("a/2", 1)]);
+    client
+        .publish(pb::PublishRequest {
+            topic: "a/1".into(),
+            data: Some(padded(1)),
+        })
+        .await
+        .unwrap();
+    let event = live.next().await;
+    assert_eq!((event.topic.as_str(), event.seq), ("a/1", 4));
+    // With `last`, the latest events come right after Subscribed, at the positions.
+    for (topic, seq) in [("a/1", 3), ("a/2", 1), ("a/1", 4)] {
+        let event = last.next().await;
+        assert_eq!((event.topic.as_str(), event.seq), (topic, seq));
+    }
+}
+
+#[tokio::test]
+async fn subscribed_comes_first_on_a_very_busy_topic() {
+    let daemon = Daemon::start();
+    let mut publisher = daemon.client().await;
+    let flooding = tokio::spawn(async move { flood(&mut publisher, "busy", 300_000, 100).await });
+    let mut opened = 0;
+    while !flooding.is_finished() {
+        // A connection each round: a connection that cancels many streams with
+        // events in flight is closed by HTTP/2's reset limits.
+        let mut client = daemon.client().await;
+        for (last, buffer_bytes) in [(false, 0), (true, 0), (false, MIN_BUFFER)] {
+            let request = pb::SubscribeRequest {
+                topics: topics(&["busy"]),
+                last,
+                buffer_bytes,
+                ..Default::default()
+            };
+            // Checks that Subscribed comes first.
+            let mut stream = client.subscribe(request).await.unwrap().into_inner();
+            let positions = subscribed(&mut stream).await.positions;
+            let Ok(next) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await else {
+                assert!(flooding.is_finished(), "no event from a busy topic");
+                break;
+            };
+            let event = next.unwrap().unwrap();
+            if buffer_bytes == 0 && !positions.is_empty() {
+                // What follows joins the position: the snapshot at it, or the next.
+                let at = positions[0].seq;
+                assert_eq!(event.seq, if last { at } else { at + 1 }, "{event:?}");
+            }
+            opened += 1;
+        }
+    }
+    flooding.await.unwrap();
+    assert!(opened > 10, "only {opened} subscriptions during the flood");
 }

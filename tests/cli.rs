@@ -235,6 +235,12 @@ fn subscribe_json_is_one_object_per_line() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // First the stream's Subscribed event, with where each topic stood.
+    let line = lines.next().unwrap().unwrap();
+    let subscribed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(subscribed.get("topic").is_none(), "no topic: {line}");
+    let positions = subscribed["subscribed"]["positions"].as_array().unwrap();
+    assert!(positions.iter().any(|p| p["topic"] == "system"), "{line}");
     for _ in 0..3 {
         let line = lines.next().unwrap().unwrap();
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();

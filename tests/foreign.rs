@@ -182,8 +182,18 @@ async fn grpcurl_streams_points_as_readable_json() {
         .into_iter::<Value>()
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| panic!("Subscribe printed something other than JSON ({e}):\n{stdout}"));
+    // First Subscribed, which has no topic and no seq (0, left out in JSON).
+    let (subscribed, events) = events
+        .split_first()
+        .unwrap_or_else(|| panic!("no events:\n{stdout}\n{stderr}"));
+    assert_eq!(
+        subscribed["subscribed"]["topics"],
+        serde_json::json!(["streamer"]),
+        "{subscribed:#}"
+    );
+    assert!(subscribed.get("topic").is_none(), "{subscribed:#}");
     let mut last_seq = 0;
-    for event in &events {
+    for event in events {
         // Every field must be one grpcurl knew from reflection: a payload it could not
         // decode would show up as something else (e.g. base64 bytes).
         let fields = event

@@ -90,14 +90,20 @@ async fn streamctl_subscribe_reconnects_when_the_daemon_comes_back() {
             return line;
         }
     };
-    // Once the stream is open, events flow.
+    // Once the stream is live, as its first line says, events flow.
+    let is_subscribed = |s: &str, l: &str| s == "out" && l.contains("\"subscribed\"");
+    let line = next(&is_subscribed);
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        event["subscribed"]["topics"],
+        serde_json::json!(["streamer"])
+    );
     let mut client = first.client().await;
     let start = pb::StartServiceRequest {
         name: "streamer".into(),
         interval: Some(Duration::from_millis(100).try_into().unwrap()),
         ..Default::default()
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
     client.start_service(start.clone()).await.unwrap();
     let line = next(&|s, l| s == "out" && l.contains("\"points\""));
     let event: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -111,7 +117,13 @@ async fn streamctl_subscribe_reconnects_when_the_daemon_comes_back() {
     );
 
     let second = Daemon::try_start(&[], &addr).expect("the same port is free again");
-    next(&|s, l| s == "err" && l.contains("reconnected"));
+    // The new stream says it is live too; stdout and stderr arrive in either order.
+    let (mut reconnected, mut live) = (false, false);
+    while !(reconnected && live) {
+        let line = next(&|s, l| (s == "err" && l.contains("reconnected")) || is_subscribed(s, l));
+        reconnected |= line.contains("reconnected");
+        live |= line.contains("\"subscribed\"");
+    }
     let mut client = second.client().await;
     client.start_service(start).await.unwrap();
     let line = next(&|s, l| s == "out" && l.contains("\"points\""));

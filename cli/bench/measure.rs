@@ -275,6 +275,8 @@ where
 pub enum Received {
     /// A readiness ping, or a message of the warm-up phase.
     Warmup,
+    /// The transport says the subscription is live.
+    Subscribed,
     /// Measured message `index`, meant to be sent at `sent_ns`, at `position` in the
     /// independently ordered stream `stream`.
     Data {
@@ -579,15 +581,15 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Reads until the first warm-up message and counts this subscriber ready; false
-    /// if the stream ended first.
+    /// Reads until the first warm-up message, or the transport's word that the stream
+    /// is live, and counts this subscriber ready; false if the stream ended first.
     pub async fn until_ready<S>(&mut self, stream: &mut S) -> bool
     where
         S: Stream<Item = Received> + Unpin,
     {
         while let Some(received) = stream.next().await {
             self.tally.taken += 1;
-            if received == Received::Warmup {
+            if matches!(received, Received::Warmup | Received::Subscribed) {
                 self.readiness.mark();
                 return true;
             }
@@ -656,7 +658,7 @@ impl Reader {
             }
             Received::Lagged(missed) => self.tally.lagged += missed,
             Received::Foreign => self.tally.foreign += 1,
-            Received::Warmup => {}
+            Received::Warmup | Received::Subscribed => {}
         }
     }
 

@@ -18,6 +18,7 @@ use super::payload::{self, Stamp};
 const EVENT_SEQ: u32 = 2;
 const EVENT_LAGGED: u32 = 11;
 const EVENT_DATA: u32 = 12;
+const EVENT_SUBSCRIBED: u32 = 13;
 
 /// What an Event's payload is to the bench.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub enum EventPayload {
     Data(Option<Stamp>),
     /// This subscriber skipped `missed` events.
     Lagged(u64),
+    /// The stream is live: what is published from now on reaches it.
+    Subscribed,
 }
 
 /// An Event from a Subscribe stream, as far as the bench reads it.
@@ -56,6 +59,12 @@ impl Message for RawEvent {
                 let mut lagged = pb::Lagged::default();
                 encoding::message::merge(wire_type, &mut lagged, buf, ctx)?;
                 self.payload = EventPayload::Lagged(lagged.missed);
+                Ok(())
+            }
+            EVENT_SUBSCRIBED => {
+                // Once per stream; its positions are of no use to the bench.
+                encoding::skip_field(wire_type, tag, buf, ctx)?;
+                self.payload = EventPayload::Subscribed;
                 Ok(())
             }
             EVENT_DATA => {
@@ -146,6 +155,17 @@ mod tests {
         assert_eq!(
             RawEvent::decode(&other[..]).unwrap().payload,
             EventPayload::Other
+        );
+        let subscribed = event(Payload::Subscribed(pb::Subscribed {
+            topics: vec!["bench.t".into()],
+            positions: vec![pb::TopicPosition {
+                topic: "bench.t".into(),
+                seq: 3,
+            }],
+        }));
+        assert_eq!(
+            RawEvent::decode(&subscribed[..]).unwrap().payload,
+            EventPayload::Subscribed
         );
         let foreign = event(Payload::Data(Struct::default()));
         assert_eq!(

@@ -1,12 +1,12 @@
 //! The workload against streamd: Subscribe streams over their connections, a
 //! PublishStream from each publisher in its own task, and the stalled and quiet
-//! subscribers the plan asks for. Events are read and payloads written as raw bytes
-//! (see `raw_event`).
+//! subscribers the plan asks for. A stream counts as ready once its Subscribed event
+//! has come. Events are read and payloads written as raw bytes (see `raw_event`).
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt, future, stream};
 use streamhandler::{
-    pb::{PublishResponse, PublishStreamResponse, SubscribeRequest},
+    pb::{PublishStreamResponse, SubscribeRequest},
     wire::RawPublish,
 };
 use tonic::{Streaming, client::Grpc, codegen::http::uri::PathAndQuery, transport::Channel};
@@ -15,7 +15,7 @@ use tonic_prost::ProstCodec;
 use super::{
     Plan,
     measure::{self, Reader, Received, Run, Schedule, Topic},
-    payload::{self, Kind, Stamp},
+    payload::Stamp,
     raw_event::{EventPayload, RawEvent},
     report::{Report, Stall, System},
     stall::{self, Switch},
@@ -29,7 +29,6 @@ use crate::{
 /// Streams opened at once while setting up.
 const OPENING: usize = 64;
 const SUBSCRIBE: &str = "/streamhandler.v1.StreamHandler/Subscribe";
-const PUBLISH: &str = "/streamhandler.v1.StreamHandler/Publish";
 const PUBLISH_STREAM: &str = "/streamhandler.v1.StreamHandler/PublishStream";
 
 /// Runs the plan against the daemon at `addr`, whose process is `server` if known.
@@ -86,11 +85,9 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
         .chain(quiet.as_ref().map(|(topic, _)| topic.clone()))
         .map(Bytes::from)
         .collect();
-    let control = publishers[0].clone();
-    run.warm_up(System::Streamd, plan, ready, || {
-        ping(addr, control.clone(), topics.clone())
-    })
-    .await?;
+    // Each stream is ready once its Subscribed event has come: nothing need be sent.
+    run.warm_up(System::Streamd, plan, ready, || future::ok(()))
+        .await?;
 
     let finished = run
         .timed(
@@ -170,26 +167,6 @@ async fn subscribe(
         .map_err(|status| Error::from_status(status, addr))
 }
 
-/// Publishes one readiness ping on each topic.
-async fn ping(addr: &Addr, channel: Channel, topics: Vec<Bytes>) -> Result<(), Error> {
-    for topic in topics {
-        let request = RawPublish {
-            topic,
-            data: Some(payload::encode(Kind::Warmup, 0, payload::now_ns(), 0)),
-        };
-        ready(addr, channel.clone())
-            .await?
-            .unary(
-                addr.request(request),
-                PathAndQuery::from_static(PUBLISH),
-                ProstCodec::<RawPublish, PublishResponse>::default(),
-            )
-            .await
-            .map_err(|status| Error::from_status(status, addr))?;
-    }
-    Ok(())
-}
-
 /// One publisher: its payloads as one PublishStream call, so that HTTP/2 flow control
 /// rather than round trips paces it.
 async fn publish(
@@ -232,6 +209,7 @@ fn received(events: Streaming<RawEvent>) -> impl Stream<Item = Received> + Unpin
                     }
                     EventPayload::Data(None) => Some(Received::Foreign),
                     EventPayload::Lagged(missed) => Some(Received::Lagged(missed)),
+                    EventPayload::Subscribed => Some(Received::Subscribed),
                     EventPayload::Other => None,
                 }),
         )

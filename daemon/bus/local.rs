@@ -6,7 +6,8 @@
 //! publishers of different topics never wait for each other, and none waits for a
 //! subscriber. A subscriber joins each topic it follows under that topic's lock,
 //! taking the latest event there if it asked, so its snapshot and its live events
-//! neither overlap nor leave a gap. Subscribers with patterns are also kept in a list
+//! neither overlap nor leave a gap; the topic's sequence number read then is its
+//! position in the Subscribed event that opens the stream. Subscribers with patterns are also kept in a list
 //! that every new topic is matched against, under one lock taken only to create a
 //! topic or register such a subscriber, so a new topic and a new subscriber always
 //! meet.
@@ -37,10 +38,10 @@ use tokio_util::sync::CancellationToken;
 use super::{
     BufferFull, EventBus, Events, MAX_EVENT_BYTES, Outgoing, Refused, Settings, SubscribeOptions,
     inbox::{Inbox, Pool, Reader},
-    lock,
+    lock, subscribed,
 };
 use crate::{
-    pb::event::Payload,
+    pb::{self, event::Payload},
     topic::TopicFilter,
     wire::{Draft, EncodedEvent},
 };
@@ -177,18 +178,28 @@ impl TopicState {
         }
     }
 
-    /// Adds a follower to this topic, with the latest event first if it asked.
-    fn add(&mut self, topic: &Arc<Topic>, follower: &Arc<Follower>, named: bool, last: bool) {
+    /// Adds a follower to this topic, with the latest event first if it asked. Returns
+    /// the last sequence number given out when it joins now, not before: the follower
+    /// gets every event after it.
+    fn add(
+        &mut self,
+        topic: &Arc<Topic>,
+        follower: &Arc<Follower>,
+        named: bool,
+        last: bool,
+    ) -> Option<u64> {
         let joining = follower.join(topic, named);
-        if joining.new {
-            self.followers.push(follower.clone());
-            if let (true, Some(latest)) = (last, &self.latest) {
-                follower.inbox.push(latest);
-            }
-        }
         if joining.named {
             self.named += 1;
         }
+        if !joining.new {
+            return None;
+        }
+        self.followers.push(follower.clone());
+        if let (true, Some(latest)) = (last, &self.latest) {
+            follower.inbox.push(latest);
+        }
+        Some(self.seq)
     }
 
     fn latest_bytes(&self) -> usize {
@@ -291,9 +302,10 @@ impl EventBus for LocalBus {
         });
         shared.subscribers.fetch_add(1, Ordering::Relaxed);
         // From here on, dropping the subscription undoes whatever was joined.
-        let subscription = Subscription {
+        let mut subscription = Subscription {
             follower: follower.clone(),
             shared: shared.clone(),
+            subscribed: None,
             reader: Reader::default(),
         };
         let filter = &follower.filter;
@@ -315,22 +327,34 @@ impl EventBus for LocalBus {
                 }
             }
         }
-        // In name order, so that the latest events come sorted.
+        // In name order, so that the latest events and the positions come sorted.
+        let mut positions = Vec::new();
         for (name, named) in joining {
-            if named {
+            let joined_at = if named {
                 // Named topics are created if need be, and kept while named.
                 shared.with_topic(&name, |topic, state| {
                     state.add(topic, &follower, true, options.last)
-                });
+                })
             } else if let Some(topic) = shared.find(&name) {
                 let mut state = lock(&topic.state);
                 // One forgotten meanwhile is gone for this follower too; if published
                 // again, it is created anew and matched then.
-                if !state.forgotten {
-                    state.add(&topic, &follower, false, options.last);
-                }
+                (!state.forgotten)
+                    .then(|| state.add(&topic, &follower, false, options.last))
+                    .flatten()
+            } else {
+                None
+            };
+            // A topic without events yet (or one created meanwhile, which this
+            // follower joined from its start) has no position to give.
+            if let Some(seq) = joined_at.filter(|&seq| seq > 0) {
+                positions.push(pb::TopicPosition {
+                    topic: name.to_string(),
+                    seq,
+                });
             }
         }
+        subscription.subscribed = Some(subscribed(filter, positions));
         // A close that began before this follower joined everything may have missed it.
         if shared.closed.load(Ordering::SeqCst) {
             follower.inbox.close();
@@ -519,6 +543,9 @@ impl Shared {
 struct Subscription {
     follower: Arc<Follower>,
     shared: Arc<Shared>,
+    /// The Subscribed event, until it is taken: ahead of the inbox and outside its
+    /// buffer.
+    subscribed: Option<EncodedEvent>,
     reader: Reader,
 }
 
@@ -527,6 +554,9 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(subscribed) = this.subscribed.take() {
+            return Poll::Ready(Some(Ok(subscribed)));
+        }
         this.follower.inbox.poll_next(&mut this.reader, cx)
     }
 }
@@ -582,21 +612,52 @@ mod tests {
         EncodedStruct::check(s.encode_to_vec().into()).unwrap()
     }
 
+    /// A subscription past its Subscribed event.
     fn subscribe(bus: &Bus, patterns: &[&str], options: SubscribeOptions) -> Events {
-        bus.subscribe(SubscribeOptions {
-            filter: TopicFilter::new(patterns).unwrap(),
-            ..options
-        })
-        .unwrap()
+        subscribe_at(bus, patterns, options).1
+    }
+
+    /// A subscription, and the positions its Subscribed event gave.
+    fn subscribe_at(
+        bus: &Bus,
+        patterns: &[&str],
+        options: SubscribeOptions,
+    ) -> (Vec<(String, u64)>, Events) {
+        let mut events = bus
+            .subscribe(SubscribeOptions {
+                filter: TopicFilter::new(patterns).unwrap(),
+                ..options
+            })
+            .unwrap();
+        let first = next_now(&mut events);
+        let Some(pb::Event {
+            topic,
+            seq: 0,
+            payload: Some(Payload::Subscribed(subscribed)),
+            ..
+        }) = first
+        else {
+            panic!("first came {first:?}");
+        };
+        assert!(topic.is_empty());
+        assert_eq!(subscribed.topics, patterns);
+        let positions = subscribed
+            .positions
+            .into_iter()
+            .map(|p| (p.topic, p.seq))
+            .collect();
+        (positions, events)
+    }
+
+    /// The next event, decoded, if it has arrived.
+    fn next_now(events: &mut Events) -> Option<pb::Event> {
+        let event = events.next().now_or_never()??;
+        Some(pb::Event::decode(event.unwrap().bytes().clone()).unwrap())
     }
 
     /// The events that have arrived, decoded, without waiting for more.
     fn arrived(events: &mut Events) -> Vec<pb::Event> {
-        let mut seen = Vec::new();
-        while let Some(Some(event)) = events.next().now_or_never() {
-            seen.push(pb::Event::decode(event.unwrap().bytes().clone()).unwrap());
-        }
-        seen
+        std::iter::from_fn(|| next_now(events)).collect()
     }
 
     fn topics_and_seqs(events: &[pb::Event]) -> Vec<(&str, u64)> {
@@ -661,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_meets_live_events_without_gap_or_overlap_under_load() {
+    fn a_snapshot_and_a_position_meet_live_events_without_gap_or_overlap_under_load() {
         let (_, bus) = bus_with(Settings::default());
         let publisher = {
             let bus = bus.clone();
@@ -673,19 +734,90 @@ mod tests {
         };
         loop {
             let publishing = !publisher.is_finished();
-            let options = SubscribeOptions {
-                last: true,
-                ..Default::default()
-            };
-            let mut events = subscribe(&bus, &["h*"], options);
-            std::thread::yield_now();
-            let seqs: Vec<u64> = arrived(&mut events).iter().map(|e| e.seq).collect();
-            assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+            for (patterns, last) in [(["h*"], true), (["hot"], false)] {
+                let options = SubscribeOptions {
+                    last,
+                    ..Default::default()
+                };
+                let (positions, mut events) = subscribe_at(&bus, &patterns, options);
+                std::thread::yield_now();
+                let seqs: Vec<u64> = arrived(&mut events).iter().map(|e| e.seq).collect();
+                assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+                // The snapshot is the event at the position; live events follow it.
+                let first = match positions[..] {
+                    [] => 1,
+                    [(_, at)] if last => at,
+                    [(_, at)] => at + 1,
+                    _ => panic!("{positions:?}"),
+                };
+                assert!(seqs.first().is_none_or(|&seq| seq == first), "{seqs:?}");
+            }
             if !publishing {
                 break;
             }
         }
         publisher.join().unwrap();
+    }
+
+    #[test]
+    fn subscribed_gives_each_matching_topic_with_events_its_latest_seq() {
+        let (_, bus) = bus_with(Settings::default());
+        for _ in 0..3 {
+            bus.publish("a/1", text(1)).unwrap();
+        }
+        bus.publish("a/2", text(1)).unwrap();
+        bus.publish("b", text(1)).unwrap();
+        let _names_quiet = subscribe(&bus, &["a/quiet"], Default::default());
+        let options = || SubscribeOptions {
+            last: true,
+            ..Default::default()
+        };
+        let (positions, mut events) = subscribe_at(&bus, &["a/*", "a/none"], options());
+        let expected = [("a/1".to_owned(), 3), ("a/2".to_owned(), 1)];
+        assert_eq!(
+            positions, expected,
+            "topics without events have no position"
+        );
+        bus.publish("a/1", text(1)).unwrap();
+        assert_eq!(
+            topics_and_seqs(&arrived(&mut events)),
+            [("a/1", 3), ("a/2", 1), ("a/1", 4)]
+        );
+        let (positions, _) = subscribe_at(&bus, &[], options());
+        assert_eq!(
+            positions,
+            [
+                ("a/1".to_owned(), 4),
+                ("a/2".to_owned(), 1),
+                ("b".to_owned(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn subscribed_comes_first_and_whole_even_when_the_snapshots_overflow() {
+        let (_, bus) = bus_with(Settings::default());
+        for i in 0..200 {
+            bus.publish(&format!("t{i:03}"), text(1000)).unwrap();
+        }
+        for overflow in [Overflow::Skip, Overflow::Close] {
+            let options = SubscribeOptions {
+                last: true,
+                buffer: Some(MIN_BUFFER as u64),
+                overflow,
+                ..Default::default()
+            };
+            let (positions, mut events) = subscribe_at(&bus, &["t*"], options);
+            assert_eq!(positions.len(), 200);
+            let next = events.next().now_or_never().flatten().unwrap();
+            match overflow {
+                Overflow::Skip => {
+                    let next = pb::Event::decode(next.unwrap().bytes().clone()).unwrap();
+                    assert!(matches!(next.payload, Some(Payload::Lagged(_))), "{next:?}");
+                }
+                Overflow::Close => assert!(next.is_ok(), "the snapshots held come first"),
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! cluster's, say) can sit beside it without touching services or the gRPC layer.
 //!
 //! What every implementation guarantees:
+//! - a subscription's first event is Subscribed ([`subscribed`]), made once it is
+//!   registered: every matching event published after it reaches the subscriber, and
+//!   each position it gives is where that topic's events resume;
 //! - each topic's events are numbered from 1 without gaps, and reach each subscriber
 //!   in that order;
 //! - a subscriber never misses an event because of traffic on topics it does not
@@ -30,7 +33,7 @@ use futures::Stream;
 
 pub use self::local::LocalBus;
 use crate::{
-    pb::event::Payload,
+    pb::{self, event::Payload},
     topic::TopicFilter,
     wire::{EncodedEvent, EncodedStruct},
 };
@@ -82,7 +85,23 @@ pub struct SubscribeOptions {
     pub overflow: Overflow,
 }
 
-/// A subscription's events, until the bus closes or the subscriber's buffer overflows
+/// The event that opens every subscription: the filter's names and patterns, and each
+/// topic that had events when the subscriber joined it, in topic order, with the
+/// sequence number it had then. Handed over apart from the buffer, so that nothing
+/// can skip it or come before it.
+pub fn subscribed(filter: &TopicFilter, positions: Vec<pb::TopicPosition>) -> EncodedEvent {
+    EncodedEvent::new(&pb::Event {
+        topic: String::new(),
+        seq: 0,
+        time: Some(std::time::SystemTime::now().into()),
+        payload: Some(Payload::Subscribed(pb::Subscribed {
+            topics: filter.accepted().to_vec(),
+            positions,
+        })),
+    })
+}
+
+/// A subscription's events, [`subscribed`] first, until the bus closes or the subscriber's buffer overflows
 /// under [`Overflow::Close`]. Dropping it unsubscribes.
 pub type Events = Pin<Box<dyn Stream<Item = Result<EncodedEvent, BufferFull>> + Send>>;
 
@@ -135,7 +154,9 @@ pub trait EventBus: Send + Sync {
     fn publish(&self, topic: &str, event: Outgoing<'_>) -> Result<u64, Refused>;
 
     /// Subscribes to the topics the filter matches, with the buffer and overflow policy
-    /// asked for.
+    /// asked for. The stream starts with [`subscribed`], whose positions are read as
+    /// the subscriber joins each topic (atomically with joining it), then, with
+    /// `last`, the latest data events, then live events.
     fn subscribe(&self, options: SubscribeOptions) -> Result<Events, Refused>;
 
     /// Refuses further events and ends every subscription once it has received the
@@ -293,7 +314,7 @@ impl Bus {
         Self::new(LocalBus::new(Settings::default()))
     }
 
-    /// The events of the topics `patterns` match, from now on.
+    /// The events of the topics `patterns` match, from now on, past Subscribed.
     pub(crate) fn follow(&self, patterns: &[&str]) -> impl Stream<Item = EncodedEvent> + Unpin {
         use futures::StreamExt;
         let options = SubscribeOptions {
@@ -302,6 +323,7 @@ impl Bus {
         };
         self.subscribe(options)
             .expect("default buffer")
+            .skip(1)
             .map(|event| event.expect("no overflow under Skip"))
     }
 }

@@ -233,10 +233,36 @@ pub fn text(output: &Output) -> (String, String) {
     )
 }
 
-/// A live Subscribe stream.
-pub struct Events(tonic::Streaming<pb::Event>);
+/// Reads a Subscribe stream's first event, which must be Subscribed, within
+/// [`PATIENCE`].
+pub async fn subscribed(stream: &mut tonic::Streaming<pb::Event>) -> pb::Subscribed {
+    let first = tokio::time::timeout(PATIENCE, stream.next())
+        .await
+        .expect("no Subscribed in time")
+        .expect("stream ended")
+        .expect("stream failed");
+    let pb::Event {
+        topic,
+        seq: 0,
+        payload: Some(pb::event::Payload::Subscribed(subscribed)),
+        ..
+    } = first
+    else {
+        panic!("the stream began with {first:?}");
+    };
+    assert_eq!(topic, "", "Subscribed has no topic");
+    subscribed
+}
+
+/// A live Subscribe stream, past its Subscribed event.
+pub struct Events {
+    stream: tonic::Streaming<pb::Event>,
+    /// What the stream's first event said.
+    pub subscribed: pb::Subscribed,
+}
 
 impl Events {
+    /// Subscribes and waits for the subscription to be live.
     pub async fn open(
         client: &mut StreamHandlerClient<Channel>,
         topics: &[&str],
@@ -247,12 +273,32 @@ impl Events {
             last,
             ..Default::default()
         };
-        Self(client.subscribe(request).await.unwrap().into_inner())
+        Self::live(
+            client.subscribe(request).await.unwrap().into_inner(),
+            topics,
+        )
+        .await
+    }
+
+    /// Waits for a stream's Subscribed event and checks it names `topics`.
+    pub async fn live(mut stream: tonic::Streaming<pb::Event>, topics: &[&str]) -> Self {
+        let subscribed = subscribed(&mut stream).await;
+        assert_eq!(subscribed.topics, topics);
+        Self { stream, subscribed }
+    }
+
+    /// The positions Subscribed gave, as (topic, seq).
+    pub fn positions(&self) -> Vec<(&str, u64)> {
+        self.subscribed
+            .positions
+            .iter()
+            .map(|p| (p.topic.as_str(), p.seq))
+            .collect()
     }
 
     /// The next event; fails the test if none comes within [`PATIENCE`].
     pub async fn next(&mut self) -> pb::Event {
-        tokio::time::timeout(PATIENCE, self.0.next())
+        tokio::time::timeout(PATIENCE, self.stream.next())
             .await
             .expect("no event in time")
             .expect("stream ended")
@@ -271,7 +317,7 @@ impl Events {
 
     /// The next event if one comes within `wait`.
     pub async fn within(&mut self, wait: Duration) -> Option<pb::Event> {
-        match tokio::time::timeout(wait, self.0.next()).await {
+        match tokio::time::timeout(wait, self.stream.next()).await {
             Ok(Some(Ok(event))) => Some(event),
             _ => None,
         }
@@ -280,7 +326,7 @@ impl Events {
     /// Whether the stream ends (cleanly) within [`PATIENCE`], draining events before.
     pub async fn ends_cleanly(&mut self) -> bool {
         loop {
-            match tokio::time::timeout(PATIENCE, self.0.next()).await {
+            match tokio::time::timeout(PATIENCE, self.stream.next()).await {
                 Ok(Some(Ok(_))) => continue,
                 Ok(None) => return true,
                 _ => return false,

@@ -28,6 +28,16 @@ CALL_DEADLINE = 10
 STREAM_DEADLINE = 20
 
 
+def subscribe(stub, topics):
+    """Opens a Subscribe stream and returns it once its first event, Subscribed, says
+    it is live: every event published after that reaches it."""
+    events = stub.Subscribe(pb.SubscribeRequest(topics=topics), timeout=STREAM_DEADLINE)
+    first = next(events)
+    assert first.WhichOneof("payload") == "subscribed", f"the stream began with {first}"
+    assert list(first.subscribed.topics) == topics, f"subscribed to {first.subscribed}"
+    return events
+
+
 def streamer(stub):
     interval = duration_pb2.Duration()
     interval.FromMilliseconds(200)
@@ -35,7 +45,7 @@ def streamer(stub):
         pb.StartServiceRequest(name="streamer", interval=interval), timeout=CALL_DEADLINE
     )
 
-    events = stub.Subscribe(pb.SubscribeRequest(topics=["streamer"]), timeout=STREAM_DEADLINE)
+    events = subscribe(stub, ["streamer"])
     seqs, series_counts = [], []
     for event in events:
         assert event.topic == "streamer", f"event from another topic: {event}"
@@ -71,10 +81,7 @@ def publish(stub):
     data = struct_pb2.Struct()
     data.update(sent)
 
-    events = stub.Subscribe(pb.SubscribeRequest(topics=["py/hello"]), timeout=STREAM_DEADLINE)
-    # The daemon answers with headers only once the subscription is in place, so
-    # waiting for them means the event published next cannot slip past it.
-    events.initial_metadata()
+    events = subscribe(stub, ["py/hello"])
 
     reply = stub.Publish(pb.PublishRequest(topic="py/hello", data=data), timeout=CALL_DEADLINE)
     event = next(events)
