@@ -2,6 +2,7 @@
 
 use std::{error::Error as _, fmt, io};
 
+use streamhandler::topic;
 use tonic::Status;
 
 use crate::args::Addr;
@@ -94,7 +95,8 @@ impl fmt::Display for Error {
             }
             Error::Server(status) => f.write_str(&status_message(status)),
             Error::UnknownServices(names) => {
-                let quoted: Vec<_> = names.iter().map(|n| format!("{n:?}")).collect();
+                // Whatever was typed is quoted, but not echoed whole.
+                let quoted: Vec<_> = names.iter().map(|n| topic::quoted(n)).collect();
                 let noun = if names.len() == 1 {
                     "service"
                 } else {

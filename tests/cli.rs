@@ -85,7 +85,11 @@ fn start_all_and_stop_all() {
     );
 
     let (stdout, _) = text(&daemon.ctl(&["list"]));
-    let running = stdout.lines().filter(|l| l.contains("running")).count();
+    // Those whose upstream this test does not run are running but failing.
+    let running = stdout
+        .lines()
+        .filter(|l| l.contains("running") || l.contains("failing"))
+        .count();
     assert_eq!(running, started.len(), "{stdout}");
 
     assert!(daemon.ctl(&["stop", "system"]).status.success());

@@ -285,9 +285,10 @@ async fn huge_names_and_values_are_refused_without_being_echoed() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("name: ") && !stderr.contains("not running"),
+        stderr.contains("no service named") && !stderr.contains("not running"),
         "{stderr}"
     );
+    assert!(stderr.len() < 2_000, "the name echoed whole: {stderr}");
 
     let value = "v".repeat(100 << 10);
     let status = client

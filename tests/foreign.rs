@@ -1,8 +1,10 @@
-//! Foreign clients: grpcurl through reflection, and Python stubs generated from proto/.
+//! Foreign clients: grpcurl through reflection, Python stubs generated from proto/, and
+//! the example clients in examples/ (Python, Node.js, Rust).
 //!
-//! The tools come from `tests/run.sh`, which installs them into a venv and names them in
-//! `STREAMD_TEST_GRPCURL` and `STREAMD_TEST_PYTHON`; without those a test says it is
-//! skipped and passes, so a plain `cargo test` works offline.
+//! The tools come from `tests/run.sh`, which installs them into a venv (and the Node
+//! example's packages) and names them in `STREAMD_TEST_GRPCURL`, `STREAMD_TEST_PYTHON`
+//! and `STREAMD_TEST_NODE`; without those a test says it is skipped and passes, so a
+//! plain `cargo test` works offline. Under CI, tests/run.sh fails instead.
 
 use std::{collections::BTreeMap, path::Path, process::Output, time::Duration};
 
@@ -14,6 +16,8 @@ use crate::harness::{Daemon, SERVICES, text};
 
 pub(crate) const GRPCURL: &str = "STREAMD_TEST_GRPCURL";
 pub(crate) const PYTHON: &str = "STREAMD_TEST_PYTHON";
+/// Node.js, with examples/node's dependencies installed.
+const NODE: &str = "STREAMD_TEST_NODE";
 
 /// The `payload` oneof of `Event`, as protobuf JSON names its fields.
 const PAYLOADS: [&str; 8] = [
@@ -372,4 +376,78 @@ async fn python_client_publishes_a_struct_and_receives_it() {
         "nested": {"depth": 2.0},
     });
     assert_eq!(summary["data"], sent, "{summary}");
+}
+
+/// Checks that an example client ran to the end against `daemon` and printed what it
+/// received: the subscription, its own event back, and the streamer's points.
+fn assert_example_ran(output: &Output, daemon: &Daemon, language: &str) {
+    let (stdout, stderr) = text(output);
+    assert!(
+        output.status.success(),
+        "the {language} example failed ({}):\n{stderr}{stdout}\nstreamd:\n{}",
+        output.status,
+        daemon.log()
+    );
+    for want in [
+        "subscribed to",
+        "published demo/hello #",
+        &format!("hello from {language}"),
+        "10 series",
+    ] {
+        assert!(stdout.contains(want), "no {want:?} in:\n{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn the_python_example_runs() {
+    let Some(python) = tool(PYTHON) else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let stubs = python_stubs(&python).await;
+    let output = run(
+        Command::new(&python)
+            .arg("examples/python/client.py")
+            .env("STREAMD_ADDR", daemon.addr.to_string())
+            .env("PYTHONPATH", stubs.path())
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_example_ran(&output, &daemon, "python");
+}
+
+#[tokio::test]
+async fn the_node_example_runs() {
+    let Some(node) = tool(NODE) else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let output = run(
+        Command::new(node)
+            .arg("examples/node/client.js")
+            .env("STREAMD_ADDR", daemon.addr.to_string()),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_example_ran(&output, &daemon, "node");
+}
+
+#[tokio::test]
+async fn the_rust_example_runs() {
+    // Tests run from target/<profile>/deps; cargo builds examples beside them.
+    let exe = std::env::current_exe().unwrap();
+    let example = exe.parent().unwrap().join("../examples/client");
+    assert!(
+        example.exists(),
+        "{} is missing: `cargo build --examples` builds it",
+        example.display()
+    );
+    let daemon = Daemon::start();
+    let output = run(
+        Command::new(example).env("STREAMD_ADDR", daemon.addr.to_string()),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_example_ran(&output, &daemon, "rust");
 }

