@@ -102,10 +102,11 @@ impl Runner {
         let mut failures = 0;
         loop {
             let published = self.slot.published();
+            self.slot.begin_step();
             match AssertUnwindSafe(worker.step(ctx)).catch_unwind().await {
                 Ok(Ok(())) => {
                     failures = 0;
-                    self.slot.mark_working();
+                    self.slot.end_step();
                 }
                 Ok(Err(StepError::Step(message))) => {
                     self.slot.report(message);

@@ -56,6 +56,11 @@ struct Status {
     reported: BTreeMap<String, String>,
     health: Health,
     failures: Failures,
+    /// Whether an error was reported during the current step, and since the latest
+    /// publish: a step that reports an error and still returns (a leaderboard whose
+    /// flush failed) has not gone well, and neither has a publish right after an error.
+    reported_in_step: bool,
+    clean_since_publish: bool,
 }
 
 /// The current run of failed steps, and what of it the log has been told.
@@ -88,6 +93,8 @@ impl Slot {
             reported: BTreeMap::new(),
             health: Health::Unspecified,
             failures: Failures::default(),
+            reported_in_step: false,
+            clean_since_publish: false,
         };
         Self {
             spec,
@@ -111,6 +118,7 @@ impl Slot {
         status.reported.clear();
         status.health = Health::Unspecified;
         status.failures = Failures::default();
+        status.clean_since_publish = false;
     }
 
     /// The run was stopped: back to the configured interval and parameters.
@@ -138,6 +146,7 @@ impl Slot {
         let mut status = lock(&self.status);
         status.state = ServiceState::Running;
         status.health = Health::Unspecified;
+        status.clean_since_publish = false;
     }
 
     /// The service was given up on, for `reason`.
@@ -149,10 +158,23 @@ impl Slot {
         status.health = Health::Unspecified;
     }
 
-    /// A step ended well, or the service published: it works. Ends a run of failures,
-    /// and tells the log so.
-    pub(super) fn mark_working(&self) {
+    /// A step begins.
+    pub(super) fn begin_step(&self) {
+        lock(&self.status).reported_in_step = false;
+    }
+
+    /// A step returned without an error: it went well unless it reported one.
+    pub(super) fn end_step(&self) {
         let mut status = lock(&self.status);
+        if !status.reported_in_step {
+            self.mark_working(&mut status);
+        }
+    }
+
+    /// The service works: a step went well, or it published twice without an error
+    /// between (a service that holds a connection may never end its step). Ends a run
+    /// of failures, and tells the log so.
+    fn mark_working(&self, status: &mut Status) {
         status.health = Health::Healthy;
         let failures = std::mem::take(&mut status.failures);
         if failures.in_a_row > 0 {
@@ -295,12 +317,12 @@ fn settings(kind: &Kind, params: &Params, overrides: &Overrides) -> Vec<pb::Sett
 impl Outlet for Slot {
     fn publish(&self, payload: Payload) -> Result<(), Refused> {
         self.bus.publish(&self.spec.name, payload)?;
-        {
-            let mut status = lock(&self.status);
-            status.events += 1;
-            status.last_event_at = Some(SystemTime::now());
+        let mut status = lock(&self.status);
+        status.events += 1;
+        status.last_event_at = Some(SystemTime::now());
+        if std::mem::replace(&mut status.clean_since_publish, true) {
+            self.mark_working(&mut status);
         }
-        self.mark_working();
         Ok(())
     }
 
@@ -311,6 +333,8 @@ impl Outlet for Slot {
             status.errors += 1;
             status.last_error = message.clone();
             status.health = Health::Failing;
+            status.reported_in_step = true;
+            status.clean_since_publish = false;
             self.log_failure(&mut status.failures, &message);
         }
         self.lifecycle(lifecycle::Kind::Error, message);
