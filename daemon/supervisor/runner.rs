@@ -233,14 +233,30 @@ mod tests {
         }
     }
 
+    /// Publishes, then reports an error, then returns as if all went well: a
+    /// leaderboard whose flush fails.
+    struct Grumbles;
+    #[async_trait]
+    impl Worker for Grumbles {
+        async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+            ctx.publish(Payload::Text(pb::Text::default()))?;
+            ctx.report("cannot save".into());
+            Ok(())
+        }
+    }
+
     test_kind!(PANICS, Panics);
+    test_kind!(GRUMBLES, Grumbles);
     test_kind!(FLAKY, Flaky);
     test_kind!(STUMBLES, Stumbles(0));
 
     /// A supervisor of the crashing kinds, beside a well-behaved streamer.
     fn supervisor(stop_timeout: Duration) -> Supervisor {
         let streamer = crate::services::kind("streamer").unwrap();
-        fixtures::supervisor(stop_timeout, &[&PANICS, &FLAKY, &STUMBLES, streamer])
+        fixtures::supervisor(
+            stop_timeout,
+            &[&PANICS, &FLAKY, &STUMBLES, &GRUMBLES, streamer],
+        )
     }
 
     fn info(supervisor: &Supervisor, name: &str) -> pb::ServiceInfo {
@@ -375,6 +391,27 @@ mod tests {
             (ServiceState::Running, 0)
         );
         assert!(stumbles.errors >= 3 && stumbles.events_published >= 3);
+        supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_step_that_reports_an_error_leaves_the_service_failing_though_it_publishes() {
+        let supervisor = supervisor(Duration::from_secs(1));
+        supervisor
+            .start("grumbles", Overrides::default())
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let grumbles = loop {
+            let grumbles = info(&supervisor, "grumbles");
+            if grumbles.events_published >= 5 {
+                break grumbles;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{grumbles:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(grumbles.health(), pb::Health::Failing);
+        assert!(grumbles.consecutive_failures >= 4, "{grumbles:?}");
         supervisor.shutdown().await;
     }
 }
