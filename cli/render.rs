@@ -5,7 +5,7 @@
 use owo_colors::{AnsiColors, Style};
 use streamhandler::{
     json::from_struct,
-    pb::{self, ServiceState, event::Payload, lifecycle::Kind},
+    pb::{self, event::Payload, lifecycle::Kind},
 };
 
 use crate::{
@@ -319,18 +319,20 @@ fn text_line(text: &pb::Text) -> String {
 
 /// `N services (R running, F failed) · S subscribers · T topics · RSS … · CPU …% · up …`.
 fn system_line(system: &pb::SystemSnapshot) -> String {
-    let in_state = |state: ServiceState| {
+    // In `list`'s words, so that a failing service is not counted as running.
+    let in_state = |word: &str| {
         system
             .services
             .iter()
-            .filter(|service| service.state() == state)
+            .filter(|service| crate::table::state(service).0 == word)
             .count()
     };
     let mut line = format!(
-        "{} ({} running, {} failed) · {} · {} · RSS {} · CPU {:.1}%",
+        "{} ({} running, {} failing, {} failed) · {} · {} · RSS {} · CPU {:.1}%",
         format::count(system.services.len() as u64, "service", "services"),
-        in_state(ServiceState::Running),
-        in_state(ServiceState::Failed),
+        in_state("running"),
+        in_state("failing"),
+        in_state("failed"),
         format::count(u64::from(system.subscribers), "subscriber", "subscribers"),
         format::count(system.topics, "topic", "topics"),
         format::bytes(system.rss_bytes),
@@ -394,6 +396,8 @@ fn points_lines(points: &pb::Points, palette: &Palette) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use streamhandler::pb::ServiceState;
+
     use super::*;
 
     const PLAIN: Palette = Palette::new(false);
@@ -592,7 +596,10 @@ mod tests {
         let system = Payload::System(pb::SystemSnapshot {
             services: vec![
                 service(ServiceState::Running),
-                service(ServiceState::Running),
+                pb::ServiceInfo {
+                    health: pb::Health::Failing as i32,
+                    ..service(ServiceState::Running)
+                },
                 service(ServiceState::Failed),
                 service(ServiceState::Stopped),
             ],
@@ -609,7 +616,7 @@ mod tests {
         });
         assert_eq!(
             render(system),
-            "4 services (2 running, 1 failed) · 1 subscriber · 12 topics · RSS 12.3 MiB · CPU 0.4% · up 1h02m"
+            "4 services (1 running, 1 failing, 1 failed) · 1 subscriber · 12 topics · RSS 12.3 MiB · CPU 0.4% · up 1h02m"
         );
     }
 
