@@ -14,7 +14,7 @@ use std::{
 
 use nix::sys::signal::{Signal, kill};
 use streamhandler::{
-    pb::{self, event::Payload, lifecycle::Kind},
+    pb::{self, Health, event::Payload, lifecycle::Kind},
     store::Store,
 };
 use tokio::{
@@ -298,8 +298,12 @@ async fn outlive_an_outage(
     events.next_where(|e| scores_of(e).is_some()).await;
     outage().await;
     events.next_where(is_save_error).await;
-    // The table goes on without the database.
+    // The table goes on without the database, but not well: it stays failing, and the
+    // log warns once.
     let played = events.next_where(|e| scores_of(e).is_some()).await;
+    events.next_where(|e| scores_of(e).is_some()).await;
+    let service = daemon.service("leaderboard").await;
+    assert_eq!(service.health(), Health::Failing, "{service:?}");
     recovery().await;
     // The retry, not the final flush at stop, lands the pending changes: while the
     // service runs, the database comes to hold a round played since the outage.
@@ -317,6 +321,12 @@ async fn outlive_an_outage(
             "no round played since the outage reached the database"
         );
     }
+    let log = daemon.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("step failed") && l.contains("service=leaderboard"))
+        .count();
+    assert_eq!(warned, 1, "one warning for the outage:\n{log}");
     stop_and_compare(daemon, db, events, since_outage.pop()).await;
 }
 

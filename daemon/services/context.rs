@@ -24,6 +24,9 @@ pub(crate) trait Outlet: Send + Sync {
 
     /// Sets one entry of what the service reports of itself in ListServices.
     fn set_status(&self, key: &str, value: String);
+
+    /// The problem reported earlier lasts: this step does not count as a good one.
+    fn still_failing(&self);
 }
 
 /// The daemon as a service that reports on it sees it.
@@ -71,6 +74,12 @@ impl StepContext {
     /// carry on through it (a missing file being followed, a dropped connection).
     pub fn report(&self, message: String) {
         self.outlet.report(message)
+    }
+
+    /// Says that a problem reported earlier lasts (a write that failed waits for its
+    /// retry), so that this step, and a publish in it, do not count as recovery.
+    pub fn still_failing(&self) {
+        self.outlet.still_failing()
     }
 
     /// Sets one entry of what the service reports of itself, shown in ListServices:

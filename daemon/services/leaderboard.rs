@@ -275,6 +275,9 @@ impl Worker for Leaderboard {
         ctx.publish(Payload::Leaderboard(leaderboard(&next)))?;
         if let Err(e) = self.collect_flush(false).await {
             ctx.report(e);
+        } else if self.flush_failures > 0 {
+            // The scores wait for the next try: the table goes on, but not well.
+            ctx.still_failing();
         }
         if Instant::now() >= self.next_flush {
             self.start_flush();

@@ -340,6 +340,12 @@ impl Outlet for Slot {
         self.lifecycle(lifecycle::Kind::Error, message);
     }
 
+    fn still_failing(&self) {
+        let mut status = lock(&self.status);
+        status.reported_in_step = true;
+        status.clean_since_publish = false;
+    }
+
     fn set_status(&self, key: &str, value: String) {
         let value = redact(&value).into_owned();
         lock(&self.status).reported.insert(key.to_owned(), value);
