@@ -7,57 +7,15 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use prost_types::{ListValue, Struct, Value, value::Kind};
 use serde_json::json;
-use streamhandler::pb::{
-    PublishRequest, StartServiceRequest, SubscribeRequest, event::Payload,
-    stream_handler_client::StreamHandlerClient,
+use streamhandler::{
+    // The crate's helpers between JSON and Struct.
+    json::{from_struct, to_struct},
+    pb::{
+        PublishRequest, StartServiceRequest, SubscribeRequest, event::Payload,
+        stream_handler_client::StreamHandlerClient,
+    },
 };
-
-/// A JSON value as a protobuf Value (every number becomes a double).
-fn to_value(json: serde_json::Value) -> Value {
-    let kind = match json {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
-            values: items.into_iter().map(to_value).collect(),
-        }),
-        serde_json::Value::Object(object) => Kind::StructValue(to_struct(object)),
-    };
-    Value { kind: Some(kind) }
-}
-
-/// A JSON object as a Struct.
-fn to_struct(object: serde_json::Map<String, serde_json::Value>) -> Struct {
-    Struct {
-        fields: object.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
-    }
-}
-
-/// A protobuf Value back as JSON.
-fn from_value(value: Value) -> serde_json::Value {
-    match value.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::BoolValue(b)) => b.into(),
-        Some(Kind::NumberValue(n)) => n.into(),
-        Some(Kind::StringValue(s)) => s.into(),
-        Some(Kind::ListValue(list)) => list.values.into_iter().map(from_value).collect(),
-        Some(Kind::StructValue(object)) => from_struct(object),
-    }
-}
-
-/// A Struct back as a JSON object.
-fn from_struct(object: Struct) -> serde_json::Value {
-    serde_json::Value::Object(
-        object
-            .fields
-            .into_iter()
-            .map(|(k, v)| (k, from_value(v)))
-            .collect(),
-    )
-}
 
 async fn run(addr: String) -> Result<(), Box<dyn std::error::Error>> {
     let mut client = StreamHandlerClient::connect(format!("http://{addr}")).await?;
@@ -106,7 +64,7 @@ async fn run(addr: String) -> Result<(), Box<dyn std::error::Error>> {
                 got_points = true;
             }
             Some(Payload::Data(data)) => {
-                println!("{topic} #{seq}: {}", from_struct(data));
+                println!("{topic} #{seq}: {}", from_struct(&data));
                 got_own |= topic == "demo/hello";
             }
             Some(Payload::Lifecycle(lifecycle)) => {
