@@ -263,7 +263,7 @@ impl StreamHandler for ControlPlane {
         &self,
         request: Request<RawPublish>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        let seq = self.publish_one(request.into_inner())?;
+        let seq = self.publish_one(request.into_inner(), &mut CheckedTopic::default())?;
         Ok(Response::new(pb::PublishResponse { seq }))
     }
 
@@ -273,8 +273,10 @@ impl StreamHandler for ControlPlane {
     ) -> Result<Response<pb::PublishStreamResponse>, Status> {
         let mut events = request.into_inner();
         let mut published = 0;
+        // A stream's events mostly go to one topic: its name is checked once.
+        let mut topic = CheckedTopic::default();
         while let Some(event) = events.message().await? {
-            self.publish_one(event)
+            self.publish_one(event, &mut topic)
                 .map_err(|e| Status::from(e.in_message(published)))?;
             published += 1;
         }
@@ -282,11 +284,25 @@ impl StreamHandler for ControlPlane {
     }
 }
 
+/// The last topic name a Publish stream used, once checked.
+#[derive(Default)]
+struct CheckedTopic(Option<String>);
+
+impl CheckedTopic {
+    /// `bytes` as a topic name: checked unless they are the last one's.
+    fn check(&mut self, bytes: &[u8]) -> Result<&str, Error> {
+        if self.0.as_ref().is_none_or(|last| last.as_bytes() != bytes) {
+            let name = topic::name_from_bytes(bytes).map_err(|e| Error::invalid("topic", e))?;
+            self.0 = Some(name.to_owned());
+        }
+        Ok(self.0.as_deref().unwrap_or_default())
+    }
+}
+
 impl ControlPlane {
     /// Checks one event from a client and publishes it; returns its sequence number.
-    fn publish_one(&self, request: RawPublish) -> Result<u64, Error> {
-        let topic =
-            topic::name_from_bytes(&request.topic).map_err(|e| Error::invalid("topic", e))?;
+    fn publish_one(&self, request: RawPublish, topic: &mut CheckedTopic) -> Result<u64, Error> {
+        let topic = topic.check(&request.topic)?;
         if self.supervisor.has_service(topic) {
             return Err(Error::invalid(
                 "topic",
@@ -315,6 +331,17 @@ mod tests {
         _: Request<tonic::body::Body>,
     ) -> Result<Response<tonic::body::Body>, std::convert::Infallible> {
         panic!("a handler's bug")
+    }
+
+    #[test]
+    fn a_streams_topic_is_checked_whenever_it_changes() {
+        let mut topic = CheckedTopic::default();
+        assert!(topic.check(b"").is_err());
+        assert_eq!(topic.check(b"a/b").unwrap(), "a/b");
+        assert_eq!(topic.check(b"a/b").unwrap(), "a/b");
+        assert!(topic.check(b"a b").is_err());
+        assert!(topic.check(b"").is_err());
+        assert_eq!(topic.check(b"c").unwrap(), "c");
     }
 
     #[tokio::test]

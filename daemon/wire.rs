@@ -170,7 +170,7 @@ impl EncodedStruct {
     /// Accepts the bytes if prost would decode them as a Struct: the wire format,
     /// the field types and UTF-8 strings are checked, nothing is allocated.
     pub fn check(bytes: Bytes) -> Result<Self, Malformed> {
-        check_struct(&mut bytes.as_ref(), 0)?;
+        check_struct(&bytes, 0).map_err(Malformed)?;
         Ok(Self(bytes))
     }
 }
@@ -178,19 +178,7 @@ impl EncodedStruct {
 /// Why bytes are not a well-formed Struct.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Malformed(String);
-
-impl Malformed {
-    fn new(why: impl Into<String>) -> Self {
-        Self(why.into())
-    }
-}
-
-impl From<DecodeError> for Malformed {
-    fn from(e: DecodeError) -> Self {
-        Self(e.to_string())
-    }
-}
+pub struct Malformed(&'static str);
 
 /// A `streamhandler.v1.PublishRequest` with its data left encoded. The daemon's server
 /// receives these in place of `pb::PublishRequest`: same fields, same wire format.
@@ -253,109 +241,145 @@ impl Message for RawPublish {
 /// How deep Structs may nest, as prost allows.
 const MAX_DEPTH: u32 = 100;
 
-/// Walks the fields of one message, handing each to `field` with its tag, its wire
-/// type and, for length-delimited fields, its bytes; skips what `field` declines.
-fn each_field(
-    buf: &mut &[u8],
-    mut field: impl FnMut(u32, WireType, &mut &[u8]) -> Result<bool, Malformed>,
-) -> Result<(), Malformed> {
-    while buf.has_remaining() {
-        let (tag, wire_type) = encoding::decode_key(buf)?;
-        if !field(tag, wire_type, buf)? {
-            encoding::skip_field(wire_type, tag, buf, DecodeContext::default())?;
+/// What the check finds wrong, as prost would say it. A plain string until it leaves
+/// the check: the walk runs on every event a client publishes, and a small error type
+/// keeps its results in registers.
+type Checked<T> = Result<T, &'static str>;
+
+/// A field's key off `buf`. Every key of a Struct fits one byte, read here; anything
+/// else, errors included, is prost's to read.
+#[inline(always)]
+fn key(buf: &mut &[u8]) -> Checked<(u32, WireType)> {
+    if let &[byte @ 0x08..=0x7f, ref rest @ ..] = *buf {
+        let wire_type = match byte & 7 {
+            0 => WireType::Varint,
+            1 => WireType::SixtyFourBit,
+            2 => WireType::LengthDelimited,
+            3 => WireType::StartGroup,
+            4 => WireType::EndGroup,
+            5 => WireType::ThirtyTwoBit,
+            _ => return long_key(buf),
+        };
+        *buf = rest;
+        return Ok((u32::from(byte >> 3), wire_type));
+    }
+    long_key(buf)
+}
+
+#[cold]
+#[inline(never)]
+fn long_key(buf: &mut &[u8]) -> Checked<(u32, WireType)> {
+    encoding::decode_key(buf).map_err(|_| "invalid key")
+}
+
+/// A varint off `buf`: one byte, read here, for short lengths; prost reads the rest.
+#[inline(always)]
+fn varint(buf: &mut &[u8]) -> Checked<u64> {
+    if let &[byte @ 0x00..=0x7f, ref rest @ ..] = *buf {
+        *buf = rest;
+        return Ok(u64::from(byte));
+    }
+    long_varint(buf)
+}
+
+#[cold]
+#[inline(never)]
+fn long_varint(buf: &mut &[u8]) -> Checked<u64> {
+    encoding::decode_varint(buf).map_err(|_| "invalid varint")
+}
+
+/// Skips a field the check does not look into, as prost would.
+#[cold]
+#[inline(never)]
+fn skip(wire_type: WireType, tag: u32, buf: &mut &[u8]) -> Checked<()> {
+    encoding::skip_field(wire_type, tag, buf, DecodeContext::default()).map_err(|_| "invalid field")
+}
+
+/// The bytes of a length-delimited field, taken off `buf`.
+#[inline(always)]
+fn delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Checked<&'a [u8]> {
+    if wire_type != WireType::LengthDelimited {
+        return Err("invalid wire type");
+    }
+    let len = varint(buf)?;
+    match usize::try_from(len) {
+        Ok(len) if len <= buf.len() => {
+            let (field, rest) = buf.split_at(len);
+            *buf = rest;
+            Ok(field)
+        }
+        _ => Err("buffer underflow"),
+    }
+}
+
+#[inline(always)]
+fn utf8(bytes: &[u8]) -> Checked<()> {
+    // Most strings are ASCII, which a word at a time tells faster than full decoding.
+    if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() {
+        Ok(())
+    } else {
+        Err("invalid string value: data is not UTF-8 encoded")
+    }
+}
+
+/// `Struct { map<string, Value> fields = 1; }`, each entry `{ string key = 1; Value
+/// value = 2; }`.
+fn check_struct(mut buf: &[u8], depth: u32) -> Checked<()> {
+    if depth > MAX_DEPTH {
+        return Err("recursion limit reached");
+    }
+    while !buf.is_empty() {
+        let (tag, wire_type) = key(&mut buf)?;
+        if tag != 1 {
+            skip(wire_type, tag, &mut buf)?;
+            continue;
+        }
+        let mut entry = delimited(wire_type, &mut buf)?;
+        while !entry.is_empty() {
+            let (tag, wire_type) = key(&mut entry)?;
+            match tag {
+                1 => utf8(delimited(wire_type, &mut entry)?)?,
+                2 => check_value(delimited(wire_type, &mut entry)?, depth + 1)?,
+                _ => skip(wire_type, tag, &mut entry)?,
+            }
         }
     }
     Ok(())
 }
 
-/// The bytes of a length-delimited field, taken off `buf`.
-fn delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Result<&'a [u8], Malformed> {
-    expect(wire_type, WireType::LengthDelimited)?;
-    let len = encoding::decode_varint(buf)?;
-    let len = usize::try_from(len)
-        .ok()
-        .filter(|&len| len <= buf.len())
-        .ok_or_else(|| Malformed::new("buffer underflow"))?;
-    let (field, rest) = buf.split_at(len);
-    *buf = rest;
-    Ok(field)
-}
-
-fn expect(actual: WireType, expected: WireType) -> Result<(), Malformed> {
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(Malformed::new(format!(
-            "invalid wire type: {actual:?} (expected {expected:?})"
-        )))
-    }
-}
-
-fn utf8(bytes: &[u8]) -> Result<(), Malformed> {
-    // Most strings are ASCII, which a word at a time tells faster than full decoding.
-    if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() {
-        Ok(())
-    } else {
-        Err(Malformed::new(
-            "invalid string value: data is not UTF-8 encoded",
-        ))
-    }
-}
-
-/// `Struct { map<string, Value> fields = 1; }`
-fn check_struct(buf: &mut &[u8], depth: u32) -> Result<(), Malformed> {
-    if depth > MAX_DEPTH {
-        return Err(Malformed::new("recursion limit reached"));
-    }
-    each_field(buf, |tag, wire_type, buf| match tag {
-        1 => {
-            // A map entry: { string key = 1; Value value = 2; }
-            let mut entry = delimited(wire_type, buf)?;
-            each_field(&mut entry, |tag, wire_type, buf| match tag {
-                1 => utf8(delimited(wire_type, buf)?).map(|()| true),
-                2 => check_value(&mut delimited(wire_type, buf)?, depth + 1).map(|()| true),
-                _ => Ok(false),
-            })?;
-            Ok(true)
-        }
-        _ => Ok(false),
-    })
-}
-
 /// `Value { oneof kind { NullValue null_value = 1; double number_value = 2;
 /// string string_value = 3; bool bool_value = 4; Struct struct_value = 5;
-/// ListValue list_value = 6; } }`
-fn check_value(buf: &mut &[u8], depth: u32) -> Result<(), Malformed> {
+/// ListValue list_value = 6; } }`, a list being `{ repeated Value values = 1; }`.
+fn check_value(mut buf: &[u8], depth: u32) -> Checked<()> {
     if depth > MAX_DEPTH {
-        return Err(Malformed::new("recursion limit reached"));
+        return Err("recursion limit reached");
     }
-    each_field(buf, |tag, wire_type, buf| {
-        match tag {
-            1 | 4 => {
-                expect(wire_type, WireType::Varint)?;
-                encoding::decode_varint(buf)?;
+    while !buf.is_empty() {
+        let (tag, wire_type) = key(&mut buf)?;
+        match (tag, wire_type) {
+            (1 | 4, WireType::Varint) => {
+                varint(&mut buf)?;
             }
-            2 => {
-                expect(wire_type, WireType::SixtyFourBit)?;
-                if buf.len() < 8 {
-                    return Err(Malformed::new("buffer underflow"));
+            (2, WireType::SixtyFourBit) => {
+                buf = buf.get(8..).ok_or("buffer underflow")?;
+            }
+            (3, _) => utf8(delimited(wire_type, &mut buf)?)?,
+            (5, _) => check_struct(delimited(wire_type, &mut buf)?, depth + 1)?,
+            (6, _) => {
+                let mut list = delimited(wire_type, &mut buf)?;
+                while !list.is_empty() {
+                    let (tag, wire_type) = key(&mut list)?;
+                    match tag {
+                        1 => check_value(delimited(wire_type, &mut list)?, depth + 1)?,
+                        _ => skip(wire_type, tag, &mut list)?,
+                    }
                 }
-                buf.advance(8);
             }
-            3 => utf8(delimited(wire_type, buf)?)?,
-            5 => check_struct(&mut delimited(wire_type, buf)?, depth + 1)?,
-            6 => {
-                // ListValue { repeated Value values = 1; }
-                let mut list = delimited(wire_type, buf)?;
-                each_field(&mut list, |tag, wire_type, buf| match tag {
-                    1 => check_value(&mut delimited(wire_type, buf)?, depth + 1).map(|()| true),
-                    _ => Ok(false),
-                })?;
-            }
-            _ => return Ok(false),
+            (1 | 2 | 4, _) => return Err("invalid wire type"),
+            _ => skip(wire_type, tag, &mut buf)?,
         }
-        Ok(true)
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -428,6 +452,16 @@ mod tests {
                 time: Some(time),
                 payload: Some(pb::event::Payload::Data(data)),
             });
+        }
+
+        #[test]
+        fn keys_and_varints_read_as_prost_reads_them(bytes in prop::collection::vec(any::<u8>(), 0..12)) {
+            let (mut ours, mut prosts) = (bytes.as_slice(), bytes.as_slice());
+            prop_assert_eq!(key(&mut ours).ok(), encoding::decode_key(&mut prosts).ok());
+            prop_assert_eq!(ours.len(), prosts.len());
+            let (mut ours, mut prosts) = (bytes.as_slice(), bytes.as_slice());
+            prop_assert_eq!(varint(&mut ours).ok(), encoding::decode_varint(&mut prosts).ok());
+            prop_assert_eq!(ours.len(), prosts.len());
         }
 
         #[test]
