@@ -16,9 +16,19 @@ use crate::{connection::Limits, listen::ListenAddr};
 /// and a bearer token; and what its connections may spend.
 #[derive(Clone, Default)]
 pub struct Access {
-    pub tls: Option<ServerTlsConfig>,
+    pub tls: Option<Tls>,
     pub token: Option<Token>,
     pub limits: Limits,
+}
+
+/// The daemon's TLS, as each listener serves it.
+#[derive(Clone)]
+pub struct Tls {
+    /// The gRPC listener's: HTTP/2 only.
+    pub grpc: ServerTlsConfig,
+    /// The dashboard's: HTTP/2 and HTTP/1.1, which fetch clients other than browsers
+    /// speak; the same certificate and client CA.
+    pub http: Arc<rustls::ServerConfig>,
 }
 
 /// The files `--tls-cert`, `--tls-key` and `--tls-client-ca` name.
@@ -66,40 +76,78 @@ impl Access {
 /// Loads the server's certificate chain and key, and the CA that client certificates
 /// must be signed by, naming the file at fault. A handshake must end within
 /// `handshake_timeout`.
-pub fn load_tls(
-    files: &TlsFiles,
-    handshake_timeout: std::time::Duration,
-) -> Result<ServerTlsConfig, String> {
+pub fn load_tls(files: &TlsFiles, handshake_timeout: std::time::Duration) -> Result<Tls, String> {
     // tonic's server takes rustls's process-wide provider, which rustls cannot pick by
     // itself when dependencies build more than one; another already installed is kept.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = read_pem(files.cert, "--tls-cert", "CERTIFICATE")?;
     let key = read_pem(files.key, "--tls-key", "PRIVATE KEY")?;
     let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert, key))
+        .identity(Identity::from_pem(&cert, &key))
         // A client that opens a connection and never finishes the handshake would
         // otherwise hold its socket and task forever.
         .timeout(handshake_timeout);
-    if let Some(ca) = files.client_ca {
-        let ca = read_pem(ca, "--tls-client-ca", "CERTIFICATE")?;
+    let client_ca = files
+        .client_ca
+        .map(|ca| read_pem(ca, "--tls-client-ca", "CERTIFICATE"))
+        .transpose()?;
+    if let Some(ca) = &client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(ca));
     }
     // tonic parses the files only when the server is built: build one now, so that a
     // bad file stops streamd before it listens, with the files named.
-    if let Err(e) = tonic::transport::Server::builder().tls_config(tls.clone()) {
-        let mut cause: &dyn std::error::Error = &e;
-        while let Some(source) = cause.source() {
-            cause = source;
-        }
+    let named = |cause: &dyn std::fmt::Display| {
         let files = [Some(files.cert), Some(files.key), files.client_ca];
         let files: Vec<String> = files
             .iter()
             .flatten()
             .map(|f| f.display().to_string())
             .collect();
-        return Err(format!("TLS files {}: {cause}", files.join(", ")));
+        format!("TLS files {}: {cause}", files.join(", "))
+    };
+    if let Err(e) = tonic::transport::Server::builder().tls_config(tls.clone()) {
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        return Err(named(&cause));
     }
-    Ok(tls)
+    let http = http_tls(&cert, &key, client_ca.as_deref()).map_err(|e| named(&e))?;
+    Ok(Tls { grpc: tls, http })
+}
+
+/// The dashboard's rustls configuration from the same PEM files.
+fn http_tls(
+    cert: &[u8],
+    key: &[u8],
+    client_ca: Option<&[u8]>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| e.to_string())?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                roots
+                    .add(cert.map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Reads a PEM file, checking it holds a block whose label ends with `label`.
@@ -245,8 +293,18 @@ mod tests {
                 .check(&"127.0.0.1:1".parse().unwrap())
                 .is_ok()
         );
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let files = TlsFiles {
+            cert: &cert,
+            key: &key,
+            client_ca: None,
+        };
         let both = Access {
-            tls: Some(ServerTlsConfig::new()),
+            tls: Some(load_tls(&files, std::time::Duration::from_secs(1)).unwrap()),
             token: Some(token("t")),
             ..Access::default()
         };

@@ -32,6 +32,7 @@
 use std::{
     collections::BTreeMap,
     fmt,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -55,6 +56,14 @@ pub struct Config {
     pub start: Vec<String>,
     pub settings: Settings,
     pub bus: bus::Settings,
+    pub http: HttpSettings,
+}
+
+/// The `[http]` section: where the dashboard is served, and by which further names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HttpSettings {
+    pub listen: Option<SocketAddr>,
+    pub hosts: Vec<String>,
 }
 
 impl Config {
@@ -74,6 +83,7 @@ impl Config {
             start: Vec::new(),
             settings: Settings::default(),
             bus: bus::Settings::default(),
+            http: HttpSettings::default(),
         }
     }
 
@@ -102,6 +112,7 @@ impl Config {
         let mut config = Self::builtin();
         apply_supervisor(&file.supervisor, &mut config.settings)?;
         apply_bus(&file.bus, &mut config.bus)?;
+        config.http = http_settings(&file.http)?;
         // Keyed by name, so that loading stays linear in the number of services.
         let mut specs: BTreeMap<String, ServiceSpec> = std::mem::take(&mut config.services)
             .into_iter()
@@ -201,6 +212,48 @@ fn apply_bus(file: &BusFile, settings: &mut bus::Settings) -> Result<(), Problem
             message,
         }
     })
+}
+
+fn http_settings(file: &HttpFile) -> Result<HttpSettings, Problem> {
+    let listen = file
+        .listen
+        .as_ref()
+        .map(|value| {
+            value.get_ref().parse().map_err(|_| {
+                Problem::at(
+                    value,
+                    "http.listen",
+                    "must be IP:PORT, e.g. \"127.0.0.1:8080\"".into(),
+                )
+            })
+        })
+        .transpose()?;
+    let hosts = file
+        .hosts
+        .iter()
+        .map(|host| {
+            check_host_name(host.get_ref())
+                .map(|()| host.get_ref().clone())
+                .map_err(|message| Problem::at(host, "http.hosts", message))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(HttpSettings { listen, hosts })
+}
+
+/// A name by which the dashboard is reached, as it appears in a URL without its port.
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a host name (letters, digits, `-` and `.`, without a port)"
+        ))
+    }
 }
 
 /// Parses a size such as "16MiB", "512 KiB" or "1000000".
@@ -402,6 +455,8 @@ struct File {
     #[serde(default)]
     bus: BusFile,
     #[serde(default)]
+    http: HttpFile,
+    #[serde(default)]
     services: BTreeMap<Spanned<String>, ServiceFile>,
 }
 
@@ -424,6 +479,14 @@ struct BusFile {
     topic_retention: Option<Spanned<String>>,
     max_topics: Option<Spanned<usize>>,
     max_topic_bytes: Option<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -669,6 +732,25 @@ mod tests {
                 max_topic_bytes: 100 << 10,
             }
         );
+    }
+
+    #[test]
+    fn the_http_section_sets_the_dashboard_address_and_names() {
+        let text = "[http]\nlisten = \"127.0.0.1:8080\"\nhosts = [\"dash.example\"]\n";
+        let http = Config::parse(text, &env()).ok().unwrap().http;
+        assert_eq!(
+            http,
+            HttpSettings {
+                listen: Some("127.0.0.1:8080".parse().unwrap()),
+                hosts: vec!["dash.example".into()],
+            }
+        );
+        let (line, key, message) = error("[http]\nlisten = \"localhost\"\n");
+        assert_eq!((line, key.as_str()), (Some(2), "http.listen"));
+        assert!(message.contains("IP:PORT"), "{message}");
+        let (line, key, message) = error("[http]\nhosts = [\"a:80\"]\n");
+        assert_eq!((line, key.as_str()), (Some(2), "http.hosts"));
+        assert!(message.contains("without a port"), "{message}");
     }
 
     #[test]

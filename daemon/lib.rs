@@ -23,6 +23,7 @@ pub mod services;
 pub mod store;
 pub mod supervisor;
 pub mod topic;
+pub mod web;
 pub mod wire;
 
 use std::future::Future;
@@ -33,18 +34,18 @@ use crate::{
     auth::Access,
     bus::{Bus, LocalBus},
     config::Config,
-    listen::Listener,
     resume::Recorder,
+    server::Listeners,
     services::Environment,
     supervisor::Supervisor,
 };
 
-/// Runs the daemon on `listener` until `shutdown` resolves: starts the services the
+/// Runs the daemon on `listeners` until `shutdown` resolves: starts the services the
 /// configuration names and, with `resume`, those that clients left running; serves
-/// the control plane to the clients `access` admits, taking each configuration that
-/// arrives on `reloads`; then stops everything cleanly.
+/// the control plane (and the dashboard) to the clients `access` admits, taking each
+/// configuration that arrives on `reloads`; then stops everything cleanly.
 pub async fn run(
-    listener: Listener,
+    listeners: Listeners,
     access: Access,
     config: Config,
     env: Environment,
@@ -85,7 +86,7 @@ pub async fn run(
     let stop_sweeping = CancellationToken::new();
     let sweeper = tokio::spawn(bus.sweep_until(stop_sweeping.clone()));
     let applying = tokio::spawn(apply_reloads(supervisor.clone(), reloads));
-    let served = server::serve(listener, access, supervisor, shutdown).await;
+    let served = server::serve(listeners, access, supervisor, shutdown).await;
     applying.abort();
     stop_sweeping.cancel();
     let _ = sweeper.await;

@@ -6,11 +6,13 @@ use std::{io::IsTerminal, num::NonZeroU32, path::PathBuf, process::ExitCode, tim
 use clap::Parser;
 use streamhandler::{
     auth::{Access, TlsFiles, Token, load_tls},
-    config::{Config, parse_size},
+    config::{Config, check_host_name, parse_size},
     connection::Limits,
     listen::{ListenAddr, Listener},
     lock::DataDirLock,
+    server::Listeners,
     services::Environment,
+    web::HttpListener,
 };
 
 /// Supervises long-running services and streams their events over gRPC.
@@ -47,6 +49,15 @@ struct Args {
     /// TLS handshake before it is closed [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = streamhandler::duration::parse_positive)]
     handshake_timeout: Option<Duration>,
+    /// Serve the dashboard, and the API as gRPC-Web for it, on this IP:PORT [default:
+    /// the config file's [http] listen; off without either]. The same TLS, token and
+    /// limits apply as to --listen.
+    #[arg(long, env = "STREAMD_HTTP", value_name = "IP:PORT")]
+    http: Option<std::net::SocketAddr>,
+    /// A further host name by which browsers reach --http (a reverse proxy's, say);
+    /// requests naming any other host are refused. Repeatable.
+    #[arg(long, value_name = "NAME", value_parser = parse_host_name)]
+    http_host: Vec<String>,
     /// TOML file that changes services, intervals and what starts at boot.
     #[arg(long, env = "STREAMD_CONFIG")]
     config: Option<PathBuf>,
@@ -122,6 +133,10 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_host_name(name: &str) -> Result<String, String> {
+    check_host_name(name).map(|()| name.to_owned())
+}
+
 /// `streamd` in the platform's data directory (e.g. ~/.local/share on Linux), or in the
 /// working directory where there is none.
 fn default_data_dir() -> PathBuf {
@@ -175,9 +190,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "listening on {}",
         listener.local_addr().unwrap_or(args.listen)
     );
+    let http = match args.http.or(config.http.listen) {
+        None => None,
+        Some(addr) => {
+            access
+                .check(&ListenAddr::Tcp(addr))
+                .map_err(|e| anyhow::anyhow!("--http: {e}"))?;
+            let mut names = config.http.hosts.clone();
+            names.extend(args.http_host.iter().cloned());
+            let http = HttpListener::bind(addr, &names, access.tls.is_some())
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let shown = http.local_addr().unwrap_or(addr);
+            let scheme = if access.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!("dashboard on {scheme}://{shown}/");
+            Some(http)
+        }
+    };
     let resume = !args.no_resume;
     streamhandler::run(
-        listener,
+        Listeners {
+            grpc: listener,
+            http,
+        },
         access,
         config,
         env,

@@ -6,8 +6,12 @@ use std::{future::Future, pin::Pin};
 use futures::{Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{
-    Request, Response, Status, Streaming, service::InterceptorLayer, transport::server::TcpIncoming,
+    Request, Response, Status, Streaming,
+    server::NamedService,
+    service::{Interceptor, InterceptorLayer},
+    transport::server::TcpIncoming,
 };
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -21,6 +25,7 @@ use crate::{
     pb::{self},
     supervisor::{Overrides, Supervisor},
     topic::{self, TopicFilter},
+    web::{self, HttpListener},
     wire::{EncodedEvent, EncodedStruct, RawPublish},
 };
 
@@ -32,11 +37,20 @@ mod generated {
 
 use generated::stream_handler_server::{StreamHandler, StreamHandlerServer};
 
-/// Serves the control plane on `listener` to the clients `access` admits until
-/// `shutdown` resolves, then stops every service, ends every Subscribe stream and
-/// returns once all connections are closed.
+/// Where the daemon is reached: the gRPC control plane, and the dashboard if asked for.
+pub struct Listeners {
+    pub grpc: Listener,
+    pub http: Option<HttpListener>,
+}
+
+/// Serves the control plane, and the dashboard when asked for, to the clients `access`
+/// admits until `shutdown` resolves, then stops every service, ends every Subscribe
+/// stream and returns once all connections are closed.
 pub async fn serve(
-    listener: Listener,
+    Listeners {
+        grpc: listener,
+        http,
+    }: Listeners,
     access: Access,
     supervisor: Supervisor,
     shutdown: impl Future<Output = ()> + Send,
@@ -65,6 +79,16 @@ pub async fn serve(
         .expect("the descriptor sets are built by build.rs and tonic-health");
 
     let (closed, bus_closed) = oneshot::channel();
+    // The dashboard's listener stops with the gRPC one, once the streams have ended.
+    let stopped = CancellationToken::new();
+    let dashboard = http.map(|http| {
+        web::serve(
+            http,
+            &access,
+            supervisor.clone(),
+            stopped.clone().cancelled_owned(),
+        )
+    });
     let stop = async move {
         shutdown.await;
         tracing::info!("shutting down: stopping services");
@@ -74,17 +98,13 @@ pub async fn serve(
         supervisor.shutdown().await;
         // Subscribe streams end once they have sent the services' last events.
         supervisor.bus().close();
+        stopped.cancel();
         let _ = closed.send(());
     };
     let limits = access.limits;
-    let mut server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
-    if let Some(tls) = access.tls {
-        server = server.tls_config(tls)?;
+    let mut server = builder();
+    if let Some(tls) = &access.tls {
+        server = server.tls_config(tls.grpc.clone())?;
     }
     let router = server
         // Outermost, so that a panic anywhere below, the token check included, is
@@ -92,12 +112,12 @@ pub async fn serve(
         .layer(CatchPanicLayer::custom(internal_error))
         // Before the token check, so that guessing tokens is paced too.
         .layer(InterceptorLayer::new(LimitRequestRate(limits.request_rate)))
-        .layer(InterceptorLayer::new(RequireToken(access.token)))
+        .layer(InterceptorLayer::new(RequireToken(access.token.clone())))
         .add_service(control)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    let server = async move {
+    let grpc = async move {
         match listener {
             // Events are small and latency matters more than packet count; keepalives
             // find subscribers whose host vanished without closing the connection.
@@ -118,6 +138,15 @@ pub async fn serve(
             }
         }
     };
+    let servers = async move {
+        match dashboard {
+            None => grpc.await,
+            Some(dashboard) => {
+                let (grpc, dashboard) = tokio::join!(grpc, dashboard);
+                grpc.and(dashboard)
+            }
+        }
+    };
     // A subscriber that stopped reading would hold its stream open forever.
     let drain_deadline = async {
         match bus_closed.await {
@@ -126,7 +155,7 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        result = server => result,
+        result = servers => result,
         () = drain_deadline => {
             tracing::warn!("subscribers still connected {DRAIN_TIMEOUT:?} after shutdown; closing");
             Ok(())
@@ -134,7 +163,37 @@ pub async fn serve(
     }
 }
 
-const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+/// The StreamHandler API as the --http listener serves it: translated from gRPC-Web
+/// for browsers (plain gRPC passes through), each RPC passing the same request budget
+/// and token checks as on the gRPC listener.
+pub(crate) fn browser_api(supervisor: Supervisor, access: &Access) -> axum::Router {
+    let mut budget = LimitRequestRate(access.limits.request_rate);
+    let mut token = RequireToken(access.token.clone());
+    let checks = move |request| budget.call(request).and_then(|request| token.call(request));
+    let api = tower::ServiceBuilder::new()
+        .map_request(|request: tonic::codegen::http::Request<axum::body::Body>| {
+            request.map(tonic::body::Body::new)
+        })
+        .layer(tonic_web::GrpcWebLayer::new())
+        .service(StreamHandlerServer::with_interceptor(
+            ControlPlane { supervisor },
+            checks,
+        ));
+    let path = format!("/{}/{{*method}}", StreamHandlerServer::<ControlPlane>::NAME);
+    axum::Router::new().route_service(&path, api)
+}
+
+/// A server with the HTTP/2 settings both listeners share.
+pub(crate) fn builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+}
+
+pub(crate) const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What one stream may send before the daemon reads it. Large enough that a fast
@@ -155,7 +214,7 @@ const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// The answer to an RPC whose handler panicked; the panic hook has logged it.
-fn internal_error(
+pub(crate) fn internal_error(
     _panic: Box<dyn std::any::Any + Send>,
 ) -> tonic::codegen::http::Response<tonic::body::Body> {
     Status::internal("the daemon failed while handling this request; its log says why").into_http()

@@ -23,14 +23,14 @@ use tonic::Code;
 use crate::harness::{Daemon, Events, is_data, is_lifecycle, start_request, start_watching};
 
 /// A local API server; `hits` counts requests to `/flaky` and records their times.
-struct Api {
+pub(crate) struct Api {
     addr: SocketAddr,
     flaky_times: Arc<Mutex<Vec<Instant>>>,
     headers: Arc<Mutex<Vec<HeaderMap>>>,
 }
 
 impl Api {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let flaky_times = Arc::new(Mutex::new(Vec::new()));
         let headers = Arc::new(Mutex::new(Vec::new()));
         let flaky_calls = Arc::new(AtomicUsize::new(0));
@@ -113,7 +113,7 @@ impl Api {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }

@@ -116,6 +116,31 @@ async fn next_error(events: &mut Events) -> String {
     }
 }
 
+/// A Kraken feed for tests of other parts, until the test ends: each connection gets
+/// the handshake, a ticker, a spread and a ten-level book, then a heartbeat a second.
+/// Returns its URL.
+pub async fn feed() -> String {
+    let mut server = Server::start().await;
+    let url = server.url.clone();
+    tokio::spawn(async move {
+        while let Some(mut connection) = server.accepted().await {
+            tokio::spawn(async move {
+                handshake(&mut connection).await;
+                connection.send(TICKER).await;
+                connection.send(SPREAD).await;
+                let asks = levels(1000, 10, true, "1.50000000");
+                let bids = levels(999, 10, false, "0.25000000");
+                connection.send(&snapshot(&asks, &bids)).await;
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    connection.send(r#"{"event":"heartbeat"}"#).await;
+                }
+            });
+        }
+    });
+    url
+}
+
 async fn start_kraken(daemon: &Daemon, server: &Server, params: &[(&str, &str)]) -> Events {
     let mut all = vec![("url", server.url.as_str())];
     all.extend_from_slice(params);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/run.sh: the project's one test command. Sets up the foreign clients (grpcurl
-# and Python gRPC stubs in a venv, the Node example's packages), then runs every
-# test; extra arguments go to the test runner, e.g. `tests/run.sh foreign`.
+# and Python gRPC stubs in a venv, the Node example's packages) and the dashboard's
+# (its npm packages, Chromium), then runs every test; extra arguments go to the test
+# runner, e.g. `tests/run.sh foreign`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -52,6 +53,29 @@ if command -v node >/dev/null && command -v npm >/dev/null &&
     export STREAMD_TEST_NODE=$(command -v node)
 else
     missing "node, npm or the npm registry missing; the Node example's test will be skipped"
+fi
+
+# The dashboard's packages, as web/package-lock.json pins them: its build (to check the
+# committed bundle), the gRPC-Web client test and Playwright for the browser tests.
+if command -v node >/dev/null && command -v npm >/dev/null &&
+    npm ci --prefix web --no-audit --no-fund --loglevel=error >/dev/null; then
+    export STREAMD_TEST_WEB_NODE=$(command -v node)
+else
+    missing "node, npm or the npm registry missing; the dashboard's tests will be skipped"
+fi
+
+# Debian's Chromium for the browser tests, installed when missing and this user may.
+install_chromium() {
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo -n)
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null 2>&1 ||
+        { "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 &&
+            DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null 2>&1; }
+}
+if command -v chromium >/dev/null || install_chromium; then
+    export STREAMD_TEST_CHROMIUM=$(command -v chromium)
+else
+    missing "chromium is missing and could not be installed; the browser tests will be skipped"
 fi
 
 # The Rust example, which the tests run beside the binaries.

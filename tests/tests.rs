@@ -22,4 +22,5 @@ mod shutdown;
 mod soak;
 mod store;
 mod transport;
+mod web;
 mod websocket;

@@ -27,7 +27,7 @@ use crate::{
 /// killed and the test fails), and returns what it wrote to stderr. Unless `args` say
 /// otherwise it listens on a free loopback port, so a daemon that wrongly starts
 /// disturbs nothing.
-fn refused(args: &[&str]) -> String {
+pub fn refused(args: &[&str]) -> String {
     let data_dir = tempfile::tempdir().unwrap();
     let stderr_file = data_dir.path().join("stderr");
     let mut child = Command::new(STREAMD)
@@ -265,14 +265,14 @@ fn bad_tls_files_are_refused_before_listening() {
 
 /// A CA, a server certificate for localhost signed by it, a client certificate, and
 /// token files, generated afresh in a directory of their own.
-struct Certs {
+pub struct Certs {
     dir: tempfile::TempDir,
 }
 
-const TOKEN: &str = "k7Qd2mZx9Lr4vTn8";
+pub const TOKEN: &str = "k7Qd2mZx9Lr4vTn8";
 
 impl Certs {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -301,12 +301,12 @@ impl Certs {
         Self { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 
     /// A daemon on loopback serving TLS and requiring the token, with `extra` flags.
-    fn daemon(&self, extra: &[&str]) -> Daemon {
+    pub fn daemon(&self, extra: &[&str]) -> Daemon {
         let files = [
             ("--tls-cert", "server.pem"),
             ("--tls-key", "server.key"),

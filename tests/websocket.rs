@@ -34,6 +34,11 @@ impl Server {
         Self { url, connections }
     }
 
+    /// The next connection made, whenever it comes; None once the server is gone.
+    pub async fn accepted(&mut self) -> Option<Connection> {
+        self.connections.recv().await
+    }
+
     /// The next connection the service makes.
     pub async fn connection(&mut self) -> Connection {
         tokio::time::timeout(PATIENCE, self.connections.recv())

@@ -2,7 +2,10 @@
 //! built-in avatars otherwise) with its size, media type and pixel dimensions, read
 //! from the file's header.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use imagesize::ImageType;
@@ -49,10 +52,43 @@ pub(super) fn install_builtin(data_dir: &std::path::Path) -> std::io::Result<()>
 }
 
 fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
-    let dir = params
+    Ok(Box::new(Images {
+        dir: directory(params, &env.data_dir),
+    }))
+}
+
+/// The directory an `images` service with `params` picks from.
+fn directory(params: &Params, data_dir: &Path) -> PathBuf {
+    params
         .get("dir")
-        .map_or_else(|| env.data_dir.join("images"), PathBuf::from);
-    Ok(Box::new(Images { dir }))
+        .map_or_else(|| data_dir.join("images"), PathBuf::from)
+}
+
+/// The largest image file the dashboard is sent.
+const MAX_SERVED_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The bytes and media type of `name`, an image file an `images` service with `params`
+/// may publish, for the dashboard: a plain file name with an image extension, read
+/// under the same confinement as the service's own reads.
+pub async fn served(
+    params: &Params,
+    data_dir: &Path,
+    name: &str,
+) -> Result<(Vec<u8>, &'static str), String> {
+    let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0']);
+    let extension = Path::new(name).extension().and_then(|e| e.to_str());
+    if !plain || !extension.is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())) {
+        return Err(format!("{name:?} is not an image file name"));
+    }
+    let dir = Confined::new(&directory(params, data_dir))
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes = dir
+        .read(&dir.root().join(name), MAX_SERVED_BYTES)
+        .await
+        .map_err(|e| e.to_string())?;
+    let kind = imagesize::image_type(&bytes).map_err(|_| format!("{name}: not an image"))?;
+    Ok((bytes, media_type(kind)))
 }
 
 struct Images {

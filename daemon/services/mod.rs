@@ -7,7 +7,7 @@
 mod confined;
 mod context;
 mod http;
-mod images;
+pub mod images;
 mod kraken;
 mod leaderboard;
 mod reader;

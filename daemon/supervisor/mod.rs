@@ -412,6 +412,16 @@ impl Supervisor {
             .collect()
     }
 
+    /// What the services are built with: the data directory, the database.
+    pub fn environment(&self) -> &Environment {
+        &self.shared.env
+    }
+
+    /// The service called `name`, if there is one.
+    pub fn service(&self, name: &str) -> Option<pb::ServiceInfo> {
+        self.shared.services.load().get(name).map(|s| s.info())
+    }
+
     pub fn has_service(&self, name: &str) -> bool {
         self.shared.services.load().contains_key(name)
     }

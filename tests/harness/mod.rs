@@ -72,7 +72,12 @@ impl Daemon {
     /// Starts another streamd on the same data directory, as after a restart; this
     /// one should have exited.
     pub fn restart(&self, args: &[&str]) -> Self {
-        Self::launch(args, "127.0.0.1:0", &[], Some(self.data_dir.clone()))
+        self.restart_with_env(args, &[])
+    }
+
+    /// Restarts, as [`Daemon::restart`], with extra environment variables.
+    pub fn restart_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(args, "127.0.0.1:0", env, Some(self.data_dir.clone()))
             .unwrap_or_else(|log| panic!("streamd did not start again:\n{log}"))
     }
 
@@ -131,6 +136,23 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The dashboard's URL (`http://IP:PORT/`), as the daemon printed it when started
+    /// with --http.
+    pub fn dashboard(&self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(url) = self.log().split("dashboard on ").nth(1) {
+                return url.lines().next().unwrap_or_default().trim().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamd printed no dashboard address:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub async fn client(&self) -> StreamHandlerClient<Channel> {
