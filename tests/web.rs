@@ -51,9 +51,27 @@ fn client() -> reqwest::Client {
 /// An empty ListServicesRequest as a gRPC-Web message: a flag byte and a zero length.
 const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
 
+/// The port of a dashboard URL.
+fn port_of(url: &str) -> String {
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// POSTs ListServices as gRPC-Web, with `headers`.
 async fn list_services(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = client()
+    list_services_with(&client(), url, headers).await
+}
+
+/// POSTs ListServices as gRPC-Web from `client`, with `headers`.
+async fn list_services_with(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = client
         .post(format!("{url}streamhandler.v1.StreamHandler/ListServices"))
         .header(header::CONTENT_TYPE, "application/grpc-web+proto")
         .body(EMPTY_MESSAGE);
@@ -111,12 +129,7 @@ async fn the_api_answers_grpc_web_on_the_same_address() {
 #[tokio::test]
 async fn forged_hosts_and_other_sites_pages_are_refused() {
     let (_daemon, url) = daemon(&["--http-host", "dash.example"]);
-    let port = url
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let port = port_of(&url);
     let get = |host: String, extra: Vec<(&'static str, &'static str)>| {
         let url = url.clone();
         async move {
@@ -226,19 +239,10 @@ async fn with_tls_and_a_token_the_api_needs_the_token_and_the_page_does_not() {
         .unwrap();
     let page = client.get(&url).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let call = |token: Option<&'static str>| {
-        let mut request = client
-            .post(format!("{url}streamhandler.v1.StreamHandler/ListServices"))
-            .header(header::CONTENT_TYPE, "application/grpc-web+proto")
-            .body(EMPTY_MESSAGE);
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        request.send()
-    };
-    let refused = call(None).await.unwrap();
+    let refused = list_services_with(&client, &url, &[]).await;
     assert_eq!(refused.headers()["grpc-status"], "16", "UNAUTHENTICATED");
-    let served = call(Some(TOKEN)).await.unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let served = list_services_with(&client, &url, &[("authorization", &bearer)]).await;
     let body = served.bytes().await.unwrap();
     assert!(body.windows(8).any(|w| w == b"streamer"));
 }
@@ -253,12 +257,7 @@ async fn the_config_file_can_turn_the_dashboard_on() {
     );
     let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
     let url = daemon.dashboard();
-    let port = url
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let port = port_of(&url);
     let page = client()
         .get(&url)
         .header(header::HOST, format!("dash.example:{port}"))
