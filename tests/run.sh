@@ -64,19 +64,23 @@ else
     missing "node, npm or the npm registry missing; the dashboard's tests will be skipped"
 fi
 
-# Debian's Chromium for the browser tests, installed when missing and this user may.
-install_chromium() {
+# Debian's Chromium and Firefox for the browser tests, installed when missing and this
+# user may.
+install_package() {
     local sudo=()
     ((EUID == 0)) || sudo=(sudo -n)
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null 2>&1 ||
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$1" >/dev/null 2>&1 ||
         { "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 &&
-            DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null 2>&1; }
+            DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$1" >/dev/null 2>&1; }
 }
-if command -v chromium >/dev/null || install_chromium; then
-    export STREAMD_TEST_CHROMIUM=$(command -v chromium)
-else
-    missing "chromium is missing and could not be installed; the browser tests will be skipped"
-fi
+for browser in chromium:STREAMD_TEST_CHROMIUM firefox-esr:STREAMD_TEST_FIREFOX; do
+    package=${browser%%:*} var=${browser#*:}
+    if command -v "$package" >/dev/null || install_package "$package"; then
+        export "$var=$(command -v "$package")"
+    else
+        missing "$package is missing and could not be installed; its browser test will be skipped"
+    fi
+done
 
 # The Rust example, which the tests run beside the binaries.
 cargo build --examples

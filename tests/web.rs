@@ -1,11 +1,11 @@
 //! The --http listener: the dashboard's files from the binary, the API as gRPC-Web,
 //! images confined to an images service's directory, and the refusal of requests
 //! that name another host or come from another site's page.
-
 //!
-//! The page itself is checked in Chromium (Playwright) and its API from a Node client
-//! on the page's own gRPC-Web transport, with web/'s packages that tests/run.sh
-//! installs: `STREAMD_TEST_WEB_NODE` names Node.js, `STREAMD_TEST_CHROMIUM` the browser.
+//! The page itself is checked in Chromium (Playwright) and Firefox (puppeteer-core, over
+//! WebDriver BiDi), and its API from a Node client on the page's own gRPC-Web
+//! transport, with web/'s packages that tests/run.sh installs: `STREAMD_TEST_WEB_NODE`
+//! names Node.js, `STREAMD_TEST_CHROMIUM` and `STREAMD_TEST_FIREFOX` the browsers.
 
 use std::{
     process::Stdio,
@@ -31,6 +31,8 @@ use crate::{
 const WEB_NODE: &str = "STREAMD_TEST_WEB_NODE";
 /// The Chromium that Playwright drives.
 const CHROMIUM: &str = "STREAMD_TEST_CHROMIUM";
+/// The Firefox that puppeteer-core drives.
+const FIREFOX: &str = "STREAMD_TEST_FIREFOX";
 
 /// A daemon serving the dashboard on a free loopback port, with `extra` flags.
 fn daemon(extra: &[&str]) -> (Daemon, String) {
@@ -377,6 +379,8 @@ async fn the_dashboard_in_chromium_drives_every_card() {
     let env = [("OPEN_AQ_KEY", "k3y-for-tests")];
     let mut daemon = Daemon::start_with_env(&args, &env);
     let url = daemon.dashboard();
+    let published = daemon.ctl(&["publish", "weather/denver", r#"{"temp": 21.5}"#]);
+    assert!(published.status.success(), "{:?}", text(&published));
     // Beside the test's other output; the README shows the one a run leaves in web/.
     let screenshot = std::env::var("STREAMD_TEST_SCREENSHOT").unwrap_or_else(|_| {
         let dir = std::env::temp_dir().join(format!("streamd-web-{}", std::process::id()));
@@ -417,6 +421,7 @@ async fn the_dashboard_in_chromium_drives_every_card() {
     let report = seen.join("\n");
     assert!(status.success(), "{report}\n{}", daemon.log());
     for step in [
+        "a client's topic has a card",
         "streamer started from its card",
         "start all",
         "nine ranked rows",
@@ -429,4 +434,50 @@ async fn the_dashboard_in_chromium_drives_every_card() {
     }
     let png = std::fs::read(&screenshot).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "{screenshot}");
+}
+
+#[tokio::test]
+async fn the_dashboard_works_in_firefox() {
+    let (Some(node), Some(firefox)) = (tool(WEB_NODE), tool(FIREFOX)) else {
+        return;
+    };
+    let (_daemon, url) = daemon(&[]);
+    let output = run(
+        Command::new(node)
+            .args(["web/test/firefox.mjs", &url])
+            .env("FIREFOX", firefox),
+        Duration::from_secs(90),
+    )
+    .await;
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    for step in ["the page streams", "the image loaded", "the dots are off"] {
+        assert!(stdout.contains(step), "no `{step}` in:\n{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn the_page_asks_once_for_the_token_of_a_daemon_that_needs_one() {
+    let (Some(node), Some(chromium)) = (tool(WEB_NODE), tool(CHROMIUM)) else {
+        return;
+    };
+    let certs = Certs::new();
+    let daemon = certs.daemon(&["--http", "127.0.0.1:0"]);
+    let url = daemon.dashboard().replace("127.0.0.1", "localhost");
+    let output = run(
+        Command::new(node)
+            .args(["web/test/token.mjs", &url, TOKEN])
+            .env("CHROMIUM", chromium),
+        Duration::from_secs(90),
+    )
+    .await;
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    for step in [
+        "asks for the token",
+        "wrong token is refused",
+        "still has the token",
+    ] {
+        assert!(stdout.contains(step), "no `{step}` in:\n{stdout}");
+    }
 }

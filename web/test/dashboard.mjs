@@ -1,6 +1,7 @@
 // The dashboard in Chromium against a real streamd, as a person would use it. Usage:
 //   node test/dashboard.mjs URL SCREENSHOT.png CARD,CARD,...
-// The cards named are those whose services can work here: they must fill.
+// The cards named are those whose services can work here: they must fill. A client's
+// topic `weather/denver` (`{"temp": 21.5}`) must have been published before.
 // The daemon's restart is the caller's: this script prints `stop-daemon` and
 // `start-daemon` on stdout and waits for a line on stdin after each. Every check
 // prints `ok: ...`; the first failure exits 1.
@@ -34,6 +35,12 @@ try {
   await page.goto(url);
   await page.waitForSelector('[data-connection="live"]');
   ok("the page streams");
+  await waitFor(() =>
+    document
+      .querySelector('[data-card="weather/denver"] [data-content]')
+      ?.textContent.includes("21.5"),
+  );
+  ok("a client's topic has a card of its own, filled from the latest event");
 
   await page.click('[data-card="streamer"] [data-action="start"]');
   await waitFor(() => document.querySelectorAll('[data-card="streamer"] svg circle').length > 0);
