@@ -27,7 +27,7 @@ fn padded(pad: usize) -> Struct {
 }
 
 /// Publishes `count` events on `topic` in one PublishStream.
-async fn flood(client: &mut StreamHandlerClient<Channel>, topic: &str, count: u64, pad: usize) {
+pub async fn flood(client: &mut StreamHandlerClient<Channel>, topic: &str, count: u64, pad: usize) {
     let (data, topic) = (padded(pad), topic.to_owned());
     let events = (0..count).map(move |_| pb::PublishRequest {
         topic: topic.clone(),

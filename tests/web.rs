@@ -20,6 +20,7 @@ use tokio::{
 };
 
 use crate::{
+    bus,
     foreign::{run, tool},
     harness::{Daemon, PATIENCE, text, write},
     http::Api,
@@ -480,4 +481,45 @@ async fn the_page_asks_once_for_the_token_of_a_daemon_that_needs_one() {
     ] {
         assert!(stdout.contains(step), "no `{step}` in:\n{stdout}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_falls_behind_says_what_it_skipped() {
+    let (Some(node), Some(chromium)) = (tool(WEB_NODE), tool(CHROMIUM)) else {
+        return;
+    };
+    let (daemon, url) = daemon(&["--subscriber-buffer", "1MiB"]);
+    let mut browser = Command::new(node)
+        .args(["web/test/lagged.mjs", &url])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CHROMIUM", chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = browser.stdin.take().unwrap();
+    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + 3 * PATIENCE;
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline.into(), lines.next_line()).await
+    {
+        if line == "flood" {
+            // 40 MiB while the page reads nothing: far past its 1 MiB buffer.
+            bus::flood(&mut daemon.client().await, "flood", 40_000, 1024).await;
+            stdin.write_all(b"done\n").await.unwrap();
+        } else {
+            seen.push(line);
+        }
+    }
+    let status = tokio::time::timeout_at(deadline.into(), browser.wait())
+        .await
+        .expect("the browser test finishes")
+        .unwrap();
+    let report = seen.join("\n");
+    assert!(status.success(), "{report}");
+    assert!(
+        report.contains("skipped") && report.contains("flood"),
+        "no skipped events of `flood` in:\n{report}"
+    );
 }
