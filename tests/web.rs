@@ -336,6 +336,57 @@ async fn a_grpc_web_client_from_node_lists_starts_and_subscribes() {
     assert!(stderr.contains("bearer token"), "{stderr}");
 }
 
+/// A browser script that asks the test to act: each line it prints is either a report
+/// or a request, which the test carries out and then answers.
+struct Conversation {
+    script: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    deadline: Instant,
+}
+
+impl Conversation {
+    /// Runs `node SCRIPT ARGS...` driving `chromium`, which must finish within `limit`.
+    fn start(node: &str, chromium: &str, args: &[&str], limit: Duration) -> Self {
+        let mut script = Command::new(node)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CHROMIUM", chromium)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self {
+            stdin: script.stdin.take().unwrap(),
+            lines: BufReader::new(script.stdout.take().unwrap()).lines(),
+            script,
+            deadline: Instant::now() + limit,
+        }
+    }
+
+    /// The script's next line; None once it has ended or run out of time.
+    async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout_at(self.deadline.into(), self.lines.next_line())
+            .await
+            .ok()?
+            .ok()?
+    }
+
+    /// Tells the script its request has been carried out.
+    async fn answer(&mut self) {
+        self.stdin.write_all(b"done\n").await.unwrap();
+    }
+
+    /// How the script ended.
+    async fn end(mut self) -> std::process::ExitStatus {
+        tokio::time::timeout_at(self.deadline.into(), self.script.wait())
+            .await
+            .expect("the browser test finishes")
+            .unwrap()
+    }
+}
+
 /// A loopback port free now, for a daemon that must come back on the same one.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -389,36 +440,27 @@ async fn the_dashboard_in_chromium_drives_every_card() {
         dir.join("dashboard.png").display().to_string()
     });
     let filled = "slugs,emojis,activities,kraken,aq,leaderboard,streamer,reader,images,system";
-    let mut browser = Command::new(node)
-        .args(["web/test/dashboard.mjs", &url, &screenshot, filled])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CHROMIUM", chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = browser.stdin.take().unwrap();
-    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let mut browser = Conversation::start(
+        &node,
+        &chromium,
+        &["web/test/dashboard.mjs", &url, &screenshot, filled],
+        6 * PATIENCE,
+    );
     let mut seen = Vec::new();
-    let deadline = Instant::now() + 6 * PATIENCE;
-    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline.into(), lines.next_line()).await
-    {
+    while let Some(line) = browser.line().await {
         match line.as_str() {
             "stop-daemon" => {
                 daemon.terminate().await;
             }
             "start-daemon" => daemon = daemon.restart_with_env(&args, &env),
-            _ => seen.push(line.clone()),
+            _ => {
+                seen.push(line);
+                continue;
+            }
         }
-        if line.ends_with("-daemon") {
-            stdin.write_all(b"done\n").await.unwrap();
-        }
+        browser.answer().await;
     }
-    let status = tokio::time::timeout_at(deadline.into(), browser.wait())
-        .await
-        .expect("the browser test finishes")
-        .unwrap();
+    let status = browser.end().await;
     let report = seen.join("\n");
     assert!(status.success(), "{report}\n{}", daemon.log());
     for step in [
@@ -489,33 +531,23 @@ async fn a_page_that_falls_behind_says_what_it_skipped() {
         return;
     };
     let (daemon, url) = daemon(&["--subscriber-buffer", "1MiB"]);
-    let mut browser = Command::new(node)
-        .args(["web/test/lagged.mjs", &url])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CHROMIUM", chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = browser.stdin.take().unwrap();
-    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let mut browser = Conversation::start(
+        &node,
+        &chromium,
+        &["web/test/lagged.mjs", &url],
+        3 * PATIENCE,
+    );
     let mut seen = Vec::new();
-    let deadline = Instant::now() + 3 * PATIENCE;
-    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline.into(), lines.next_line()).await
-    {
+    while let Some(line) = browser.line().await {
         if line == "flood" {
             // 40 MiB while the page reads nothing: far past its 1 MiB buffer.
             bus::flood(&mut daemon.client().await, "flood", 40_000, 1024).await;
-            stdin.write_all(b"done\n").await.unwrap();
+            browser.answer().await;
         } else {
             seen.push(line);
         }
     }
-    let status = tokio::time::timeout_at(deadline.into(), browser.wait())
-        .await
-        .expect("the browser test finishes")
-        .unwrap();
+    let status = browser.end().await;
     let report = seen.join("\n");
     assert!(status.success(), "{report}");
     assert!(
