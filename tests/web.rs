@@ -54,6 +54,14 @@ fn client() -> reqwest::Client {
 /// An empty ListServicesRequest as a gRPC-Web message: a flag byte and a zero length.
 const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
 
+/// A daemon serving TLS and requiring the token, with its dashboard on a free port,
+/// and the dashboard's URL by the name its certificate carries.
+fn tls_daemon(certs: &Certs) -> (Daemon, String) {
+    let daemon = certs.daemon(&["--http", "127.0.0.1:0"]);
+    let url = daemon.dashboard().replace("127.0.0.1", "localhost");
+    (daemon, url)
+}
+
 /// The port of a dashboard URL.
 fn port_of(url: &str) -> String {
     url.trim_end_matches('/')
@@ -231,10 +239,8 @@ fn off_loopback_the_dashboard_needs_tls_and_a_token() {
 #[tokio::test]
 async fn with_tls_and_a_token_the_api_needs_the_token_and_the_page_does_not() {
     let certs = Certs::new();
-    let daemon = certs.daemon(&["--http", "127.0.0.1:0"]);
-    let url = daemon.dashboard();
-    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let url = url.replace("127.0.0.1", "localhost");
+    let (_daemon, url) = tls_daemon(&certs);
+    assert!(url.starts_with("https://localhost:"), "{url}");
     let ca = std::fs::read(certs.path("ca.pem")).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -293,8 +299,7 @@ async fn a_grpc_web_client_from_node_lists_starts_and_subscribes() {
         return;
     };
     let certs = Certs::new();
-    let daemon = certs.daemon(&["--http", "127.0.0.1:0"]);
-    let url = daemon.dashboard().replace("127.0.0.1", "localhost");
+    let (_daemon, url) = tls_daemon(&certs);
     let output = run(
         Command::new(node)
             .args(["web/test/grpc-web-client.mjs", &url, TOKEN])
@@ -505,8 +510,7 @@ async fn the_page_asks_once_for_the_token_of_a_daemon_that_needs_one() {
         return;
     };
     let certs = Certs::new();
-    let daemon = certs.daemon(&["--http", "127.0.0.1:0"]);
-    let url = daemon.dashboard().replace("127.0.0.1", "localhost");
+    let (_daemon, url) = tls_daemon(&certs);
     let output = run(
         Command::new(node)
             .args(["web/test/token.mjs", &url, TOKEN])

@@ -7,6 +7,7 @@
 // prints `ok: ...`; the first failure exits 1.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { ok, steps } from "./steps.mjs";
 
 const [url, screenshot, cards] = process.argv.slice(2);
 const patience = 20_000;
@@ -15,7 +16,6 @@ const ask = async (what) => {
   console.log(what);
   await lines.next();
 };
-const ok = (what) => console.log(`ok: ${what}`);
 
 const filled = cards.split(",");
 
@@ -23,7 +23,7 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu"],
 });
-try {
+await steps(async () => {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
   const errors = [];
   page.on("pageerror", (error) => errors.push(String(error)));
@@ -98,10 +98,7 @@ try {
   ok("readable at a phone's width");
 
   if (errors.length > 0) throw new Error(`errors on the page: ${errors.join("; ")}`);
-} catch (error) {
-  console.log(`failed: ${error.message ?? error}`);
-  process.exitCode = 1;
-} finally {
+}, async () => {
   await browser.close();
   process.stdin.destroy();
-}
+});

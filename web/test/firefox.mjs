@@ -5,17 +5,17 @@
 // content draws, and that Stop stops it. Prints `ok: ...` per check; exits 1 on the
 // first failure.
 import puppeteer from "puppeteer-core";
+import { ok, steps } from "./steps.mjs";
 
 const [url] = process.argv.slice(2);
 const timeout = 20_000;
-const ok = (what) => console.log(`ok: ${what}`);
 
 const browser = await puppeteer.launch({
   browser: "firefox",
   executablePath: process.env.FIREFOX ?? "/usr/bin/firefox-esr",
   headless: true,
 });
-try {
+await steps(async () => {
   const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (error) => errors.push(String(error)));
@@ -45,9 +45,6 @@ try {
   );
   ok("stop all: the dots are off");
   if (errors.length > 0) throw new Error(`errors on the page: ${errors.join("; ")}`);
-} catch (error) {
-  console.log(`failed: ${error.message ?? error}`);
-  process.exitCode = 1;
-} finally {
+}, async () => {
   await browser.close();
-}
+});

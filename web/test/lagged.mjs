@@ -6,16 +6,16 @@
 // the Lagged event. Prints `ok: ...` per check; exits 1 on the first failure.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { ok, steps } from "./steps.mjs";
 
 const [url] = process.argv.slice(2);
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-const ok = (what) => console.log(`ok: ${what}`);
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu"],
 });
-try {
+await steps(async () => {
   const page = await browser.newPage();
   page.setDefaultTimeout(30_000);
   await page.goto(url);
@@ -34,10 +34,7 @@ try {
   const notice = page.locator("[data-lagged]");
   await notice.waitFor({ state: "visible" });
   ok(`the page says so: ${(await notice.textContent()).trim()}`);
-} catch (error) {
-  console.log(`failed: ${error.message ?? error}`);
-  process.exitCode = 1;
-} finally {
+}, async () => {
   await browser.close();
   process.stdin.destroy();
-}
+});

@@ -4,15 +4,15 @@
 // right one, and keep it for the tab: a reload does not ask again. Prints `ok: ...` per
 // check; exits 1 on the first failure.
 import { chromium } from "playwright-core";
+import { ok, steps } from "./steps.mjs";
 
 const [url, token] = process.argv.slice(2);
-const ok = (what) => console.log(`ok: ${what}`);
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu"],
 });
-try {
+await steps(async () => {
   // The test's certificate authority is its own, not one the browser knows.
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
@@ -36,9 +36,6 @@ try {
   await page.waitForSelector('[data-connection="live"]');
   if (await page.$("form[data-token]")) throw new Error("the token was asked for again");
   ok("after a reload the tab still has the token");
-} catch (error) {
-  console.log(`failed: ${error.message ?? error}`);
-  process.exitCode = 1;
-} finally {
+}, async () => {
   await browser.close();
-}
+});
