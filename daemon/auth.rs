@@ -4,11 +4,7 @@
 use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
 use subtle::ConstantTimeEq;
-use tonic::{
-    Request, Status,
-    service::Interceptor,
-    transport::{Certificate, Identity, ServerTlsConfig},
-};
+use tonic::{Request, Status, service::Interceptor};
 
 use crate::{connection::Limits, listen::ListenAddr};
 
@@ -21,14 +17,18 @@ pub struct Access {
     pub limits: Limits,
 }
 
-/// The daemon's TLS, as each listener serves it.
+/// The daemon's TLS: its certificate, and the CA client certificates must be signed
+/// by, if any. Each listener adds the protocols it speaks (ALPN).
 #[derive(Clone)]
-pub struct Tls {
-    /// The gRPC listener's: HTTP/2 only.
-    pub grpc: ServerTlsConfig,
-    /// The dashboard's: HTTP/2 and HTTP/1.1, which fetch clients other than browsers
-    /// speak; the same certificate and client CA.
-    pub http: Arc<rustls::ServerConfig>,
+pub struct Tls(Arc<rustls::ServerConfig>);
+
+impl Tls {
+    /// An acceptor offering `protocols` (ALPN ids), most preferred first.
+    pub fn acceptor(&self, protocols: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+        let mut config = (*self.0).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
 }
 
 /// The files `--tls-cert`, `--tls-key` and `--tls-client-ca` name.
@@ -74,80 +74,58 @@ impl Access {
 }
 
 /// Loads the server's certificate chain and key, and the CA that client certificates
-/// must be signed by, naming the file at fault. A handshake must end within
-/// `handshake_timeout`.
-pub fn load_tls(files: &TlsFiles, handshake_timeout: std::time::Duration) -> Result<Tls, String> {
-    // tonic's server takes rustls's process-wide provider, which rustls cannot pick by
-    // itself when dependencies build more than one; another already installed is kept.
+/// must be signed by, naming the file at fault.
+pub fn load_tls(files: &TlsFiles) -> Result<Tls, String> {
+    // rustls cannot pick a process-wide provider by itself when dependencies build
+    // more than one; another already installed is kept.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = read_pem(files.cert, "--tls-cert", "CERTIFICATE")?;
     let key = read_pem(files.key, "--tls-key", "PRIVATE KEY")?;
-    let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&cert, &key))
-        // A client that opens a connection and never finishes the handshake would
-        // otherwise hold its socket and task forever.
-        .timeout(handshake_timeout);
     let client_ca = files
         .client_ca
         .map(|ca| read_pem(ca, "--tls-client-ca", "CERTIFICATE"))
         .transpose()?;
-    if let Some(ca) = &client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(ca));
-    }
-    // tonic parses the files only when the server is built: build one now, so that a
-    // bad file stops streamd before it listens, with the files named.
-    let named = |cause: &dyn std::fmt::Display| {
-        let files = [Some(files.cert), Some(files.key), files.client_ca];
-        let files: Vec<String> = files
-            .iter()
-            .flatten()
-            .map(|f| f.display().to_string())
-            .collect();
-        format!("TLS files {}: {cause}", files.join(", "))
-    };
-    if let Err(e) = tonic::transport::Server::builder().tls_config(tls.clone()) {
-        let mut cause: &dyn std::error::Error = &e;
-        while let Some(source) = cause.source() {
-            cause = source;
-        }
-        return Err(named(&cause));
-    }
-    let http = http_tls(&cert, &key, client_ca.as_deref()).map_err(|e| named(&e))?;
-    Ok(Tls { grpc: tls, http })
+    server_config(&cert, &key, client_ca.as_deref())
+        .map(|config| Tls(Arc::new(config)))
+        .map_err(|cause| {
+            let files = [Some(files.cert), Some(files.key), files.client_ca];
+            let files: Vec<String> = files
+                .iter()
+                .flatten()
+                .map(|f| f.display().to_string())
+                .collect();
+            format!("TLS files {}: {cause}", files.join(", "))
+        })
 }
 
-/// The dashboard's rustls configuration from the same PEM files.
-fn http_tls(
+fn server_config(
     cert: &[u8],
     key: &[u8],
     client_ca: Option<&[u8]>,
-) -> Result<Arc<rustls::ServerConfig>, String> {
+) -> Result<rustls::ServerConfig, String> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let chain = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| e.to_string())?;
+        .map_err(|e| format!("certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("private key: {e}"))?;
     let builder = rustls::ServerConfig::builder();
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(ca) {
-                roots
-                    .add(cert.map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
+                let cert = cert.map_err(|e| format!("client CA: {e}"))?;
+                roots.add(cert).map_err(|e| format!("client CA: {e}"))?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("client CA: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
+    builder
         .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+        .map_err(|e| format!("certificate and private key: {e}"))
 }
 
 /// Reads a PEM file, checking it holds a block whose label ends with `label`.
@@ -304,7 +282,7 @@ mod tests {
             client_ca: None,
         };
         let both = Access {
-            tls: Some(load_tls(&files, std::time::Duration::from_secs(1)).unwrap()),
+            tls: Some(load_tls(&files).unwrap()),
             token: Some(token("t")),
             ..Access::default()
         };

@@ -18,6 +18,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     time::Sleep,
 };
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tonic::{
     Request, Status,
     service::Interceptor,
@@ -68,6 +69,45 @@ pub fn admit<IO, E>(
         std::future::ready(admitted)
     })
 }
+
+/// TLS handshakes with the connections `incoming` yields, side by side, each within
+/// the handshake deadline; those that fail are dropped (and logged at debug).
+pub fn handshakes<IO, E>(
+    incoming: impl Stream<Item = Result<IO, E>>,
+    acceptor: TlsAcceptor,
+    limits: Limits,
+) -> impl Stream<Item = Result<TlsStream<IO>, E>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    incoming
+        .map(move |accepted| {
+            let acceptor = acceptor.clone();
+            async move {
+                let io = match accepted {
+                    Ok(io) => io,
+                    Err(e) => return Some(Err(e)),
+                };
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => Some(Ok(tls)),
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake not done within --handshake-timeout");
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(MAX_HANDSHAKES)
+        .filter_map(std::future::ready)
+}
+
+/// Handshakes in progress at once; more connections wait their turn, and a stalled
+/// one holds its place no longer than the handshake deadline.
+const MAX_HANDSHAKES: usize = 128;
 
 /// Logs connections refused at the cap: the first at once, then a count at most every
 /// ten seconds, so that a flood of them cannot flood the log.

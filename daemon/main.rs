@@ -238,14 +238,11 @@ fn access(args: &Args) -> Result<Access, String> {
         handshake_timeout: args.handshake_timeout.unwrap_or(defaults.handshake_timeout),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(load_tls(
-            &TlsFiles {
-                cert,
-                key,
-                client_ca: args.tls_client_ca.as_deref(),
-            },
-            limits.handshake_timeout,
-        )?),
+        (Some(cert), Some(key)) => Some(load_tls(&TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca.as_deref(),
+        })?),
         _ => None,
     };
     let token = args.token_file.as_deref().map(Token::read).transpose()?;

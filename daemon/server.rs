@@ -102,11 +102,7 @@ pub async fn serve(
         let _ = closed.send(());
     };
     let limits = access.limits;
-    let mut server = builder();
-    if let Some(tls) = &access.tls {
-        server = server.tls_config(tls.grpc.clone())?;
-    }
-    let router = server
+    let router = builder()
         // Outermost, so that a panic anywhere below, the token check included, is
         // caught and answered.
         .layer(CatchPanicLayer::custom(internal_error))
@@ -117,6 +113,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    let tls = access.tls.clone();
     let grpc = async move {
         match listener {
             // Events are small and latency matters more than packet count; keepalives
@@ -126,7 +123,14 @@ pub async fn serve(
                     .with_nodelay(Some(true))
                     .with_keepalive(Some(KEEPALIVE));
                 let incoming = connection::admit(incoming, limits);
-                router.serve_with_incoming_shutdown(incoming, stop).await
+                match tls {
+                    None => router.serve_with_incoming_shutdown(incoming, stop).await,
+                    Some(tls) => {
+                        let incoming =
+                            connection::handshakes(incoming, tls.acceptor(&[b"h2"]), limits);
+                        router.serve_with_incoming_shutdown(incoming, stop).await
+                    }
+                }
             }
             // The file is removed once the server is done with it.
             Listener::Unix {

@@ -6,15 +6,10 @@
 mod dashboard;
 mod guard;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{http::StatusCode, routing::get};
-use futures::{Stream, StreamExt};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpListener,
-};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::server::TcpIncoming};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -84,43 +79,11 @@ pub async fn serve(
     let incoming = connection::admit(incoming, access.limits);
     match &access.tls {
         None => server.serve_with_incoming_shutdown(incoming, stop).await,
+        // Browsers speak either; other fetch clients (Node's, say) HTTP/1.1 only.
         Some(tls) => {
-            let incoming = handshakes(incoming, tls.http.clone(), access.limits.handshake_timeout);
+            let acceptor = tls.acceptor(&[b"h2", b"http/1.1"]);
+            let incoming = connection::handshakes(incoming, acceptor, access.limits);
             server.serve_with_incoming_shutdown(incoming, stop).await
         }
     }
 }
-
-/// TLS handshakes with the connections `incoming` admits, side by side, each within
-/// `deadline`; those that fail are dropped (and logged at debug).
-fn handshakes<IO>(
-    incoming: impl Stream<Item = std::io::Result<IO>>,
-    config: Arc<rustls::ServerConfig>,
-    deadline: Duration,
-) -> impl Stream<Item = std::io::Result<TlsStream<IO>>>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    let acceptor = TlsAcceptor::from(config);
-    incoming
-        .filter_map(|accepted| std::future::ready(accepted.ok()))
-        .map(move |io| tokio::time::timeout(deadline, acceptor.accept(io)))
-        .buffer_unordered(MAX_HANDSHAKES)
-        .filter_map(|handshake| {
-            std::future::ready(match handshake {
-                Ok(Ok(tls)) => Some(Ok(tls)),
-                Ok(Err(e)) => {
-                    tracing::debug!("dashboard TLS handshake failed: {e}");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!("dashboard TLS handshake past --handshake-timeout");
-                    None
-                }
-            })
-        })
-}
-
-/// Handshakes in progress at once; more connections wait their turn, and a stalled
-/// one holds its place no longer than the handshake deadline.
-const MAX_HANDSHAKES: usize = 128;
