@@ -1,8 +1,6 @@
 //! The dashboard's files, built from web/ and embedded in the binary so that nothing
 //! but streamd is needed to serve it, and the images of `images` services.
 
-use std::{path::PathBuf, sync::Arc};
-
 use axum::{
     extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
@@ -62,30 +60,23 @@ fn with_headers(body: axum::body::Body, media_type: &str) -> Response {
     response
 }
 
-/// What the image route needs: the services, to find the directory of the one named,
-/// and the data directory, where the built-in images are.
-#[derive(Clone)]
-pub struct Images {
-    pub supervisor: Supervisor,
-    pub data_dir: Arc<PathBuf>,
-}
-
 /// `/images/{service}/{file}`: a file from the directory the `images` service named
 /// `service` picks from, only a plain image file name, read under that service's own
 /// confinement.
 pub async fn image(
-    State(images): State<Images>,
+    State(supervisor): State<Supervisor>,
     Path((service, file)): Path<(String, String)>,
 ) -> Response {
     let not_found = |why: String| (StatusCode::NOT_FOUND, format!("{why}\n")).into_response();
-    let Some(info) = images.supervisor.service(&service) else {
+    let Some(info) = supervisor.service(&service) else {
         return not_found(format!("no service named {service:?}"));
     };
     if info.kind != images::KIND.name {
         return not_found(format!("{service:?} is not an images service"));
     }
     let params = info.params.into_iter().collect();
-    match images::served(&params, &images.data_dir, &file).await {
+    let data_dir = &supervisor.environment().data_dir;
+    match images::served(&params, data_dir, &file).await {
         Ok((bytes, media_type)) => with_headers(bytes.into(), media_type),
         Err(why) => {
             tracing::debug!("dashboard image {service}/{file}: {why}");

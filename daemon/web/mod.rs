@@ -13,7 +13,6 @@ use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::server::TcpIncoming};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use self::dashboard::Images;
 pub use self::guard::AllowedHosts;
 use crate::{auth::Access, connection, server, supervisor::Supervisor};
 
@@ -50,11 +49,7 @@ pub async fn serve(
     supervisor: Supervisor,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let images = Images {
-        data_dir: Arc::new(supervisor.environment().data_dir.clone()),
-        supervisor: supervisor.clone(),
-    };
-    let router = server::browser_api(supervisor, access)
+    let router = server::browser_api(supervisor.clone(), access)
         .route("/", get(|| async { dashboard::INDEX.response() }))
         .route("/app.js", get(|| async { dashboard::SCRIPT.response() }))
         .route("/app.css", get(|| async { dashboard::STYLES.response() }))
@@ -62,7 +57,7 @@ pub async fn serve(
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/images/{service}/{file}",
-            get(dashboard::image).with_state(images),
+            get(dashboard::image).with_state(supervisor),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(axum::middleware::from_fn_with_state(
