@@ -57,6 +57,15 @@ pub struct Config {
     pub settings: Settings,
     pub bus: bus::Settings,
     pub http: HttpSettings,
+    /// The `[cluster]` section: the cluster's NATS and this node's name, when set.
+    pub cluster: ClusterFileSettings,
+}
+
+/// The `[cluster]` section; flags override each key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterFileSettings {
+    pub nats: Option<String>,
+    pub node_id: Option<String>,
 }
 
 /// The `[http]` section: where the dashboard is served, and by which further names.
@@ -84,6 +93,7 @@ impl Config {
             settings: Settings::default(),
             bus: bus::Settings::default(),
             http: HttpSettings::default(),
+            cluster: ClusterFileSettings::default(),
         }
     }
 
@@ -113,6 +123,7 @@ impl Config {
         apply_supervisor(&file.supervisor, &mut config.settings)?;
         apply_bus(&file.bus, &mut config.bus)?;
         config.http = http_settings(&file.http)?;
+        config.cluster = cluster_settings(&file.cluster)?;
         // Keyed by name, so that loading stays linear in the number of services.
         let mut specs: BTreeMap<String, ServiceSpec> = std::mem::take(&mut config.services)
             .into_iter()
@@ -238,6 +249,72 @@ fn http_settings(file: &HttpFile) -> Result<HttpSettings, Problem> {
         })
         .collect::<Result<_, _>>()?;
     Ok(HttpSettings { listen, hosts })
+}
+
+impl ClusterFileSettings {
+    /// How to join the cluster, if the node is in one.
+    pub fn resolve(&self) -> Result<Option<bus::ClusterSettings>, String> {
+        match (&self.nats, &self.node_id) {
+            (None, None) => Ok(None),
+            (Some(nats), Some(node_id)) => Ok(Some(bus::ClusterSettings {
+                nats: nats.clone(),
+                node_id: node_id.clone(),
+            })),
+            (Some(_), None) => {
+                Err("--cluster needs --node-id: this node's name in the cluster".into())
+            }
+            (None, Some(_)) => Err("--node-id is for a cluster: give --cluster too".into()),
+        }
+    }
+}
+
+fn cluster_settings(file: &ClusterFile) -> Result<ClusterFileSettings, Problem> {
+    let nats = file
+        .nats
+        .as_ref()
+        .map(|value| {
+            check_nats_url(value.get_ref())
+                .map(|()| value.get_ref().clone())
+                .map_err(|message| Problem::at(value, "cluster.nats", message))
+        })
+        .transpose()?;
+    let node_id = file
+        .node_id
+        .as_ref()
+        .map(|value| {
+            check_node_id(value.get_ref())
+                .map(|()| value.get_ref().clone())
+                .map_err(|message| Problem::at(value, "cluster.node_id", message))
+        })
+        .transpose()?;
+    Ok(ClusterFileSettings { nats, node_id })
+}
+
+/// The cluster's NATS servers: `nats://HOST:PORT` (or `tls://`), comma-separated.
+pub fn check_nats_url(urls: &str) -> Result<(), String> {
+    for url in urls.split(',') {
+        url.trim().parse::<async_nats::ServerAddr>().map_err(|e| {
+            format!("{url:?} is not a NATS server address ({e}); e.g. \"nats://127.0.0.1:4222\"")
+        })?;
+    }
+    Ok(())
+}
+
+/// A node's name: 1 to 64 letters, digits, `-` and `_`, so that it can stand in a NATS
+/// subject and a key/value key.
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} must be 1 to 64 letters, digits, '-' and '_'",
+            crate::topic::quoted(id)
+        ))
+    }
 }
 
 /// A name by which the dashboard is reached, as it appears in a URL without its port.
@@ -457,6 +534,8 @@ struct File {
     #[serde(default)]
     http: HttpFile,
     #[serde(default)]
+    cluster: ClusterFile,
+    #[serde(default)]
     services: BTreeMap<Spanned<String>, ServiceFile>,
 }
 
@@ -487,6 +566,13 @@ struct HttpFile {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     hosts: Vec<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    nats: Option<Spanned<String>>,
+    node_id: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -732,6 +818,24 @@ mod tests {
                 max_topic_bytes: 100 << 10,
             }
         );
+    }
+
+    #[test]
+    fn the_cluster_section_names_the_nats_servers_and_the_node() {
+        let text = "[cluster]\nnats = \"nats://127.0.0.1:4222\"\nnode_id = \"a-1\"\n";
+        let cluster = Config::parse(text, &env()).ok().unwrap().cluster;
+        assert_eq!(
+            cluster,
+            ClusterFileSettings {
+                nats: Some("nats://127.0.0.1:4222".into()),
+                node_id: Some("a-1".into()),
+            }
+        );
+        let (line, key, message) = error("[cluster]\nnode_id = \"a.b\"\n");
+        assert_eq!((line, key.as_str()), (Some(2), "cluster.node_id"));
+        assert!(message.contains("letters, digits"), "{message}");
+        let (line, key, _) = error("[cluster]\n\nnats = \"http://127.0.0.1:4222\"\n");
+        assert_eq!((line, key.as_str()), (Some(3), "cluster.nats"));
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub enum Error {
     BufferFull(BufferFull),
     #[error("streamd is shutting down")]
     ShuttingDown,
+    /// Something the daemon depends on (the cluster's NATS) does not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The client sends faster than the daemon can pass on.
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 impl Error {
@@ -55,6 +61,8 @@ impl From<Refused> for Error {
             Refused::TooLarge(_) => Self::invalid("data", refused.to_string()),
             Refused::Buffer { .. } => Self::invalid("buffer_bytes", refused.to_string()),
             Refused::Closed => Self::ShuttingDown,
+            Refused::Unavailable(_) => Self::Unavailable(refused.to_string()),
+            Refused::Busy(_) => Self::ResourceExhausted(refused.to_string()),
         }
     }
 }
@@ -69,8 +77,8 @@ impl From<Error> for Status {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::BufferFull(_) => Code::ResourceExhausted,
-            Error::ShuttingDown => Code::Unavailable,
+            Error::BufferFull(_) | Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::ShuttingDown | Error::Unavailable(_) => Code::Unavailable,
         };
         // A message quoting a client's value must not outgrow the reply's metadata,
         // or the client sees a broken connection instead of the error.

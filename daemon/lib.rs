@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Access,
-    bus::{Bus, LocalBus},
+    bus::{Bus, ClusterBus, LocalBus},
     config::Config,
     resume::Recorder,
     server::Listeners,
@@ -66,9 +66,27 @@ pub async fn run(
     let stop_recorder = CancellationToken::new();
     let (recorder, recorder_task) = Recorder::start(store.clone(), stop_recorder.clone());
     let database_patience = config.settings.stop_timeout;
-    let bus = LocalBus::new(config.bus);
+    let stop_following = CancellationToken::new();
+    let (bus, local) = match config.cluster.resolve().map_err(|e| anyhow::anyhow!(e))? {
+        None => {
+            let local = LocalBus::new(config.bus);
+            (Bus::new(local.clone()), local)
+        }
+        Some(cluster) => {
+            let joined = ClusterBus::join(&cluster, config.bus, stop_following.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            tracing::info!(
+                "node {} of the cluster at {}",
+                cluster.node_id,
+                cluster.nats
+            );
+            let local = joined.local().clone();
+            (Bus::new(joined), local)
+        }
+    };
     let supervisor = Supervisor::new(
-        Bus::new(bus.clone()),
+        bus,
         env,
         config.settings,
         config.services,
@@ -84,11 +102,12 @@ pub async fn run(
         resume::resume(&supervisor, &store).await;
     }
     let stop_sweeping = CancellationToken::new();
-    let sweeper = tokio::spawn(bus.sweep_until(stop_sweeping.clone()));
+    let sweeper = tokio::spawn(local.sweep_until(stop_sweeping.clone()));
     let applying = tokio::spawn(apply_reloads(supervisor.clone(), reloads));
     let served = server::serve(listeners, access, supervisor, shutdown).await;
     applying.abort();
     stop_sweeping.cancel();
+    stop_following.cancel();
     let _ = sweeper.await;
     // After the services, which may still write to the database as they stop. A
     // database that stopped answering must not keep the daemon from exiting.

@@ -6,7 +6,7 @@ use std::{io::IsTerminal, num::NonZeroU32, path::PathBuf, process::ExitCode, tim
 use clap::Parser;
 use streamhandler::{
     auth::{Access, TlsFiles, Token, load_tls},
-    config::{Config, check_host_name, parse_size},
+    config::{Config, check_host_name, check_nats_url, check_node_id, parse_size},
     connection::Limits,
     listen::{ListenAddr, Listener},
     lock::DataDirLock,
@@ -90,6 +90,15 @@ struct Args {
     /// subscriber names are forgotten [default: 10000].
     #[arg(long, value_name = "N")]
     max_topics: Option<usize>,
+    /// Join a cluster through these NATS servers (with JetStream): nats://HOST:PORT,
+    /// comma-separated for several [default: the config file's [cluster] nats; a
+    /// single node without either].
+    #[arg(long, env = "STREAMD_CLUSTER", value_name = "URL",
+          value_parser = parse_nats_url, requires = "node_id")]
+    cluster: Option<String>,
+    /// This node's name in the cluster: letters, digits, '-' and '_'.
+    #[arg(long, env = "STREAMD_NODE_ID", value_name = "ID", value_parser = parse_node_id)]
+    node_id: Option<String>,
     /// Threads that run services and connections [default: one per CPU]. On a machine
     /// whose CPUs its clients keep busy, fewer spend less CPU per event.
     #[arg(long, env = "STREAMD_WORKER_THREADS", value_name = "N",
@@ -137,6 +146,14 @@ fn parse_host_name(name: &str) -> Result<String, String> {
     check_host_name(name).map(|()| name.to_owned())
 }
 
+fn parse_nats_url(url: &str) -> Result<String, String> {
+    check_nats_url(url).map(|()| url.to_owned())
+}
+
+fn parse_node_id(id: &str) -> Result<String, String> {
+    check_node_id(id).map(|()| id.to_owned())
+}
+
 /// `streamd` in the platform's data directory (e.g. ~/.local/share on Linux), or in the
 /// working directory where there is none.
 fn default_data_dir() -> PathBuf {
@@ -168,6 +185,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     bus.max_topics = args.max_topics.unwrap_or(bus.max_topics);
     bus.check()
         .map_err(|(key, message)| anyhow::anyhow!("--{}: {message}", key.replace('_', "-")))?;
+    let cluster = &mut config.cluster;
+    cluster.nats = args.cluster.or(cluster.nats.take());
+    cluster.node_id = args.node_id.or(cluster.node_id.take());
+    cluster.resolve().map_err(|e| anyhow::anyhow!(e))?;
     // A reload waits while the daemon starts; more than one waiting adds nothing.
     let (reloads_in, reloads) = tokio::sync::mpsc::channel(1);
     // Installed before the daemon says it listens, so that no SIGHUP finds the default

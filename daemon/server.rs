@@ -17,7 +17,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
     auth::{Access, RequireToken},
-    bus::{Overflow, SubscribeOptions},
+    bus::{Overflow, Published, SubscribeOptions},
     connection::{self, LimitRequestRate},
     duration,
     error::Error,
@@ -326,7 +326,8 @@ impl StreamHandler for ControlPlane {
         &self,
         request: Request<RawPublish>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        let seq = self.publish_one(request.into_inner(), &mut CheckedTopic::default())?;
+        let published = self.publish_one(request.into_inner(), &mut CheckedTopic::default())?;
+        let seq = published.seq().await.map_err(Error::from)?;
         Ok(Response::new(pb::PublishResponse { seq }))
     }
 
@@ -338,13 +339,40 @@ impl StreamHandler for ControlPlane {
         let mut published = 0;
         // A stream's events mostly go to one topic: its name is checked once.
         let mut topic = CheckedTopic::default();
+        // In a cluster, events are numbered after they are taken: the stream answers
+        // once every one has been, or says which was not.
+        let mut pending = std::collections::VecDeque::new();
         while let Some(event) = events.message().await? {
-            self.publish_one(event, &mut topic)
-                .map_err(|e| Status::from(e.in_message(published)))?;
+            let index = published;
+            match self.publish_one(event, &mut topic) {
+                Ok(Published::Numbered(_)) => {}
+                Ok(later) => pending.push_back((index, later)),
+                Err(e) => return Err(e.in_message(index).into()),
+            }
             published += 1;
+            if pending.len() > MAX_PENDING_PUBLISHES {
+                let (index, later) = pending.pop_front().expect("more than the limit");
+                settle(index, later).await?;
+            }
+        }
+        for (index, later) in pending {
+            settle(index, later).await?;
         }
         Ok(Response::new(pb::PublishStreamResponse { published }))
     }
+}
+
+/// Events of one PublishStream a cluster may have yet to number: beyond, the stream
+/// waits for the oldest, so that a client cannot queue without bound.
+const MAX_PENDING_PUBLISHES: usize = 4096;
+
+/// Waits for the number of the `index`th event of a PublishStream.
+async fn settle(index: u64, published: Published) -> Result<(), Status> {
+    published
+        .seq()
+        .await
+        .map(drop)
+        .map_err(|e| Error::from(e).in_message(index).into())
 }
 
 /// The last topic name a Publish stream used, once checked.
@@ -363,8 +391,13 @@ impl CheckedTopic {
 }
 
 impl ControlPlane {
-    /// Checks one event from a client and publishes it; returns its sequence number.
-    fn publish_one(&self, request: RawPublish, topic: &mut CheckedTopic) -> Result<u64, Error> {
+    /// Checks one event from a client and publishes it; gives its sequence number, or
+    /// how to wait for it.
+    fn publish_one(
+        &self,
+        request: RawPublish,
+        topic: &mut CheckedTopic,
+    ) -> Result<Published, Error> {
         let topic = topic.check(&request.topic)?;
         if self.supervisor.has_service(topic) {
             return Err(Error::invalid(

@@ -139,6 +139,33 @@ impl Draft {
         Self { buf, topic_end }
     }
 
+    /// The event without its number, as it travels between a cluster's nodes: the topic
+    /// field, then the time and the payload.
+    pub fn unnumbered(mut self) -> Bytes {
+        self.buf.drain(self.topic_end..self.topic_end + SEQ_ROOM);
+        self.buf.into()
+    }
+
+    /// An event that [`Draft::unnumbered`] gave, ready to be numbered again; None when
+    /// the bytes do not start with a topic field.
+    pub fn from_unnumbered(bytes: &[u8]) -> Option<Self> {
+        let mut rest = bytes;
+        match encoding::decode_key(&mut rest) {
+            Ok((EVENT_TOPIC, WireType::LengthDelimited)) => {}
+            _ => return None,
+        }
+        let len = usize::try_from(encoding::decode_varint(&mut rest).ok()?).ok()?;
+        let topic_end = bytes.len() - rest.len() + len;
+        if topic_end > bytes.len() {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(bytes.len() + SEQ_ROOM);
+        buf.extend_from_slice(&bytes[..topic_end]);
+        buf.resize(topic_end + SEQ_ROOM, 0);
+        buf.extend_from_slice(&bytes[topic_end..]);
+        Some(Self { buf, topic_end })
+    }
+
     /// The most bytes the event can take once numbered.
     pub fn max_len(&self) -> usize {
         self.buf.len()
@@ -508,12 +535,18 @@ mod tests {
                 };
                 assert_eq!(numbered, EncodedEvent::new(&event), "{topic} {seq}");
                 assert_eq!(numbered.topic_and_seq(), Some((topic, seq)));
+                let carried = Draft::new(topic, &time, &payload).unnumbered();
+                let renumbered = Draft::from_unnumbered(&carried).unwrap().finish(seq);
+                assert_eq!(renumbered, numbered, "carried between nodes: {topic} {seq}");
             }
         }
         assert_eq!(
             EncodedEvent::new(&pb::Event::default()).topic_and_seq(),
             None
         );
+        for garbage in [&b""[..], b"\x12\x01a", b"\x0a\x05ab"] {
+            assert!(Draft::from_unnumbered(garbage).is_none(), "{garbage:?}");
+        }
     }
 
     #[test]

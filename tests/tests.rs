@@ -7,6 +7,7 @@ mod authority;
 mod bench;
 mod bus;
 mod cli;
+mod cluster;
 mod config;
 mod confine;
 mod control;

@@ -36,7 +36,7 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BufferFull, EventBus, Events, MAX_EVENT_BYTES, Outgoing, Refused, Settings, SubscribeOptions,
+    BufferFull, EventBus, Events, Outgoing, Published, Refused, Settings, SubscribeOptions,
     inbox::{Inbox, Pool, Reader},
     lock, subscribed,
 };
@@ -240,56 +240,61 @@ impl LocalBus {
     }
 }
 
+impl LocalBus {
+    /// Hands its topic's subscribers an event numbered elsewhere (by a cluster's
+    /// sequencer): one at or below the topic's number, already delivered, is dropped.
+    pub fn deliver(&self, topic: &str, seq: u64, draft: Draft, kind: Kind) -> Result<(), Refused> {
+        self.shared
+            .publish(topic, draft, kind, Numbering::Given(seq), SystemTime::now())
+            .map(drop)
+    }
+}
+
+/// What an event is to the bus: whose, and whether it is kept as its topic's latest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A service's data event.
+    ServiceData,
+    /// A service's lifecycle event: not kept, so that `last` gives data.
+    ServiceLifecycle,
+    /// A client's data.
+    Client,
+}
+
+impl Kind {
+    pub fn of(event: &Outgoing<'_>) -> Self {
+        match event {
+            Outgoing::Service(Payload::Lifecycle(_)) => Self::ServiceLifecycle,
+            Outgoing::Service(_) => Self::ServiceData,
+            Outgoing::Client(_) => Self::Client,
+        }
+    }
+
+    fn service(self) -> bool {
+        self != Self::Client
+    }
+
+    fn retained(self) -> bool {
+        self != Self::ServiceLifecycle
+    }
+}
+
+/// Where an event's number comes from.
+#[derive(Clone, Copy)]
+enum Numbering {
+    /// The topic's next.
+    Next,
+    /// Given by whoever numbers the topic's events.
+    Given(u64),
+}
+
 impl EventBus for LocalBus {
-    fn publish(&self, topic: &str, event: Outgoing<'_>) -> Result<u64, Refused> {
-        let shared = &self.shared;
+    fn publish(&self, topic: &str, event: Outgoing<'_>) -> Result<Published, Refused> {
         let now = SystemTime::now();
-        let time = now.into();
-        let (draft, retain, service) = match event {
-            Outgoing::Service(payload) => (
-                Draft::new(topic, &time, payload),
-                !matches!(payload, Payload::Lifecycle(_)),
-                true,
-            ),
-            Outgoing::Client(data) => (Draft::with_data(topic, &time, data), true, false),
-        };
-        if draft.max_len() > MAX_EVENT_BYTES {
-            return Err(Refused::TooLarge(draft.max_len()));
-        }
-        let seq = shared.with_topic(topic, |_, state| {
-            if shared.closed.load(Ordering::SeqCst) {
-                return Err(Refused::Closed);
-            }
-            if service && !state.service {
-                state.service = true;
-                shared.forgettable.fetch_sub(1, Ordering::Relaxed);
-                shared
-                    .forgettable_bytes
-                    .fetch_sub(state.latest_bytes(), Ordering::Relaxed);
-            }
-            state.seq += 1;
-            let event = draft.finish(state.seq);
-            for follower in &state.followers {
-                follower.inbox.push(&event);
-            }
-            if retain {
-                let before = state.latest_bytes();
-                let after = event.len();
-                state.latest = Some(event);
-                if !state.service && before != after {
-                    shared.forgettable_bytes.fetch_add(after, Ordering::Relaxed);
-                    shared
-                        .forgettable_bytes
-                        .fetch_sub(before, Ordering::Relaxed);
-                }
-            }
-            state.last_published = now;
-            Ok(state.seq)
-        })?;
-        if !service && shared.over_caps() {
-            shared.sweep(now);
-        }
-        Ok(seq)
+        let draft = super::draft(topic, &event, now)?;
+        self.shared
+            .publish(topic, draft, Kind::of(&event), Numbering::Next, now)
+            .map(Published::Numbered)
     }
 
     fn subscribe(&self, options: SubscribeOptions) -> Result<Events, Refused> {
@@ -397,6 +402,55 @@ impl EventBus for LocalBus {
 }
 
 impl Shared {
+    /// Numbers an event (or takes its given number), hands it to the topic's followers
+    /// and keeps it as the latest if it is kept; returns its number. `now` is the
+    /// event's time, read once.
+    fn publish(
+        &self,
+        topic: &str,
+        draft: Draft,
+        kind: Kind,
+        numbering: Numbering,
+        now: SystemTime,
+    ) -> Result<u64, Refused> {
+        let seq = self.with_topic(topic, |_, state| {
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(Refused::Closed);
+            }
+            let seq = match numbering {
+                Numbering::Next => state.seq + 1,
+                Numbering::Given(seq) if seq > state.seq => seq,
+                Numbering::Given(_) => return Ok(state.seq),
+            };
+            if kind.service() && !state.service {
+                state.service = true;
+                self.forgettable.fetch_sub(1, Ordering::Relaxed);
+                self.forgettable_bytes
+                    .fetch_sub(state.latest_bytes(), Ordering::Relaxed);
+            }
+            state.seq = seq;
+            let event = draft.finish(seq);
+            for follower in &state.followers {
+                follower.inbox.push(&event);
+            }
+            if kind.retained() {
+                let before = state.latest_bytes();
+                let after = event.len();
+                state.latest = Some(event);
+                if !state.service && before != after {
+                    self.forgettable_bytes.fetch_add(after, Ordering::Relaxed);
+                    self.forgettable_bytes.fetch_sub(before, Ordering::Relaxed);
+                }
+            }
+            state.last_published = now;
+            Ok(seq)
+        })?;
+        if !kind.service() && self.over_caps() {
+            self.sweep(now);
+        }
+        Ok(seq)
+    }
+
     fn shard(&self, name: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(name) as usize % SHARDS]
     }
@@ -584,7 +638,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        bus::{Bus, MIN_BUFFER, Overflow, cost},
+        bus::{Bus, MAX_EVENT_BYTES, MIN_BUFFER, Overflow, cost},
         pb,
         wire::EncodedStruct,
     };
@@ -670,9 +724,9 @@ mod tests {
         let mut all = subscribe(&bus, &[], Default::default());
         let mut only_b = subscribe(&bus, &["b*"], Default::default());
         assert_eq!(bus.subscribers(), 2);
-        assert_eq!(bus.publish("a", text(1)), Ok(1));
-        assert_eq!(bus.publish_data("a", &client_data(2.0)), Ok(2));
-        assert_eq!(bus.publish("bee", text(3)), Ok(1));
+        assert_eq!(bus.numbered("a", text(1)), Ok(1));
+        assert_eq!(bus.numbered_data("a", &client_data(2.0)), Ok(2));
+        assert_eq!(bus.numbered("bee", text(3)), Ok(1));
         assert_eq!(
             topics_and_seqs(&arrived(&mut all)),
             [("a", 1), ("a", 2), ("bee", 1)]
@@ -873,7 +927,7 @@ mod tests {
             bus.publish("a", text(1000)).unwrap();
             bus.publish("b", text(1000)).unwrap();
         }
-        let one = bus.publish("a", text(1000)).unwrap();
+        let one = bus.numbered("a", text(1000)).unwrap();
         assert_eq!(one, 101);
         let seen = arrived(&mut events);
         let Some(Payload::Lagged(lagged)) = &seen[0].payload else {
@@ -1024,7 +1078,7 @@ mod tests {
             bus.publish("t", text(MAX_EVENT_BYTES)),
             Err(Refused::TooLarge(_))
         ));
-        assert_eq!(bus.publish("t", text(1)), Ok(1));
+        assert_eq!(bus.numbered("t", text(1)), Ok(1));
     }
 
     #[test]
@@ -1033,7 +1087,7 @@ mod tests {
         let mut events = subscribe(&bus, &[], Default::default());
         bus.publish("t", text(1)).unwrap();
         bus.close();
-        assert_eq!(bus.publish("t", text(2)), Err(Refused::Closed));
+        assert_eq!(bus.numbered("t", text(2)), Err(Refused::Closed));
         assert_eq!(topics_and_seqs(&arrived(&mut events)), [("t", 1)]);
         assert_eq!(events.next().now_or_never(), Some(None));
         let options = SubscribeOptions {
@@ -1072,9 +1126,9 @@ mod tests {
             "idle is gone"
         );
         // Numbering starts again for a topic forgotten; the others go on.
-        assert_eq!(bus.publish_data("idle", &client_data(2.0)), Ok(1));
-        assert_eq!(bus.publish_data("named", &client_data(2.0)), Ok(2));
-        assert_eq!(bus.publish("service", text(1)), Ok(2));
+        assert_eq!(bus.numbered_data("idle", &client_data(2.0)), Ok(1));
+        assert_eq!(bus.numbered_data("named", &client_data(2.0)), Ok(2));
+        assert_eq!(bus.numbered("service", text(1)), Ok(2));
     }
 
     #[test]

@@ -20,22 +20,26 @@
 //! - with `last`, a subscription starts with the latest data event of each matching
 //!   topic, then continues live, with no event twice and none left out.
 
+mod cluster;
 mod inbox;
 mod local;
 
 use std::{
     pin::Pin,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use futures::Stream;
 
-pub use self::local::LocalBus;
+pub use self::{
+    cluster::{ClusterBus, ClusterSettings},
+    local::{Kind, LocalBus},
+};
 use crate::{
     pb::{self, event::Payload},
     topic::TopicFilter,
-    wire::{EncodedEvent, EncodedStruct},
+    wire::{Draft, EncodedEvent, EncodedStruct},
 };
 
 /// The largest encoded event the bus accepts.
@@ -62,6 +66,37 @@ pub enum Outgoing<'a> {
     Service(&'a Payload),
     /// A client's data, passed through as it arrived; kept as the topic's latest.
     Client(&'a EncodedStruct),
+}
+
+/// An event encoded but for its number, if the bus takes it.
+pub(crate) fn draft(topic: &str, event: &Outgoing<'_>, now: SystemTime) -> Result<Draft, Refused> {
+    let time = now.into();
+    let draft = match event {
+        Outgoing::Service(payload) => Draft::new(topic, &time, payload),
+        Outgoing::Client(data) => Draft::with_data(topic, &time, data),
+    };
+    if draft.max_len() > MAX_EVENT_BYTES {
+        return Err(Refused::TooLarge(draft.max_len()));
+    }
+    Ok(draft)
+}
+
+/// A published event's number: known at once in one process; in a cluster, once the
+/// topic's sequencer has taken the event.
+#[derive(Debug)]
+pub enum Published {
+    Numbered(u64),
+    Pending(tokio::sync::oneshot::Receiver<Result<u64, Refused>>),
+}
+
+impl Published {
+    /// The number, once given; an error if the event could not be published after all.
+    pub async fn seq(self) -> Result<u64, Refused> {
+        match self {
+            Self::Numbered(seq) => Ok(seq),
+            Self::Pending(rx) => rx.await.unwrap_or(Err(Refused::Closed)),
+        }
+    }
 }
 
 /// What a subscriber does when its buffer is full.
@@ -145,13 +180,19 @@ pub enum Refused {
     Buffer { asked: u64, min: usize, max: usize },
     #[error("the daemon is shutting down")]
     Closed,
+    /// The cluster could not take the event (NATS unreachable, say).
+    #[error("the cluster cannot take events now: {0}")]
+    Unavailable(String),
+    /// The cluster takes events slower than they come, and holds as many as it may.
+    #[error("{0} bytes of events wait for the cluster already; try again shortly")]
+    Busy(usize),
 }
 
 /// The bus's operations, whatever carries the events.
 pub trait EventBus: Send + Sync {
-    /// Numbers the event within its topic, sends it to the topic's subscribers and
-    /// returns its number.
-    fn publish(&self, topic: &str, event: Outgoing<'_>) -> Result<u64, Refused>;
+    /// Numbers the event within its topic and sends it to the topic's subscribers;
+    /// gives its number, or how to wait for it.
+    fn publish(&self, topic: &str, event: Outgoing<'_>) -> Result<Published, Refused>;
 
     /// Subscribes to the topics the filter matches, with the buffer and overflow policy
     /// asked for. The stream starts with [`subscribed`], whose positions are read as
@@ -272,13 +313,13 @@ impl Bus {
         Self(Arc::new(bus))
     }
 
-    /// Publishes a service's event on its topic and returns its sequence number.
-    pub fn publish(&self, topic: &str, payload: Payload) -> Result<u64, Refused> {
-        self.0.publish(topic, Outgoing::Service(&payload))
+    /// Publishes a service's event on its topic.
+    pub fn publish(&self, topic: &str, payload: Payload) -> Result<(), Refused> {
+        self.0.publish(topic, Outgoing::Service(&payload)).map(drop)
     }
 
     /// Publishes a client's data, as it arrived, on a topic of the client's.
-    pub fn publish_data(&self, topic: &str, data: &EncodedStruct) -> Result<u64, Refused> {
+    pub fn publish_data(&self, topic: &str, data: &EncodedStruct) -> Result<Published, Refused> {
         self.0.publish(topic, Outgoing::Client(data))
     }
 
@@ -309,6 +350,22 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 impl Bus {
+    /// Publishes a service's event on an in-process bus and gives its number.
+    pub(crate) fn numbered(&self, topic: &str, payload: Payload) -> Result<u64, Refused> {
+        match self.0.publish(topic, Outgoing::Service(&payload))? {
+            Published::Numbered(seq) => Ok(seq),
+            Published::Pending(_) => panic!("an in-process bus numbers at once"),
+        }
+    }
+
+    /// Publishes a client's data on an in-process bus and gives its number.
+    pub(crate) fn numbered_data(&self, topic: &str, data: &EncodedStruct) -> Result<u64, Refused> {
+        match self.0.publish(topic, Outgoing::Client(data))? {
+            Published::Numbered(seq) => Ok(seq),
+            Published::Pending(_) => panic!("an in-process bus numbers at once"),
+        }
+    }
+
     /// An in-process bus with the default settings.
     pub(crate) fn local() -> Self {
         Self::new(LocalBus::new(Settings::default()))

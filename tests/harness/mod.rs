@@ -403,6 +403,23 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     path
 }
 
+/// The environment variable naming the NATS server (with JetStream) cluster tests use.
+pub const NATS: &str = "STREAMD_TEST_NATS_URL";
+
+/// The NATS server for cluster tests, or None with a printed reason when none is set.
+pub fn nats_url() -> Option<String> {
+    let url = std::env::var(NATS).ok();
+    if url.is_none() {
+        eprintln!("skipped: {NATS} is not set (.ci/run sets it where NATS with JetStream runs)");
+    }
+    url
+}
+
+/// A name no other test, or earlier run, uses: clusters share their NATS server.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}.{}", uuid::Uuid::new_v4().simple())
+}
+
 /// The environment variable naming the PostgreSQL server tests may use.
 pub const POSTGRES: &str = "STREAMD_TEST_DATABASE_URL";
 

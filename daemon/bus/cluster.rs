@@ -1,0 +1,572 @@
+//! The bus of a cluster: several streamd nodes that share their events through NATS
+//! JetStream, each fanning them out to its own subscribers.
+//!
+//! Every event goes once to `streamhandler.v1.events.<topic>`, carrying its number in a
+//! header, and the events stream takes it. Numbers are given against that stream: a
+//! node publishes a topic's next event with the stream's last sequence for that subject
+//! as the expected one, so that of two nodes numbering the same topic at once one is
+//! refused, reads the topic's last event and numbers again. Each topic's numbers thus
+//! stay gap-free across nodes, and none is given twice.
+//!
+//! Each node takes every event the stream took, its own included, from one ordered
+//! JetStream consumer and hands it to an in-process [`LocalBus`] with its number, so
+//! that subscribers on every node see the same events in the same order, under the
+//! same buffers and Lagged rules. The events stream holds events for a while; a second
+//! stream, sourced from it, keeps each topic's latest ones for as long as the topic is
+//! kept. A node reads that one, then the events stream's latest of each topic, before
+//! it serves anyone, so that `last` and the Subscribed positions cover events published
+//! before it joined.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self,
+        consumer::DeliverPolicy,
+        context::{PublishErrorKind, traits::Publisher as _},
+        message::PublishMessage,
+        stream::{self, LastRawMessageErrorKind},
+    },
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    EventBus, Events, Kind, LocalBus, Outgoing, Published, Refused, Settings, SubscribeOptions,
+    draft, lock,
+};
+use crate::wire::Draft;
+
+/// Where every event goes: this, then its topic.
+pub const SUBJECT_PREFIX: &str = "streamhandler.v1.events.";
+/// The JetStream stream that takes every event, and holds it for a while.
+pub const EVENTS_STREAM: &str = "STREAMHANDLER_EVENTS";
+/// The JetStream stream that holds each topic's latest events, sourced from the other.
+pub const LATEST_STREAM: &str = "STREAMHANDLER_LATEST";
+/// Events it holds of each topic: the latest, and enough before it that a service's
+/// latest data outlives the lifecycle events after it (which `last` does not give).
+const KEPT_PER_TOPIC: i64 = 16;
+/// How long the events stream holds an event: how far behind a node may fall and
+/// catch up. In memory, and capped.
+const EVENTS_RETENTION: Duration = Duration::from_secs(600);
+const EVENTS_MAX_BYTES: i64 = 256 << 20;
+/// The event's number within its topic.
+const SEQ_HEADER: &str = "Streamhandler-Seq";
+/// Whose event it is, and so whether it is kept as the topic's latest.
+const KIND_HEADER: &str = "Streamhandler-Kind";
+/// Events of all topics that wait for the cluster to take them, in bytes: beyond,
+/// publishing is refused until it catches up.
+const MAX_WAITING_BYTES: usize = 64 << 20;
+/// How long a joining node may take to read the latest event of every topic.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the cluster has to take an event before the publish is given up.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a node joins its cluster: trusted, from the operator's flags or config file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterSettings {
+    /// The NATS server(s): `nats://HOST:PORT`, comma-separated for several.
+    pub nats: String,
+    /// This node's name, unique in the cluster.
+    pub node_id: String,
+}
+
+/// A cheap-to-clone handle to a node's share of a cluster's bus.
+#[derive(Clone)]
+pub struct ClusterBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    local: LocalBus,
+    jetstream: jetstream::Context,
+    /// Every event, for a while: what nodes follow, and what numbers are given against.
+    events: stream::Stream,
+    /// The latest events of each topic, for as long as the topic is kept.
+    latest: stream::Stream,
+    /// Each topic with events waiting to be numbered; a topic leaves when it has none.
+    lines: Mutex<HashMap<Arc<str>, Line>>,
+    waiting_bytes: AtomicUsize,
+}
+
+/// One topic's events on their way to the cluster, taken one at a time, in order.
+#[derive(Default)]
+struct Line {
+    waiting: VecDeque<Waiting>,
+    /// The topic's last event as this node last saw it taken.
+    last: Option<Position>,
+}
+
+struct Waiting {
+    body: Bytes,
+    kind: Kind,
+    numbered: oneshot::Sender<Result<u64, Refused>>,
+}
+
+/// A topic's last event: its number, and its sequence in the JetStream stream.
+#[derive(Clone, Copy, Debug, Default)]
+struct Position {
+    seq: u64,
+    stream_seq: u64,
+}
+
+impl ClusterBus {
+    /// Connects to the cluster's NATS, makes sure its stream exists, reads the latest
+    /// events into the node's bus and follows the events of every node from then on.
+    pub async fn join(
+        cluster: &ClusterSettings,
+        settings: Settings,
+        stop: CancellationToken,
+    ) -> Result<Self, String> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("streamd {}", cluster.node_id))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(cluster.nats.as_str())
+            .await
+            .map_err(|e| format!("cannot reach the cluster's NATS at {}: {e}", cluster.nats))?;
+        let jetstream = jetstream::new(client.clone());
+        let events = open_stream(
+            &jetstream,
+            stream::Config {
+                name: EVENTS_STREAM.into(),
+                subjects: vec![format!("{SUBJECT_PREFIX}>")],
+                max_age: EVENTS_RETENTION,
+                max_bytes: EVENTS_MAX_BYTES,
+                discard: stream::DiscardPolicy::Old,
+                storage: stream::StorageType::Memory,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let latest = open_stream(
+            &jetstream,
+            stream::Config {
+                name: LATEST_STREAM.into(),
+                sources: Some(vec![stream::Source {
+                    name: EVENTS_STREAM.into(),
+                    ..Default::default()
+                }]),
+                max_messages_per_subject: KEPT_PER_TOPIC,
+                // Clients' topics are bounded as on one node: the oldest go first.
+                max_messages: settings.max_topics as i64 * KEPT_PER_TOPIC,
+                discard: stream::DiscardPolicy::Old,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let shared = Arc::new(Shared {
+            local: LocalBus::new(settings),
+            jetstream,
+            events,
+            latest,
+            lines: Mutex::default(),
+            waiting_bytes: AtomicUsize::new(0),
+        });
+        // Subscribers are served once the node knows where every topic stands: the
+        // latest event of each, from the stream that keeps them, then those of the
+        // topics the events stream still holds, which may be newer. From there the
+        // same consumer goes on with every event the events stream takes, in its
+        // order; not a plain subscription, which would also see the publishes refused
+        // for a wrong last sequence.
+        let mut snapshot = ordered(&client, &shared.latest, DeliverPolicy::All).await?;
+        shared.catch_up(&mut snapshot, &shared.latest).await?;
+        drop(snapshot);
+        let mut live = ordered(&client, &shared.events, DeliverPolicy::LastPerSubject).await?;
+        shared.catch_up(&mut live, &shared.events).await?;
+        tokio::spawn(shared.clone().follow(live, stop));
+        Ok(Self { shared })
+    }
+
+    /// The in-process bus this node's subscribers read from.
+    pub fn local(&self) -> &LocalBus {
+        &self.shared.local
+    }
+}
+
+impl EventBus for ClusterBus {
+    fn publish(&self, topic: &str, event: Outgoing<'_>) -> Result<Published, Refused> {
+        let body = draft(topic, &event, std::time::SystemTime::now())?.unnumbered();
+        let (numbered, rx) = oneshot::channel();
+        let size = body.len();
+        if self.shared.waiting_bytes.fetch_add(size, Ordering::Relaxed) + size > MAX_WAITING_BYTES {
+            let waiting = self.shared.waiting_bytes.fetch_sub(size, Ordering::Relaxed);
+            return Err(Refused::Busy(waiting - size));
+        }
+        let waiting = Waiting {
+            body,
+            kind: Kind::of(&event),
+            numbered,
+        };
+        let start = {
+            let mut lines = lock(&self.shared.lines);
+            match lines.get_mut(topic) {
+                Some(line) => {
+                    line.waiting.push_back(waiting);
+                    false
+                }
+                None => {
+                    let mut line = Line::default();
+                    line.waiting.push_back(waiting);
+                    lines.insert(topic.into(), line);
+                    true
+                }
+            }
+        };
+        if start {
+            tokio::spawn(self.shared.clone().send_line(topic.into()));
+        }
+        Ok(Published::Pending(rx))
+    }
+
+    fn subscribe(&self, options: SubscribeOptions) -> Result<Events, Refused> {
+        self.shared.local.subscribe(options)
+    }
+
+    fn close(&self) {
+        self.shared.local.close()
+    }
+
+    fn subscribers(&self) -> usize {
+        self.shared.local.subscribers()
+    }
+
+    fn topics(&self) -> usize {
+        self.shared.local.topics()
+    }
+}
+
+impl Shared {
+    /// Sends a topic's waiting events to the cluster one by one until none waits, then
+    /// lets the topic go.
+    async fn send_line(self: Arc<Self>, topic: Arc<str>) {
+        let subject = subject(&topic);
+        let mut last = None;
+        loop {
+            let next = {
+                let mut lines = lock(&self.lines);
+                let Some(line) = lines.get_mut(&topic) else {
+                    return;
+                };
+                if let Some(position) = last {
+                    line.last = Some(position);
+                }
+                match line.waiting.pop_front() {
+                    Some(waiting) => Some((waiting, line.last)),
+                    None => {
+                        lines.remove(&topic);
+                        None
+                    }
+                }
+            };
+            let Some((waiting, known)) = next else {
+                return;
+            };
+            self.waiting_bytes
+                .fetch_sub(waiting.body.len(), Ordering::Relaxed);
+            let sent = self.send(&subject, &waiting, known).await;
+            last = sent.as_ref().ok().copied();
+            let _ = waiting.numbered.send(sent.map(|position| position.seq));
+            if last.is_none() {
+                // Read the topic's last event again before the next.
+                let mut lines = lock(&self.lines);
+                if let Some(line) = lines.get_mut(&topic) {
+                    line.last = None;
+                }
+            }
+        }
+    }
+
+    /// Numbers one event after the topic's last and has the stream take it, reading
+    /// the last again whenever another node numbered one meanwhile.
+    async fn send(
+        &self,
+        subject: &str,
+        waiting: &Waiting,
+        known: Option<Position>,
+    ) -> Result<Position, Refused> {
+        let mut last = match known {
+            Some(position) => position,
+            None => self.last_of(subject).await?,
+        };
+        loop {
+            let seq = last.seq + 1;
+            let mut headers = HeaderMap::new();
+            headers.insert(SEQ_HEADER, seq.to_string().as_str());
+            headers.insert(KIND_HEADER, kind_name(waiting.kind));
+            let message = PublishMessage::build()
+                .payload(waiting.body.clone())
+                .headers(headers)
+                .expected_last_subject_sequence(last.stream_seq);
+            let ack = async {
+                self.jetstream
+                    .publish_message(message.outbound_message(subject.to_owned()))
+                    .await?
+                    .await
+            };
+            match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
+                Ok(Ok(ack)) => {
+                    return Ok(Position {
+                        seq,
+                        stream_seq: ack.sequence,
+                    });
+                }
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    last = self.last_of(subject).await?;
+                }
+                Ok(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
+                Err(_) => {
+                    return Err(Refused::Unavailable(format!(
+                        "NATS did not take the event within {PUBLISH_TIMEOUT:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The topic's last event: its number, and its sequence in the events stream to
+    /// number the next against (0 when that stream no longer holds one, and the number
+    /// comes from the latest kept); the start for a topic without any.
+    async fn last_of(&self, subject: &str) -> Result<Position, Refused> {
+        if let Some(message) = last_message(&self.events, subject).await? {
+            return Ok(Position {
+                seq: seq_of(&message.headers).unwrap_or(0),
+                stream_seq: message.sequence,
+            });
+        }
+        let kept = last_message(&self.latest, subject).await?;
+        Ok(Position {
+            seq: kept.map_or(0, |message| seq_of(&message.headers).unwrap_or(0)),
+            stream_seq: 0,
+        })
+    }
+
+    /// Hands a stream's messages to this node's bus until it has the one that was last
+    /// when it began.
+    async fn catch_up(
+        &self,
+        messages: &mut jetstream::consumer::push::Ordered,
+        stream: &stream::Stream,
+    ) -> Result<(), String> {
+        let state = stream
+            .clone()
+            .info()
+            .await
+            .map_err(|e| format!("cannot read the cluster's stream: {e}"))?
+            .state
+            .clone();
+        if state.messages == 0 {
+            return Ok(());
+        }
+        let reading = async {
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(|e| e.to_string())?;
+                self.take(&message.subject, message.headers.as_ref(), &message.payload);
+                let info = message.info().map_err(|e| e.to_string())?;
+                if info.pending == 0 || info.stream_sequence >= state.last_sequence {
+                    return Ok(());
+                }
+            }
+            Err("the stream ended".to_owned())
+        };
+        match tokio::time::timeout(CATCH_UP_TIMEOUT, reading).await {
+            Ok(read) => read.map_err(|e| {
+                format!(
+                    "cannot read the latest of the cluster's {} events: {e}",
+                    state.messages
+                )
+            }),
+            Err(_) => Err(format!(
+                "could not read the latest of the cluster's {} events within {CATCH_UP_TIMEOUT:?}",
+                state.messages
+            )),
+        }
+    }
+
+    /// Hands every event the cluster takes to this node's bus until `stop`.
+    async fn follow(
+        self: Arc<Self>,
+        mut messages: jetstream::consumer::push::Ordered,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let message = tokio::select! {
+                _ = stop.cancelled() => return,
+                message = messages.next() => message,
+            };
+            match message {
+                Some(Ok(message)) => {
+                    self.take(&message.subject, message.headers.as_ref(), &message.payload)
+                }
+                Some(Err(e)) => tracing::warn!("the cluster's events: {e}; following on"),
+                None => {
+                    tracing::error!("the cluster's events ended");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands one event from the cluster to this node's bus; one that is not streamd's,
+    /// or damaged, is logged and dropped.
+    fn take(&self, subject: &str, headers: Option<&HeaderMap>, body: &[u8]) {
+        let event = (|| {
+            let topic = topic_of(subject)?;
+            let headers = headers?;
+            let seq = seq_of(headers)?;
+            let kind = kind_of(headers.get(KIND_HEADER)?.as_str())?;
+            let draft = Draft::from_unnumbered(body)?;
+            Some((topic, seq, kind, draft))
+        })();
+        let Some((topic, seq, kind, draft)) = event else {
+            tracing::warn!("dropped a message on {subject} that is not a streamd event");
+            return;
+        };
+        if let Err(e) = self.local.deliver(&topic, seq, draft, kind) {
+            tracing::debug!("event {seq} of {topic} not delivered: {e}");
+        }
+    }
+}
+
+/// Creates a stream, or brings an existing one to this configuration.
+async fn open_stream(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, String> {
+    let name = config.name.clone();
+    let fail = |e: &dyn std::fmt::Display| {
+        format!("cannot open the JetStream stream {name} (is JetStream enabled?): {e}")
+    };
+    jetstream
+        .create_or_update_stream(config)
+        .await
+        .map_err(|e| fail(&e))?;
+    jetstream.get_stream(&name).await.map_err(|e| fail(&e))
+}
+
+/// A stream's last message on a subject, if it holds one.
+async fn last_message(
+    stream: &stream::Stream,
+    subject: &str,
+) -> Result<Option<jetstream::message::StreamMessage>, Refused> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(Some(message)),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(Refused::Unavailable(format!(
+            "cannot read the last event of {subject}: {e}"
+        ))),
+    }
+}
+
+/// An ordered consumer of a whole stream, starting where `deliver_policy` says.
+async fn ordered(
+    client: &async_nats::Client,
+    stream: &stream::Stream,
+    deliver_policy: DeliverPolicy,
+) -> Result<jetstream::consumer::push::Ordered, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot follow the cluster's events: {e}");
+    stream
+        .create_consumer(jetstream::consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            deliver_policy,
+            filter_subject: format!("{SUBJECT_PREFIX}>"),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail(&e))?
+        .messages()
+        .await
+        .map_err(|e| fail(&e))
+}
+
+fn seq_of(headers: &HeaderMap) -> Option<u64> {
+    headers.get(SEQ_HEADER)?.as_str().parse().ok()
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::ServiceData => "service",
+        Kind::ServiceLifecycle => "lifecycle",
+        Kind::Client => "client",
+    }
+}
+
+fn kind_of(name: &str) -> Option<Kind> {
+    [Kind::ServiceData, Kind::ServiceLifecycle, Kind::Client]
+        .into_iter()
+        .find(|&kind| kind_name(kind) == name)
+}
+
+/// A topic's subject. Topic names are valid subject tokens joined by dots unless a dot
+/// starts or ends one or comes twice; those are carried in hex after `~`, which no
+/// name holds.
+pub fn subject(topic: &str) -> String {
+    if topic.split('.').all(|token| !token.is_empty()) {
+        format!("{SUBJECT_PREFIX}{topic}")
+    } else {
+        let hex: String = topic.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{SUBJECT_PREFIX}~{hex}")
+    }
+}
+
+/// The topic of a subject [`subject`] made; None for any other.
+fn topic_of(subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix(SUBJECT_PREFIX)?;
+    let topic = match rest.strip_prefix('~') {
+        Some(hex) => {
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            String::from_utf8(bytes).ok()?
+        }
+        None => rest.to_owned(),
+    };
+    crate::topic::check_name(&topic).ok()?;
+    Some(topic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_name_has_a_subject_that_gives_it_back() {
+        for topic in [
+            "leaderboard",
+            "bench.x1",
+            "a/b:c",
+            ".lead",
+            "trail.",
+            "a..b",
+            ".",
+        ] {
+            let subject = subject(topic);
+            assert!(
+                subject[SUBJECT_PREFIX.len()..]
+                    .split('.')
+                    .all(|token| !token.is_empty()),
+                "{subject}"
+            );
+            assert_eq!(topic_of(&subject).as_deref(), Some(topic), "{subject}");
+        }
+        assert_eq!(subject("a.b"), "streamhandler.v1.events.a.b");
+        for foreign in [
+            "other.subject",
+            "streamhandler.v1.events.~zz",
+            "streamhandler.v1.events.a b",
+        ] {
+            assert_eq!(topic_of(foreign), None, "{foreign}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Several real streamd nodes joined through this machine's NATS with JetStream: an
+//! event published on any node reaches the subscribers of every node, each topic
+//! numbered without gaps or repeats across nodes; a node that joins later knows where
+//! every topic stands.
+
+use std::{collections::BTreeSet, process::Command, time::Duration};
+
+use prost_types::{Struct, Value, value::Kind as ValueKind};
+use streamhandler::pb::{self, event::Payload, stream_handler_client::StreamHandlerClient};
+use tonic::transport::Channel;
+
+use crate::harness::{Daemon, Events, STREAMD, nats_url, unique};
+
+/// A node of the cluster at `nats`.
+fn node(nats: &str, id: &str) -> Daemon {
+    Daemon::start_with(&["--cluster", nats, "--node-id", id])
+}
+
+fn numbered(n: u64) -> Struct {
+    Struct {
+        fields: [(
+            "n".to_owned(),
+            Value {
+                kind: Some(ValueKind::NumberValue(n as f64)),
+            },
+        )]
+        .into(),
+    }
+}
+
+fn number_of(event: &pb::Event) -> u64 {
+    match &event.payload {
+        Some(Payload::Data(data)) => match data.fields["n"].kind {
+            Some(ValueKind::NumberValue(n)) => n as u64,
+            _ => panic!("not a numbered event: {event:?}"),
+        },
+        _ => panic!("not a data event: {event:?}"),
+    }
+}
+
+async fn publish(client: &mut StreamHandlerClient<Channel>, topic: &str, n: u64) -> u64 {
+    client
+        .publish(pb::PublishRequest {
+            topic: topic.into(),
+            data: Some(numbered(n)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .seq
+}
+
+#[tokio::test]
+async fn events_from_every_node_reach_every_node_in_one_order_once() {
+    let Some(nats) = nats_url() else { return };
+    let nodes = ["a", "b", "c"].map(|id| node(&nats, id));
+    let topic = unique("cluster");
+    let mut subscribers = Vec::new();
+    for node in &nodes {
+        subscribers.push(Events::open(&mut node.client().await, &[&topic], false).await);
+    }
+    // Each node publishes 100 events at once, unary and in a PublishStream, so that
+    // the nodes keep numbering the same topic at the same time.
+    const EACH: u64 = 100;
+    let mut publishers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (mut client, topic) = (node.client().await, topic.clone());
+        let first = i as u64 * EACH;
+        publishers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for n in first..first + EACH / 2 {
+                seqs.push(publish(&mut client, &topic, n).await);
+            }
+            let events = (first + EACH / 2..first + EACH).map(move |n| pb::PublishRequest {
+                topic: topic.clone(),
+                data: Some(numbered(n)),
+            });
+            let reply = client.publish_stream(futures::stream::iter(events)).await;
+            assert_eq!(reply.unwrap().into_inner().published, EACH / 2);
+            seqs
+        }));
+    }
+    let mut given = Vec::new();
+    for publisher in publishers {
+        given.extend(publisher.await.unwrap());
+    }
+    let total = EACH * nodes.len() as u64;
+    let unique_given: BTreeSet<_> = given.iter().copied().collect();
+    assert_eq!(
+        unique_given.len(),
+        given.len(),
+        "a number given twice: {given:?}"
+    );
+    let mut orders = Vec::new();
+    for (subscriber, id) in subscribers.iter_mut().zip(["a", "b", "c"]) {
+        let mut order = Vec::new();
+        for expected_seq in 1..=total {
+            let event = subscriber.next().await;
+            assert_eq!(event.seq, expected_seq, "node {id}: numbered without gaps");
+            order.push(number_of(&event));
+        }
+        let seen: BTreeSet<_> = order.iter().copied().collect();
+        assert_eq!(seen, (0..total).collect(), "node {id}: every event once");
+        assert_eq!(subscriber.within(Duration::from_millis(300)).await, None);
+        orders.push(order);
+    }
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "one order everywhere"
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_joins_later_knows_where_each_topic_stands() {
+    let Some(nats) = nats_url() else { return };
+    let first = node(&nats, "first");
+    let prefix = unique("joined");
+    let (one, two) = (format!("{prefix}.one"), format!("{prefix}.two"));
+    let mut client = first.client().await;
+    for n in 1..=3 {
+        publish(&mut client, &one, n).await;
+    }
+    publish(&mut client, &two, 7).await;
+    let later = node(&nats, "later");
+    let pattern = format!("{prefix}.*");
+    let mut last = Events::open(&mut later.client().await, &[&pattern], true).await;
+    assert_eq!(last.positions(), [(one.as_str(), 3), (two.as_str(), 1)]);
+    for (topic, seq, n) in [(&one, 3, 3), (&two, 1, 7)] {
+        let event = last.next().await;
+        assert_eq!(
+            (&event.topic, event.seq, number_of(&event)),
+            (topic, seq, n)
+        );
+    }
+    // The later node numbers after the first's events, and the first node sees it.
+    let mut watching = Events::open(&mut client, &[&one], false).await;
+    assert_eq!(publish(&mut later.client().await, &one, 4).await, 4);
+    let event = watching.next().await;
+    assert_eq!((event.seq, number_of(&event)), (4, 4));
+    let event = last.next().await;
+    assert_eq!((&event.topic, event.seq), (&one, 4));
+}
+
+#[test]
+fn a_cluster_that_cannot_be_reached_stops_the_node_with_a_clear_error() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut streamd = Command::new(STREAMD);
+    streamd
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .args(["--cluster", "nats://127.0.0.1:1", "--node-id", "lonely"]);
+    let output = streamd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the cluster's NATS at nats://127.0.0.1:1"),
+        "{stderr}"
+    );
+    let cases: [(&[&str], &str); 3] = [
+        (&["--cluster", "nats://127.0.0.1:4222"], "--node-id"),
+        (
+            &["--cluster", "nats://127.0.0.1:4222", "--node-id", "a.b"],
+            "letters, digits",
+        ),
+        (
+            &["--cluster", "http://[::1", "--node-id", "a"],
+            "not a NATS server address",
+        ),
+    ];
+    for (args, message) in cases {
+        let output = Command::new(STREAMD).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
