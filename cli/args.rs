@@ -61,6 +61,9 @@ pub enum Command {
     Stop(StopArgs),
     /// Show every service, its state and its counters.
     List,
+    /// Show the nodes of the daemon's cluster: where each listens, its services, when it
+    /// last reported.
+    Nodes,
     /// Show one service in full: its parameters and what it reports of itself.
     Show {
         /// The service.
@@ -246,6 +249,11 @@ pub struct BenchArgs {
     /// that) instead of one that holds the whole run.
     #[arg(long)]
     pub nats_default_client: bool,
+
+    /// Subscribe at this daemon instead of --addr: another node of the same cluster,
+    /// so that every event crosses from one node to the other.
+    #[arg(long, value_name = "ADDR", conflicts_with = "spawn")]
+    pub subscribe_addr: Option<Addr>,
 
     /// Start a fresh streamd (and nats-server) for each run, and stop it after.
     #[arg(long)]

@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use streamhandler::pb::{
-    Health, ListServicesRequest, PublishRequest, ServiceInfo, ServiceState, StartServiceRequest,
-    StopServiceRequest,
+    Health, ListNodesRequest, ListServicesRequest, PublishRequest, ServiceInfo, ServiceState,
+    StartServiceRequest, StopServiceRequest,
 };
 use tonic::{Code, Status};
 
@@ -126,6 +126,22 @@ pub async fn list(addr: &Addr) -> Result<(), Error> {
     let palette = Palette::new(term::colour_stdout());
     let lines = table::services(&services, SystemTime::now(), term::width(), &palette);
     term::emit(&lines.join("\n"))
+}
+
+/// `streamctl nodes`.
+pub async fn nodes(addr: &Addr) -> Result<(), Error> {
+    let mut client = client::connect(addr).await?;
+    let answered = client
+        .list_nodes(ListNodesRequest {})
+        .await
+        .map_err(|status| Error::from_status(status, addr))?
+        .into_inner();
+    if answered.node_id.is_empty() {
+        return term::emit(
+            "this streamd runs alone: start it with --cluster and --node-id to join a cluster",
+        );
+    }
+    term::emit(&table::nodes(&answered, SystemTime::now()).join("\n"))
 }
 
 /// `streamctl show NAME`.

@@ -51,6 +51,7 @@ fn run() -> Result<(), Error> {
             Command::Start(args) => commands::start(&cli.addr, args).await,
             Command::Stop(args) => commands::stop(&cli.addr, args).await,
             Command::List => commands::list(&cli.addr).await,
+            Command::Nodes => commands::nodes(&cli.addr).await,
             Command::Show { name } => commands::show(&cli.addr, &name).await,
             Command::Publish(args) => commands::publish(&cli.addr, args).await,
             Command::Subscribe(args) => subscribe::run(&cli.addr, args).await,

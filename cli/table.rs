@@ -1,10 +1,12 @@
-//! The service table `streamctl list` prints: one aligned row per service, the last
-//! error cut to fit the width.
+//! The tables streamctl prints: `list`'s, one aligned row per service with the last
+//! error cut to fit the width, and `nodes`'s.
 
 use std::time::SystemTime;
 
 use owo_colors::Style;
-use streamhandler::pb::{Health, ServiceInfo, ServiceState, Setting, SettingSource};
+use streamhandler::pb::{
+    Health, ListNodesResponse, ServiceInfo, ServiceState, Setting, SettingSource,
+};
 
 use crate::{
     format,
@@ -235,6 +237,53 @@ fn run_state(state: ServiceState) -> (&'static str, Style) {
         ServiceState::Failed => ("failed", styles::bad()),
         ServiceState::Unspecified => ("unknown", styles::dim()),
     }
+}
+
+/// The cluster's members as `streamctl nodes` prints them: one aligned row per node,
+/// the node that answered marked `*`.
+pub fn nodes(answered: &ListNodesResponse, now: SystemTime) -> Vec<String> {
+    const NODE_HEADINGS: [&str; 5] = ["NODE", "ADDRESS", "SERVICES", "UP", "SEEN"];
+    let since = |ts: Option<&prost_types::Timestamp>| {
+        format::system_time(ts).map_or_else(|| "-".to_owned(), |then| format::age(then, now))
+    };
+    let rows: Vec<[String; 5]> = answered
+        .nodes
+        .iter()
+        .map(|node| {
+            let marker = if node.id == answered.node_id {
+                " *"
+            } else {
+                ""
+            };
+            [
+                format!("{}{marker}", node.id),
+                node.address.clone(),
+                node.services.to_string(),
+                since(node.started_at.as_ref()).replace(" ago", ""),
+                since(node.seen_at.as_ref()),
+            ]
+        })
+        .collect();
+    let heading = NODE_HEADINGS.map(String::from);
+    let widths: Vec<usize> = (0..NODE_HEADINGS.len())
+        .map(|column| {
+            std::iter::once(&heading)
+                .chain(&rows)
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    std::iter::once(&heading)
+        .chain(&rows)
+        .map(|row| {
+            let cells = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, &width)| format!("{cell:width$}"));
+            cells.collect::<Vec<_>>().join(GAP).trim_end().to_owned()
+        })
+        .collect()
 }
 
 #[cfg(test)]

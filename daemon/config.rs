@@ -41,7 +41,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    bus, duration,
+    bus,
+    cluster::ClusterSettings,
+    duration,
     secret::expand_env,
     services::{self, Environment, Params},
     supervisor::{self, RestartPolicy, ServiceSpec, Settings},
@@ -253,10 +255,10 @@ fn http_settings(file: &HttpFile) -> Result<HttpSettings, Problem> {
 
 impl ClusterFileSettings {
     /// How to join the cluster, if the node is in one.
-    pub fn resolve(&self) -> Result<Option<bus::ClusterSettings>, String> {
+    pub fn resolve(&self) -> Result<Option<ClusterSettings>, String> {
         match (&self.nats, &self.node_id) {
             (None, None) => Ok(None),
-            (Some(nats), Some(node_id)) => Ok(Some(bus::ClusterSettings {
+            (Some(nats), Some(node_id)) => Ok(Some(ClusterSettings {
                 nats: nats.clone(),
                 node_id: node_id.clone(),
             })),

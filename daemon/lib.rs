@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod duration;
@@ -33,9 +34,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::Access,
     bus::{Bus, ClusterBus, LocalBus},
+    cluster::{Connection, Membership},
     config::Config,
     resume::Recorder,
-    server::Listeners,
+    server::{ControlPlane, Listeners},
     services::Environment,
     supervisor::Supervisor,
 };
@@ -67,13 +69,16 @@ pub async fn run(
     let (recorder, recorder_task) = Recorder::start(store.clone(), stop_recorder.clone());
     let database_patience = config.settings.stop_timeout;
     let stop_following = CancellationToken::new();
-    let (bus, local) = match config.cluster.resolve().map_err(|e| anyhow::anyhow!(e))? {
+    let (bus, local, connection) = match config.cluster.resolve().map_err(|e| anyhow::anyhow!(e))? {
         None => {
             let local = LocalBus::new(config.bus);
-            (Bus::new(local.clone()), local)
+            (Bus::new(local.clone()), local, None)
         }
         Some(cluster) => {
-            let joined = ClusterBus::join(&cluster, config.bus, stop_following.clone())
+            let connection = Connection::open(&cluster)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let joined = ClusterBus::join(&connection, config.bus, stop_following.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             tracing::info!(
@@ -82,7 +87,7 @@ pub async fn run(
                 cluster.nats
             );
             let local = joined.local().clone();
-            (Bus::new(joined), local)
+            (Bus::new(joined), local, Some(connection))
         }
     };
     let supervisor = Supervisor::new(
@@ -104,7 +109,36 @@ pub async fn run(
     let stop_sweeping = CancellationToken::new();
     let sweeper = tokio::spawn(local.sweep_until(stop_sweeping.clone()));
     let applying = tokio::spawn(apply_reloads(supervisor.clone(), reloads));
-    let served = server::serve(listeners, access, supervisor, shutdown).await;
+    let membership = match &connection {
+        None => None,
+        Some(connection) => {
+            let address = listeners
+                .grpc
+                .local_addr()
+                .map_or_else(|_| String::new(), |addr| addr.to_string());
+            let membership = Membership::join(connection, address)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let running = {
+                let supervisor = supervisor.clone();
+                move || {
+                    let services = supervisor.services();
+                    let running = services
+                        .iter()
+                        .filter(|s| s.state() == pb::ServiceState::Running);
+                    running.count() as u32
+                }
+            };
+            tokio::spawn(
+                membership
+                    .clone()
+                    .report_until(running, stop_following.clone()),
+            );
+            Some(membership)
+        }
+    };
+    let control = ControlPlane::new(supervisor, membership);
+    let served = server::serve(listeners, access, control, shutdown).await;
     applying.abort();
     stop_sweeping.cancel();
     stop_following.cancel();

@@ -18,6 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::{
     auth::{Access, RequireToken},
     bus::{Overflow, Published, SubscribeOptions},
+    cluster::Membership,
     connection::{self, LimitRequestRate},
     duration,
     error::Error,
@@ -52,12 +53,12 @@ pub async fn serve(
         http,
     }: Listeners,
     access: Access,
-    supervisor: Supervisor,
+    control: ControlPlane,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let control = StreamHandlerServer::new(ControlPlane {
-        supervisor: supervisor.clone(),
-    });
+    let supervisor = control.supervisor.clone();
+    let dashboard_api = control.clone();
+    let control = StreamHandlerServer::new(control);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<StreamHandlerServer<ControlPlane>>()
@@ -85,7 +86,7 @@ pub async fn serve(
         web::serve(
             http,
             &access,
-            supervisor.clone(),
+            dashboard_api,
             stopped.clone().cancelled_owned(),
         )
     });
@@ -170,7 +171,7 @@ pub async fn serve(
 /// The StreamHandler API as the --http listener serves it: translated from gRPC-Web
 /// for browsers (plain gRPC passes through), each RPC passing the same request budget
 /// and token checks as on the gRPC listener.
-pub(crate) fn browser_api(supervisor: Supervisor, access: &Access) -> axum::Router {
+pub(crate) fn browser_api(control: ControlPlane, access: &Access) -> axum::Router {
     let mut budget = LimitRequestRate(access.limits.request_rate);
     let mut token = RequireToken(access.token.clone());
     let checks = move |request| budget.call(request).and_then(|request| token.call(request));
@@ -179,10 +180,7 @@ pub(crate) fn browser_api(supervisor: Supervisor, access: &Access) -> axum::Rout
             request.map(tonic::body::Body::new)
         })
         .layer(tonic_web::GrpcWebLayer::new())
-        .service(StreamHandlerServer::with_interceptor(
-            ControlPlane { supervisor },
-            checks,
-        ));
+        .service(StreamHandlerServer::with_interceptor(control, checks));
     let path = format!("/{}/{{*method}}", StreamHandlerServer::<ControlPlane>::NAME);
     axum::Router::new().route_service(&path, api)
 }
@@ -227,8 +225,25 @@ pub(crate) fn internal_error(
 /// How long subscribers get to receive the last events at shutdown.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-struct ControlPlane {
+/// What the API answers from: the supervisor, and the cluster's members when the
+/// daemon is a node of one.
+#[derive(Clone)]
+pub struct ControlPlane {
     supervisor: Supervisor,
+    membership: Option<Membership>,
+}
+
+impl ControlPlane {
+    pub fn new(supervisor: Supervisor, membership: Option<Membership>) -> Self {
+        Self {
+            supervisor,
+            membership,
+        }
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
@@ -283,6 +298,20 @@ impl StreamHandler for ControlPlane {
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
         Ok(Response::new(pb::ListServicesResponse {
             services: self.supervisor.services(),
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let Some(membership) = &self.membership else {
+            return Ok(Response::new(pb::ListNodesResponse::default()));
+        };
+        let nodes = membership.members().await.map_err(Error::Unavailable)?;
+        Ok(Response::new(pb::ListNodesResponse {
+            node_id: membership.node_id().to_owned(),
+            nodes,
         }))
     }
 

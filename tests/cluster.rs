@@ -9,7 +9,7 @@ use prost_types::{Struct, Value, value::Kind as ValueKind};
 use streamhandler::pb::{self, event::Payload, stream_handler_client::StreamHandlerClient};
 use tonic::transport::Channel;
 
-use crate::harness::{Daemon, Events, STREAMD, nats_url, unique};
+use crate::harness::{Daemon, Events, PATIENCE, STREAMD, nats_url, start_request, text, unique};
 
 /// A node of the cluster at `nats`.
 fn node(nats: &str, id: &str) -> Daemon {
@@ -173,4 +173,74 @@ fn a_cluster_that_cannot_be_reached_stops_the_node_with_a_clear_error() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
+}
+
+/// A node id no other test uses: clusters share their NATS server.
+fn node_id(name: &str) -> String {
+    format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+#[tokio::test]
+async fn every_node_lists_the_members_and_one_that_stops_leaves_the_list() {
+    let Some(nats) = nats_url() else { return };
+    let (first, second) = (node_id("first"), node_id("second"));
+    let one = node(&nats, &first);
+    let mut two = node(&nats, &second);
+    two.client()
+        .await
+        .start_service(start_request("streamer", 1000, &[]))
+        .await
+        .unwrap();
+    // The service count comes with the next report, at most a second later.
+    let listed = || {
+        let (stdout, stderr) = text(&one.ctl(&["nodes"]));
+        assert!(stderr.is_empty(), "{stderr}");
+        stdout
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let table = loop {
+        let table = listed();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&second))
+            .unwrap_or_default();
+        if row.split_whitespace().nth(2) == Some("1") || std::time::Instant::now() > deadline {
+            break table;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let heading = table.lines().next().unwrap();
+    assert!(
+        heading.starts_with("NODE") && heading.contains("SERVICES"),
+        "{table}"
+    );
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not listed:\n{table}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row(&first)[..3],
+        [first.clone(), "*".into(), one.listening.clone()]
+    );
+    assert_eq!(
+        row(&second)[..3],
+        [second.clone(), two.listening.clone(), "1".into()]
+    );
+    two.terminate().await;
+    assert!(
+        !listed().contains(&second),
+        "a node that stopped leaves at once"
+    );
+}
+
+#[tokio::test]
+async fn a_daemon_that_runs_alone_says_so() {
+    let daemon = Daemon::start();
+    let (stdout, _) = text(&daemon.ctl(&["nodes"]));
+    assert!(stdout.contains("runs alone"), "{stdout}");
 }

@@ -290,7 +290,11 @@ pub async fn run(addr: &Addr, args: BenchArgs) -> Result<(), Error> {
             nats::probe(url).await?;
         }
         let pid = listener_pid(&addr.uri).await;
-        let ours = measure_server(Server::Streamd(addr.clone()), pid, &plan).await?;
+        let target = Server::Streamd {
+            publish: addr.clone(),
+            subscribe: args.subscribe_addr.clone(),
+        };
+        let ours = measure_server(target, pid, &plan).await?;
         let theirs = match nats_url {
             Some(url) => {
                 let pid = listener_pid(&url).await;
@@ -309,7 +313,12 @@ pub async fn run(addr: &Addr, args: BenchArgs) -> Result<(), Error> {
 
 /// A server to measure, by its address.
 enum Server {
-    Streamd(Addr),
+    /// Publishers write at `publish`; subscribers read there too, or at `subscribe`,
+    /// another node of its cluster.
+    Streamd {
+        publish: Addr,
+        subscribe: Option<Addr>,
+    },
     Nats(String),
 }
 
@@ -318,7 +327,9 @@ enum Server {
 async fn measure_server(server: Server, pid: Option<u32>, plan: &Plan) -> Result<Report, Error> {
     let rss_before = pid.and_then(server::rss_kib);
     let mut report = match &server {
-        Server::Streamd(addr) => streamd::run(addr, plan, pid).await?,
+        Server::Streamd { publish, subscribe } => {
+            streamd::run(publish, subscribe.as_ref(), plan, pid).await?
+        }
         Server::Nats(url) => nats::run(url, plan, pid).await?,
     };
     report.server_rss_kib_before = rss_before;
@@ -387,11 +398,12 @@ impl Binaries {
 async fn spawned(system: System, bins: &Binaries, plan: &Plan) -> Result<Report, Error> {
     let spawned = server::Spawned::start(system, bins.of(system)).await?;
     let target = match system {
-        System::Streamd => Server::Streamd(
-            format!("127.0.0.1:{}", spawned.port)
+        System::Streamd => Server::Streamd {
+            publish: format!("127.0.0.1:{}", spawned.port)
                 .parse()
                 .map_err(Error::Other)?,
-        ),
+            subscribe: None,
+        },
         System::Nats => Server::Nats(format!("nats://127.0.0.1:{}", spawned.port)),
     };
     let report = measure_server(target, Some(spawned.pid), plan).await;

@@ -31,8 +31,16 @@ const OPENING: usize = 64;
 const SUBSCRIBE: &str = "/streamhandler.v1.StreamHandler/Subscribe";
 const PUBLISH_STREAM: &str = "/streamhandler.v1.StreamHandler/PublishStream";
 
-/// Runs the plan against the daemon at `addr`, whose process is `server` if known.
-pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report, Error> {
+/// Runs the plan against the daemon at `publish_addr`, whose process is `server` if
+/// known, with the subscribers there or at `subscribe_addr`.
+pub async fn run(
+    publish_addr: &Addr,
+    subscribe_addr: Option<&Addr>,
+    plan: &Plan,
+    server: Option<u32>,
+) -> Result<Report, Error> {
+    // Subscribers at another node, when asked: events then cross between nodes.
+    let addr = subscribe_addr.unwrap_or(publish_addr);
     let channels = connect(addr, plan.conns).await?;
     let run = Run::new(plan, 1);
     let mut tasks = Vec::new();
@@ -70,7 +78,7 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
             })
             .await?;
         tasks.push(apart.spawn(live(run.reader(Topic::Quiet, 0), events)));
-        let publisher_addr = addr.clone();
+        let publisher_addr = publish_addr.clone();
         quiet_publisher = Some(
             apart
                 .run(async move { client::channel(&publisher_addr).await })
@@ -78,7 +86,7 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
         );
     }
 
-    let publishers = connect(addr, plan.pubs).await?;
+    let publishers = connect(publish_addr, plan.pubs).await?;
     let ready = plan.subs + plan.stalled + usize::from(quiet.is_some());
     // As requests carry them: cloned per event without a copy.
     let topics: Vec<Bytes> = std::iter::once(plan.topic.clone())
@@ -101,7 +109,12 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
                     .map(|(p, channel)| {
                         let schedule = Schedule::main(plan, p, clock, published.clone());
                         let payloads = measure::payloads(schedule, None);
-                        tokio::spawn(publish(addr.clone(), channel, topics[0].clone(), payloads))
+                        tokio::spawn(publish(
+                            publish_addr.clone(),
+                            channel,
+                            topics[0].clone(),
+                            payloads,
+                        ))
                     })
                     .collect();
                 let quiet = quiet_publisher
@@ -111,7 +124,7 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
                         let topic = topics[1].clone();
                         move |done| {
                             let payloads = measure::payloads(schedule, Some(done));
-                            apart.spawn(publish(addr.clone(), channel, topic, payloads))
+                            apart.spawn(publish(publish_addr.clone(), channel, topic, payloads))
                         }
                     });
                 measure::with_quiet(measure::join_publishers(main), quiet)
@@ -121,6 +134,12 @@ pub async fn run(addr: &Addr, plan: &Plan, server: Option<u32>) -> Result<Report
     let mut report = finished.release(plan).await;
     for task in tasks {
         let _ = task.await;
+    }
+    if subscribe_addr.is_some() {
+        report.notes.push(format!(
+            "published at {publish_addr}, read at {addr}: the server CPU and memory are the \
+             publishing node's alone"
+        ));
     }
     report.stall = (plan.stalled > 0).then_some(Stall {
         subscribers: plan.stalled,

@@ -45,7 +45,7 @@ use super::{
     EventBus, Events, Kind, LocalBus, Outgoing, Published, Refused, Settings, SubscribeOptions,
     draft, lock,
 };
-use crate::wire::Draft;
+use crate::{cluster::Connection, wire::Draft};
 
 /// Where every event goes: this, then its topic.
 pub const SUBJECT_PREFIX: &str = "streamhandler.v1.events.";
@@ -71,15 +71,6 @@ const MAX_WAITING_BYTES: usize = 64 << 20;
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the cluster has to take an event before the publish is given up.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How a node joins its cluster: trusted, from the operator's flags or config file.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClusterSettings {
-    /// The NATS server(s): `nats://HOST:PORT`, comma-separated for several.
-    pub nats: String,
-    /// This node's name, unique in the cluster.
-    pub node_id: String,
-}
 
 /// A cheap-to-clone handle to a node's share of a cluster's bus.
 #[derive(Clone)]
@@ -124,20 +115,13 @@ impl ClusterBus {
     /// Connects to the cluster's NATS, makes sure its stream exists, reads the latest
     /// events into the node's bus and follows the events of every node from then on.
     pub async fn join(
-        cluster: &ClusterSettings,
+        connection: &Connection,
         settings: Settings,
         stop: CancellationToken,
     ) -> Result<Self, String> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("streamd {}", cluster.node_id))
-            .connection_timeout(Duration::from_secs(5))
-            .connect(cluster.nats.as_str())
-            .await
-            .map_err(|e| format!("cannot reach the cluster's NATS at {}: {e}", cluster.nats))?;
-        let jetstream = jetstream::new(client.clone());
-        let events = open_stream(
-            &jetstream,
-            stream::Config {
+        let (client, jetstream) = (&connection.client, connection.jetstream.clone());
+        let events = connection
+            .open_stream(stream::Config {
                 name: EVENTS_STREAM.into(),
                 subjects: vec![format!("{SUBJECT_PREFIX}>")],
                 max_age: EVENTS_RETENTION,
@@ -145,12 +129,10 @@ impl ClusterBus {
                 discard: stream::DiscardPolicy::Old,
                 storage: stream::StorageType::Memory,
                 ..Default::default()
-            },
-        )
-        .await?;
-        let latest = open_stream(
-            &jetstream,
-            stream::Config {
+            })
+            .await?;
+        let latest = connection
+            .open_stream(stream::Config {
                 name: LATEST_STREAM.into(),
                 sources: Some(vec![stream::Source {
                     name: EVENTS_STREAM.into(),
@@ -162,9 +144,8 @@ impl ClusterBus {
                 discard: stream::DiscardPolicy::Old,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            },
-        )
-        .await?;
+            })
+            .await?;
         let shared = Arc::new(Shared {
             local: LocalBus::new(settings),
             jetstream,
@@ -179,10 +160,10 @@ impl ClusterBus {
         // same consumer goes on with every event the events stream takes, in its
         // order; not a plain subscription, which would also see the publishes refused
         // for a wrong last sequence.
-        let mut snapshot = ordered(&client, &shared.latest, DeliverPolicy::All).await?;
+        let mut snapshot = ordered(client, &shared.latest, DeliverPolicy::All).await?;
         shared.catch_up(&mut snapshot, &shared.latest).await?;
         drop(snapshot);
-        let mut live = ordered(&client, &shared.events, DeliverPolicy::LastPerSubject).await?;
+        let mut live = ordered(client, &shared.events, DeliverPolicy::LastPerSubject).await?;
         shared.catch_up(&mut live, &shared.events).await?;
         tokio::spawn(shared.clone().follow(live, stop));
         Ok(Self { shared })
@@ -436,22 +417,6 @@ impl Shared {
             tracing::debug!("event {seq} of {topic} not delivered: {e}");
         }
     }
-}
-
-/// Creates a stream, or brings an existing one to this configuration.
-async fn open_stream(
-    jetstream: &jetstream::Context,
-    config: stream::Config,
-) -> Result<stream::Stream, String> {
-    let name = config.name.clone();
-    let fail = |e: &dyn std::fmt::Display| {
-        format!("cannot open the JetStream stream {name} (is JetStream enabled?): {e}")
-    };
-    jetstream
-        .create_or_update_stream(config)
-        .await
-        .map_err(|e| fail(&e))?;
-    jetstream.get_stream(&name).await.map_err(|e| fail(&e))
 }
 
 /// A stream's last message on a subject, if it holds one.

@@ -33,7 +33,7 @@ use std::{
 use futures::Stream;
 
 pub use self::{
-    cluster::{ClusterBus, ClusterSettings},
+    cluster::ClusterBus,
     local::{Kind, LocalBus},
 };
 use crate::{

@@ -14,7 +14,7 @@ use tonic::{service::Routes, transport::server::TcpIncoming};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use self::guard::AllowedHosts;
-use crate::{auth::Access, connection, server, supervisor::Supervisor};
+use crate::{auth::Access, connection, server};
 
 /// A bound --http listener and the host names it answers to.
 pub struct HttpListener {
@@ -46,10 +46,11 @@ impl HttpListener {
 pub async fn serve(
     http: HttpListener,
     access: &Access,
-    supervisor: Supervisor,
+    control: server::ControlPlane,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let router = server::browser_api(supervisor.clone(), access)
+    let supervisor = control.supervisor().clone();
+    let router = server::browser_api(control, access)
         .route("/", get(|| async { dashboard::INDEX.response() }))
         .route("/app.js", get(|| async { dashboard::SCRIPT.response() }))
         .route("/app.css", get(|| async { dashboard::STYLES.response() }))

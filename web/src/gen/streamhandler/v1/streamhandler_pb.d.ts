@@ -902,6 +902,90 @@ export declare type SystemSnapshot = Message<"streamhandler.v1.SystemSnapshot"> 
 export declare const SystemSnapshotSchema: GenMessage<SystemSnapshot>;
 
 /**
+ * @generated from message streamhandler.v1.ListNodesRequest
+ */
+export declare type ListNodesRequest = Message<"streamhandler.v1.ListNodesRequest"> & {
+};
+
+/**
+ * Describes the message streamhandler.v1.ListNodesRequest.
+ * Use `create(ListNodesRequestSchema)` to create a new message.
+ */
+export declare const ListNodesRequestSchema: GenMessage<ListNodesRequest>;
+
+/**
+ * @generated from message streamhandler.v1.ListNodesResponse
+ */
+export declare type ListNodesResponse = Message<"streamhandler.v1.ListNodesResponse"> & {
+  /**
+   * The node that answered; empty for a daemon that runs alone.
+   *
+   * @generated from field: string node_id = 1;
+   */
+  nodeId: string;
+
+  /**
+   * @generated from field: repeated streamhandler.v1.Node nodes = 2;
+   */
+  nodes: Node[];
+};
+
+/**
+ * Describes the message streamhandler.v1.ListNodesResponse.
+ * Use `create(ListNodesResponseSchema)` to create a new message.
+ */
+export declare const ListNodesResponseSchema: GenMessage<ListNodesResponse>;
+
+/**
+ * A member of a cluster, as it last reported itself.
+ *
+ * @generated from message streamhandler.v1.Node
+ */
+export declare type Node = Message<"streamhandler.v1.Node"> & {
+  /**
+   * Its --node-id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Where its control plane listens, as the node sees it.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * When the node started.
+   *
+   * @generated from field: google.protobuf.Timestamp started_at = 3;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * When it last reported itself; a node silent for longer than a few seconds leaves
+   * the list.
+   *
+   * @generated from field: google.protobuf.Timestamp seen_at = 4;
+   */
+  seenAt?: Timestamp | undefined;
+
+  /**
+   * Services running on it.
+   *
+   * @generated from field: uint32 services = 5;
+   */
+  services: number;
+};
+
+/**
+ * Describes the message streamhandler.v1.Node.
+ * Use `create(NodeSchema)` to create a new message.
+ */
+export declare const NodeSchema: GenMessage<Node>;
+
+/**
  * Where a service is in its life.
  *
  * @generated from enum streamhandler.v1.ServiceState
@@ -1151,6 +1235,20 @@ export declare const StreamHandler: GenService<{
     methodKind: "client_streaming";
     input: typeof PublishRequestSchema;
     output: typeof PublishStreamResponseSchema;
+  },
+  /**
+   * Lists the nodes of the cluster this daemon belongs to, in id order: each node that
+   * has reported itself within the last few seconds. A daemon that runs alone (without
+   * --cluster) lists none.
+   *
+   * Errors: UNAVAILABLE when the cluster's NATS does not answer.
+   *
+   * @generated from rpc streamhandler.v1.StreamHandler.ListNodes
+   */
+  listNodes: {
+    methodKind: "unary";
+    input: typeof ListNodesRequestSchema;
+    output: typeof ListNodesResponseSchema;
   },
 }>;
 
