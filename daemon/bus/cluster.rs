@@ -1,9 +1,10 @@
 //! The bus of a cluster: several streamd nodes that share their events through NATS
 //! JetStream, each fanning them out to its own subscribers.
 //!
-//! Every event goes once to `streamhandler.v1.events.<topic>`, carrying its number in a
-//! header, and the events stream takes it. Numbers are given against that stream: a
-//! node publishes a topic's next event with the stream's last sequence for that subject
+//! Every event goes once to `streamhandler.v1.events.<topic>`, and the events stream
+//! takes it; the events of a topic that wait together on a node go in one message,
+//! whose header numbers the first. Numbers are given against that stream: a node
+//! publishes a topic's next message with the stream's last sequence for that subject
 //! as the expected one, so that of two nodes numbering the same topic at once one is
 //! refused, reads the topic's last event and numbers again. Each topic's numbers thus
 //! stay gap-free across nodes, and none is given twice.
@@ -60,10 +61,10 @@ const KEPT_PER_TOPIC: i64 = 16;
 /// catch up. In memory, and capped.
 const EVENTS_RETENTION: Duration = Duration::from_secs(600);
 const EVENTS_MAX_BYTES: i64 = 256 << 20;
-/// The event's number within its topic.
+/// The number, within its topic, of a message's first event.
 const SEQ_HEADER: &str = "Streamhandler-Seq";
-/// Whose event it is, and so whether it is kept as the topic's latest.
-const KIND_HEADER: &str = "Streamhandler-Kind";
+/// The most bytes of events one message carries: well within NATS's default 1 MiB.
+const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// Events of all topics that wait for the cluster to take them, in bytes: beyond,
 /// publishing is refused until it catches up.
 const MAX_WAITING_BYTES: usize = 64 << 20;
@@ -228,8 +229,9 @@ impl EventBus for ClusterBus {
 }
 
 impl Shared {
-    /// Sends a topic's waiting events to the cluster one by one until none waits, then
-    /// lets the topic go.
+    /// Sends a topic's waiting events to the cluster until none waits, then lets the
+    /// topic go. Those that wait together go in one message, under one check of the
+    /// topic's last number, so that a topic's rate is not one event per round trip.
     async fn send_line(self: Arc<Self>, topic: Arc<str>) {
         let subject = subject(&topic);
         let mut last = None;
@@ -242,22 +244,23 @@ impl Shared {
                 if let Some(position) = last {
                     line.last = Some(position);
                 }
-                match line.waiting.pop_front() {
-                    Some(waiting) => Some((waiting, line.last)),
-                    None => {
-                        lines.remove(&topic);
-                        None
-                    }
+                if line.waiting.is_empty() {
+                    lines.remove(&topic);
+                    return;
                 }
+                (take_batch(&mut line.waiting), line.last)
             };
-            let Some((waiting, known)) = next else {
-                return;
-            };
-            self.waiting_bytes
-                .fetch_sub(waiting.body.len(), Ordering::Relaxed);
-            let sent = self.send(&subject, &waiting, known).await;
+            let (batch, known) = next;
+            let bytes: usize = batch.iter().map(|w| w.body.len()).sum();
+            self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            let sent = self.send(&subject, &batch, known).await;
             last = sent.as_ref().ok().copied();
-            let _ = waiting.numbered.send(sent.map(|position| position.seq));
+            let first = sent.map(|position| position.seq + 1 - batch.len() as u64);
+            for (i, waiting) in batch.into_iter().enumerate() {
+                let _ = waiting
+                    .numbered
+                    .send(first.clone().map(|first| first + i as u64));
+            }
             if last.is_none() {
                 // Read the topic's last event again before the next.
                 let mut lines = lock(&self.lines);
@@ -268,25 +271,26 @@ impl Shared {
         }
     }
 
-    /// Numbers one event after the topic's last and has the stream take it, reading
-    /// the last again whenever another node numbered one meanwhile.
+    /// Numbers a batch of events after the topic's last and has the stream take them
+    /// in one message, reading the last again whenever another node numbered one
+    /// meanwhile. Gives the position of the batch's last event.
     async fn send(
         &self,
         subject: &str,
-        waiting: &Waiting,
+        batch: &[Waiting],
         known: Option<Position>,
     ) -> Result<Position, Refused> {
+        let body = encode_batch(batch);
         let mut last = match known {
             Some(position) => position,
             None => self.last_of(subject).await?,
         };
         loop {
-            let seq = last.seq + 1;
+            let first = last.seq + 1;
             let mut headers = HeaderMap::new();
-            headers.insert(SEQ_HEADER, seq.to_string().as_str());
-            headers.insert(KIND_HEADER, kind_name(waiting.kind));
+            headers.insert(SEQ_HEADER, first.to_string().as_str());
             let message = PublishMessage::build()
-                .payload(waiting.body.clone())
+                .payload(body.clone())
                 .headers(headers)
                 .expected_last_subject_sequence(last.stream_seq);
             let ack = async {
@@ -298,7 +302,7 @@ impl Shared {
             match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
                 Ok(Ok(ack)) => {
                     return Ok(Position {
-                        seq,
+                        seq: first + batch.len() as u64 - 1,
                         stream_seq: ack.sequence,
                     });
                 }
@@ -321,13 +325,13 @@ impl Shared {
     async fn last_of(&self, subject: &str) -> Result<Position, Refused> {
         if let Some(message) = last_message(&self.events, subject).await? {
             return Ok(Position {
-                seq: seq_of(&message.headers).unwrap_or(0),
+                seq: last_seq_of(&message),
                 stream_seq: message.sequence,
             });
         }
         let kept = last_message(&self.latest, subject).await?;
         Ok(Position {
-            seq: kept.map_or(0, |message| seq_of(&message.headers).unwrap_or(0)),
+            seq: kept.as_ref().map_or(0, last_seq_of),
             stream_seq: 0,
         })
     }
@@ -401,22 +405,71 @@ impl Shared {
     /// Hands one event from the cluster to this node's bus; one that is not streamd's,
     /// or damaged, is logged and dropped.
     fn take(&self, subject: &str, headers: Option<&HeaderMap>, body: &[u8]) {
-        let event = (|| {
+        let batch = (|| {
             let topic = topic_of(subject)?;
-            let headers = headers?;
-            let seq = seq_of(headers)?;
-            let kind = kind_of(headers.get(KIND_HEADER)?.as_str())?;
-            let draft = Draft::from_unnumbered(body)?;
-            Some((topic, seq, kind, draft))
+            let first = seq_of(headers?)?;
+            let events = decode_batch(body)?;
+            Some((topic, first, events))
         })();
-        let Some((topic, seq, kind, draft)) = event else {
-            tracing::warn!("dropped a message on {subject} that is not a streamd event");
+        let Some((topic, first, events)) = batch else {
+            tracing::warn!("dropped a message on {subject} that is not streamd's events");
             return;
         };
-        if let Err(e) = self.local.deliver(&topic, seq, draft, kind) {
-            tracing::debug!("event {seq} of {topic} not delivered: {e}");
+        for (seq, (kind, draft)) in (first..).zip(events) {
+            if let Err(e) = self.local.deliver(&topic, seq, draft, kind) {
+                tracing::debug!("event {seq} of {topic} not delivered: {e}");
+                return;
+            }
         }
     }
+}
+
+/// Takes the oldest waiting events, up to [`MAX_BATCH_BYTES`] of them (at least one).
+fn take_batch(waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while let Some(next) = waiting.front() {
+        if !batch.is_empty() && bytes + next.body.len() > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += next.body.len();
+        batch.extend(waiting.pop_front());
+    }
+    batch
+}
+
+/// A message's body: for each event, its kind's byte, its length as a varint, then the
+/// event without its number.
+fn encode_batch(batch: &[Waiting]) -> Bytes {
+    let len: usize = batch.iter().map(|w| 1 + 10 + w.body.len()).sum();
+    let mut body = Vec::with_capacity(len);
+    for waiting in batch {
+        body.push(kind_byte(waiting.kind));
+        prost::encoding::encode_varint(waiting.body.len() as u64, &mut body);
+        body.extend_from_slice(&waiting.body);
+    }
+    body.into()
+}
+
+/// The events of a message's body; None if any is damaged.
+fn decode_batch(mut body: &[u8]) -> Option<Vec<(Kind, Draft)>> {
+    let mut events = Vec::new();
+    while let Some((&kind, rest)) = body.split_first() {
+        let kind = kind_of(kind)?;
+        body = rest;
+        let len = usize::try_from(prost::encoding::decode_varint(&mut body).ok()?).ok()?;
+        let event = body.get(..len)?;
+        events.push((kind, Draft::from_unnumbered(event)?));
+        body = &body[len..];
+    }
+    (!events.is_empty()).then_some(events)
+}
+
+/// The number of a stored message's last event.
+fn last_seq_of(message: &jetstream::message::StreamMessage) -> u64 {
+    let first = seq_of(&message.headers).unwrap_or(0);
+    let count = decode_batch(&message.payload).map_or(1, |events| events.len() as u64);
+    first + count - 1
 }
 
 /// A stream's last message on a subject, if it holds one.
@@ -458,18 +511,18 @@ fn seq_of(headers: &HeaderMap) -> Option<u64> {
     headers.get(SEQ_HEADER)?.as_str().parse().ok()
 }
 
-fn kind_name(kind: Kind) -> &'static str {
+fn kind_byte(kind: Kind) -> u8 {
     match kind {
-        Kind::ServiceData => "service",
-        Kind::ServiceLifecycle => "lifecycle",
-        Kind::Client => "client",
+        Kind::ServiceData => b's',
+        Kind::ServiceLifecycle => b'l',
+        Kind::Client => b'c',
     }
 }
 
-fn kind_of(name: &str) -> Option<Kind> {
+fn kind_of(byte: u8) -> Option<Kind> {
     [Kind::ServiceData, Kind::ServiceLifecycle, Kind::Client]
         .into_iter()
-        .find(|&kind| kind_name(kind) == name)
+        .find(|&kind| kind_byte(kind) == byte)
 }
 
 /// A topic's subject. Topic names are valid subject tokens joined by dots unless a dot
@@ -504,6 +557,32 @@ fn topic_of(subject: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_carries_its_events_and_their_kinds_and_damage_is_refused() {
+        let time = prost_types::Timestamp::default();
+        let payload = crate::pb::event::Payload::Text(crate::pb::Text::default());
+        let batch: Vec<Waiting> = [Kind::ServiceData, Kind::ServiceLifecycle, Kind::Client]
+            .into_iter()
+            .map(|kind| Waiting {
+                body: Draft::new("t", &time, &payload).unnumbered(),
+                kind,
+                numbered: oneshot::channel().0,
+            })
+            .collect();
+        let body = encode_batch(&batch);
+        let events = decode_batch(&body).unwrap();
+        let kinds: Vec<Kind> = events.iter().map(|(kind, _)| *kind).collect();
+        assert_eq!(
+            kinds,
+            [Kind::ServiceData, Kind::ServiceLifecycle, Kind::Client]
+        );
+        let (_, draft) = events.into_iter().nth(1).unwrap();
+        assert_eq!(draft.finish(7), Draft::new("t", &time, &payload).finish(7));
+        for damaged in [&b""[..], &body[..body.len() - 1], b"x\x00", b"s\x05ab"] {
+            assert!(decode_batch(damaged).is_none(), "{damaged:?}");
+        }
+    }
 
     #[test]
     fn every_topic_name_has_a_subject_that_gives_it_back() {

@@ -172,7 +172,7 @@ impl std::fmt::Display for BufferFull {
 impl std::error::Error for BufferFull {}
 
 /// A publish or subscribe the bus refused.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum Refused {
     #[error("the event is {0} bytes encoded; the limit is {MAX_EVENT_BYTES}")]
     TooLarge(usize),
