@@ -244,11 +244,7 @@ fn http_settings(file: &HttpFile) -> Result<HttpSettings, Problem> {
     let hosts = file
         .hosts
         .iter()
-        .map(|host| {
-            check_host_name(host.get_ref())
-                .map(|()| host.get_ref().clone())
-                .map_err(|message| Problem::at(host, "http.hosts", message))
-        })
+        .map(|host| checked(host, "http.hosts", check_host_name))
         .collect::<Result<_, _>>()?;
     Ok(HttpSettings { listen, hosts })
 }
@@ -271,25 +267,27 @@ impl ClusterFileSettings {
 }
 
 fn cluster_settings(file: &ClusterFile) -> Result<ClusterFileSettings, Problem> {
-    let nats = file
-        .nats
-        .as_ref()
-        .map(|value| {
-            check_nats_url(value.get_ref())
-                .map(|()| value.get_ref().clone())
-                .map_err(|message| Problem::at(value, "cluster.nats", message))
-        })
-        .transpose()?;
-    let node_id = file
-        .node_id
-        .as_ref()
-        .map(|value| {
-            check_node_id(value.get_ref())
-                .map(|()| value.get_ref().clone())
-                .map_err(|message| Problem::at(value, "cluster.node_id", message))
-        })
-        .transpose()?;
-    Ok(ClusterFileSettings { nats, node_id })
+    let nats = file.nats.as_ref();
+    let node_id = file.node_id.as_ref();
+    Ok(ClusterFileSettings {
+        nats: nats
+            .map(|value| checked(value, "cluster.nats", check_nats_url))
+            .transpose()?,
+        node_id: node_id
+            .map(|value| checked(value, "cluster.node_id", check_node_id))
+            .transpose()?,
+    })
+}
+
+/// The text the file gives for `key`, if `check` passes it.
+fn checked(
+    value: &Spanned<String>,
+    key: &str,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<String, Problem> {
+    check(value.get_ref())
+        .map(|()| value.get_ref().clone())
+        .map_err(|message| Problem::at(value, key, message))
 }
 
 /// The cluster's NATS servers: `nats://HOST:PORT` (or `tls://`), comma-separated.
