@@ -169,7 +169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
     // Held until the process ends.
     let _data_dir_lock = DataDirLock::acquire(&data_dir)?;
-    let env =
+    let mut env =
         Environment::new(data_dir, args.database_url.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let mut config = match &args.config {
         Some(path) => Config::load(path, &env).map_err(|e| anyhow::anyhow!("bad config: {e}"))?,
@@ -188,7 +188,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = &mut config.cluster;
     cluster.nats = args.cluster.or(cluster.nats.take());
     cluster.node_id = args.node_id.or(cluster.node_id.take());
-    cluster.resolve().map_err(|e| anyhow::anyhow!(e))?;
+    env.clustered = cluster.resolve().map_err(|e| anyhow::anyhow!(e))?.is_some();
     // A reload waits while the daemon starts; more than one waiting adds nothing.
     let (reloads_in, reloads) = tokio::sync::mpsc::channel(1);
     // Installed before the daemon says it listens, so that no SIGHUP finds the default

@@ -55,6 +55,13 @@ pub struct Store {
     pub location: String,
 }
 
+impl Store {
+    /// Whether the database is a file of this machine's, which other nodes cannot share.
+    pub fn is_local_file(&self) -> bool {
+        matches!(self.connect.expose(), Connect::Sqlite(_))
+    }
+}
+
 #[derive(Debug)]
 enum Connect {
     Sqlite(SqliteConnectOptions),

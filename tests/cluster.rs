@@ -244,3 +244,29 @@ async fn a_daemon_that_runs_alone_says_so() {
     let (stdout, _) = text(&daemon.ctl(&["nodes"]));
     assert!(stdout.contains("runs alone"), "{stdout}");
 }
+
+#[tokio::test]
+async fn the_leaderboard_of_a_node_refuses_a_database_file_no_other_node_can_share() {
+    let Some(nats) = nats_url() else { return };
+    let daemon = node(&nats, &node_id("sqlite"));
+    let refused = daemon
+        .client()
+        .await
+        .start_service(start_request("leaderboard", 1000, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .contains("needs a database every node shares")
+            && refused.message().contains("--database-url postgres://"),
+        "{}",
+        refused.message()
+    );
+    let (_, stderr) = text(&daemon.ctl(&["start", "leaderboard"]));
+    assert!(
+        stderr.contains("needs a database every node shares"),
+        "{stderr}"
+    );
+}

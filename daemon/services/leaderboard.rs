@@ -65,6 +65,13 @@ const MAX_FLUSH_BACKOFF: Duration = Duration::from_secs(60);
 const FINAL_FLUSH_RETRY: Duration = Duration::from_millis(250);
 
 fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
+    if env.clustered && env.store.is_local_file() {
+        return Err(Build::Precondition(format!(
+            "the leaderboard in a cluster needs a database every node shares, and {} is a \
+             file of this machine's: start streamd with --database-url postgres://...",
+            env.store.location
+        )));
+    }
     let number = |spec: &ParamSpec| -> Result<i64, ParamError> {
         let v = spec.value(params).unwrap_or_default();
         v.parse()

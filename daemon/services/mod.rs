@@ -44,6 +44,8 @@ pub struct Environment {
     pub http_same_origin: reqwest::Client,
     /// The daemon's database.
     pub store: Store,
+    /// Whether the daemon is a node of a cluster, whose nodes share one database.
+    pub clustered: bool,
 }
 
 impl Environment {
@@ -66,6 +68,7 @@ impl Environment {
             http,
             http_same_origin,
             store,
+            clustered: false,
         })
     }
 }
