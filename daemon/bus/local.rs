@@ -428,6 +428,14 @@ impl Shared {
                 self.forgettable_bytes
                     .fetch_sub(state.latest_bytes(), Ordering::Relaxed);
             }
+            if state.seq > 0 && seq > state.seq + 1 && !state.followers.is_empty() {
+                // Events numbered elsewhere that never came (a node that fell further
+                // behind than the cluster holds): its followers are told which.
+                let missed = gap(topic, state.seq + 1, seq - 1);
+                for follower in &state.followers {
+                    follower.inbox.push(&missed);
+                }
+            }
             state.seq = seq;
             let event = draft.finish(seq);
             for follower in &state.followers {
@@ -593,6 +601,26 @@ impl Shared {
     }
 }
 
+/// The Lagged event that tells a topic's followers its events `first` to `last` are
+/// missing.
+fn gap(topic: &str, first: u64, last: u64) -> EncodedEvent {
+    let missed = last - first + 1;
+    EncodedEvent::new(&pb::Event {
+        topic: String::new(),
+        seq: 0,
+        time: Some(SystemTime::now().into()),
+        payload: Some(Payload::Lagged(pb::Lagged {
+            missed,
+            topics: vec![pb::Skipped {
+                topic: topic.to_owned(),
+                missed,
+                first_seq: first,
+                last_seq: last,
+            }],
+        })),
+    })
+}
+
 /// A subscription's stream; dropping it leaves every topic.
 struct Subscription {
     follower: Arc<Follower>,
@@ -716,6 +744,45 @@ mod tests {
 
     fn topics_and_seqs(events: &[pb::Event]) -> Vec<(&str, u64)> {
         events.iter().map(|e| (e.topic.as_str(), e.seq)).collect()
+    }
+
+    #[test]
+    fn events_numbered_elsewhere_that_never_came_are_reported_missing() {
+        let (local, bus) = bus_with(Settings::default());
+        let mut events = subscribe(&bus, &["t"], SubscribeOptions::default());
+        next_now(&mut events);
+        let time = SystemTime::now().into();
+        let deliver = |seq| {
+            let draft = Draft::new("t", &time, &text(seq as usize));
+            local.deliver("t", seq, draft, Kind::Client).unwrap();
+        };
+        for seq in [1, 2, 2, 6, 4, 7] {
+            deliver(seq);
+        }
+        let seen = arrived(&mut events);
+        let lagged: Vec<_> = seen
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Some(Payload::Lagged(lagged)) => Some(lagged.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            topics_and_seqs(&seen),
+            [("t", 1), ("t", 2), ("", 0), ("t", 6), ("t", 7)]
+        );
+        assert_eq!(
+            lagged,
+            [pb::Lagged {
+                missed: 3,
+                topics: vec![pb::Skipped {
+                    topic: "t".into(),
+                    missed: 3,
+                    first_seq: 3,
+                    last_seq: 5,
+                }],
+            }]
+        );
     }
 
     #[test]
