@@ -254,6 +254,10 @@ impl Shared {
             let bytes: usize = batch.iter().map(|w| w.body.len()).sum();
             self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
             let sent = self.send(&subject, &batch, known).await;
+            if let Err(e) = &sent {
+                // A service does not wait for its events' numbers: this is where it shows.
+                tracing::warn!("{} event(s) of {topic} not published: {e}", batch.len());
+            }
             last = sent.as_ref().ok().copied();
             let first = sent.map(|position| position.seq + 1 - batch.len() as u64);
             for (i, waiting) in batch.into_iter().enumerate() {
