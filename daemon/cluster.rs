@@ -20,6 +20,8 @@ pub const NODES_BUCKET: &str = "streamhandler_nodes";
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a node's record outlives its last report.
 const NODE_TTL: Duration = Duration::from_secs(5);
+/// How long listing the members may take.
+const LISTING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a node joins its cluster: trusted, from the operator's flags or config file.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,7 +105,7 @@ impl Membership {
                 max_messages_per_subject: 1,
                 max_age: NODE_TTL,
                 duplicate_window: NODE_TTL,
-                storage: jetstream::stream::StorageType::Memory,
+                storage: jetstream::stream::StorageType::File,
                 allow_rollup: true,
                 deny_delete: true,
                 allow_direct: true,
@@ -184,8 +186,20 @@ impl Membership {
         Ok(value.and_then(|value| serde_json::from_slice(&value).ok()))
     }
 
-    /// The members, in id order.
+    /// The members, in id order; an error if NATS does not give them within
+    /// [`LISTING_TIMEOUT`] (a listing begun while the connection is being restored can
+    /// otherwise wait for ever).
     pub async fn members(&self) -> Result<Vec<pb::Node>, String> {
+        tokio::time::timeout(LISTING_TIMEOUT, self.read_members())
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the cluster's NATS did not list the members within {LISTING_TIMEOUT:?}"
+                ))
+            })
+    }
+
+    async fn read_members(&self) -> Result<Vec<pb::Node>, String> {
         let mut ids: Vec<String> = self
             .nodes
             .keys()

@@ -58,7 +58,8 @@ pub const LATEST_STREAM: &str = "STREAMHANDLER_LATEST";
 /// latest data outlives the lifecycle events after it (which `last` does not give).
 const KEPT_PER_TOPIC: i64 = 16;
 /// How long the events stream holds an event: how far behind a node may fall and
-/// catch up. In memory, and capped.
+/// catch up. On disk, so that the cluster's events outlive a restart of NATS, and
+/// capped.
 const EVENTS_RETENTION: Duration = Duration::from_secs(600);
 const EVENTS_MAX_BYTES: i64 = 256 << 20;
 /// The number, within its topic, of a message's first event.
@@ -128,7 +129,7 @@ impl ClusterBus {
                 max_age: EVENTS_RETENTION,
                 max_bytes: EVENTS_MAX_BYTES,
                 discard: stream::DiscardPolicy::Old,
-                storage: stream::StorageType::Memory,
+                storage: stream::StorageType::File,
                 ..Default::default()
             })
             .await?;
