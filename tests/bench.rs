@@ -2,18 +2,7 @@
 //! that run nats-server need `STREAMD_TEST_NATS_SERVER` to name its binary (.ci/run
 //! sets it); without it they say they are skipped and pass.
 
-use crate::harness::{Daemon, STREAMD, streamctl_at, text};
-
-/// The nats-server binary to spawn, or `None` after saying the test is skipped.
-fn nats_server() -> Option<String> {
-    match std::env::var("STREAMD_TEST_NATS_SERVER") {
-        Ok(path) if !path.is_empty() => Some(path),
-        _ => {
-            eprintln!("skipped: STREAMD_TEST_NATS_SERVER does not name a nats-server binary");
-            None
-        }
-    }
-}
+use crate::harness::{Daemon, STREAMD, nats_server, streamctl_at, text};
 
 /// Runs `streamctl bench --spawn ARGS` with the test's own streamd (no daemon at the
 /// default address is used) and returns its stdout.

@@ -270,3 +270,76 @@ async fn the_leaderboard_of_a_node_refuses_a_database_file_no_other_node_can_sha
         "{stderr}"
     );
 }
+
+/// A nats-server with JetStream of the test's own, on `port`, keeping its streams in
+/// `store`.
+fn own_nats(binary: &str, port: u16, store: &std::path::Path) -> std::process::Child {
+    Command::new(binary)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_node_goes_on_publishing_after_its_nats_restarts() {
+    let Some(binary) = crate::harness::nats_server() else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = tempfile::tempdir().unwrap();
+    let mut nats = own_nats(&binary, port, store.path());
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let daemon = node(&url, "restarted");
+    let mut client = daemon.client().await;
+    let mut events = Events::open(&mut client, &["t"], false).await;
+    assert_eq!(publish(&mut client, "t", 1).await, 1);
+    assert_eq!(events.next().await.seq, 1);
+
+    nats.kill().unwrap();
+    nats.wait().unwrap();
+    let refused = client
+        .publish(pb::PublishRequest {
+            topic: "t".into(),
+            data: Some(numbered(2)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    let mut nats = own_nats(&binary, port, store.path());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let seq = loop {
+        let request = pb::PublishRequest {
+            topic: "t".into(),
+            data: Some(numbered(3)),
+        };
+        match client.publish(request).await {
+            Ok(reply) => break reply.into_inner().seq,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("still refused after the restart: {e:?}"),
+        }
+    };
+    assert_eq!(seq, 2, "numbering goes on from the stream kept on disk");
+    let event = events.next().await;
+    assert_eq!((event.seq, number_of(&event)), (2, 3));
+    nats.kill().unwrap();
+    let _ = nats.wait();
+}

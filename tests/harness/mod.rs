@@ -415,6 +415,17 @@ pub fn nats_url() -> Option<String> {
     url
 }
 
+/// The nats-server binary to spawn, or `None` after saying the test is skipped.
+pub fn nats_server() -> Option<String> {
+    match std::env::var("STREAMD_TEST_NATS_SERVER") {
+        Ok(path) if !path.is_empty() => Some(path),
+        _ => {
+            eprintln!("skipped: STREAMD_TEST_NATS_SERVER does not name a nats-server binary");
+            None
+        }
+    }
+}
+
 /// A name no other test, or earlier run, uses: clusters share their NATS server.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}.{}", uuid::Uuid::new_v4().simple())
