@@ -225,6 +225,14 @@ impl LocalBus {
         }
     }
 
+    /// Hands its topic's subscribers an event numbered elsewhere (by a cluster's
+    /// sequencer): one at or below the topic's number, already delivered, is dropped.
+    pub fn deliver(&self, topic: &str, seq: u64, draft: Draft, kind: Kind) -> Result<(), Refused> {
+        self.shared
+            .publish(topic, draft, kind, Numbering::Given(seq), SystemTime::now())
+            .map(drop)
+    }
+
     /// Forgets clients' topics past their retention every so often, until `stop`.
     pub async fn sweep_until(self, stop: CancellationToken) {
         let period = (self.shared.settings.topic_retention / 10)
@@ -237,16 +245,6 @@ impl LocalBus {
                 _ = ticks.tick() => self.shared.sweep(SystemTime::now()),
             }
         }
-    }
-}
-
-impl LocalBus {
-    /// Hands its topic's subscribers an event numbered elsewhere (by a cluster's
-    /// sequencer): one at or below the topic's number, already delivered, is dropped.
-    pub fn deliver(&self, topic: &str, seq: u64, draft: Draft, kind: Kind) -> Result<(), Refused> {
-        self.shared
-            .publish(topic, draft, kind, Numbering::Given(seq), SystemTime::now())
-            .map(drop)
     }
 }
 
