@@ -135,6 +135,7 @@ mod tests {
                     nanos: 200_000_000,
                 }),
                 attempt: 2,
+                ..Default::default()
             })),
         };
         let line = encoder.encode(&event).unwrap();

@@ -421,6 +421,7 @@ mod tests {
             message: message.into(),
             backoff: None,
             attempt: 0,
+            ..Default::default()
         })
     }
 
@@ -445,6 +446,7 @@ mod tests {
                 nanos: 200_000_000,
             }),
             attempt: 2,
+            ..Default::default()
         });
         assert_eq!(
             render(restarting),

@@ -34,12 +34,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::Access,
     bus::{Bus, ClusterBus, LocalBus},
-    cluster::{Connection, Membership},
+    cluster::{Connection, Membership, Placement},
     config::Config,
     resume::Recorder,
     server::{ControlPlane, Listeners},
     services::Environment,
-    supervisor::Supervisor,
+    supervisor::{Supervisor, WishRecorder},
 };
 
 /// Runs the daemon on `listeners` until `shutdown` resolves: starts the services the
@@ -90,27 +90,25 @@ pub async fn run(
             (Bus::new(joined), local, Some(connection))
         }
     };
-    let supervisor = Supervisor::new(
-        bus,
-        env,
-        config.settings,
-        config.services,
-        Some(Box::new(recorder)),
-    );
-    for name in &config.start {
-        if let Err(e) = supervisor.start(name, Default::default()).await {
-            supervisor.shutdown().await;
-            anyhow::bail!("cannot start {name} at boot: {e}");
+    // In a cluster, what clients ask of services is kept in the cluster, not here.
+    let recorder: Option<Box<dyn WishRecorder>> = match connection {
+        None => Some(Box::new(recorder)),
+        Some(_) => None,
+    };
+    let supervisor = Supervisor::new(bus, env, config.settings, config.services, recorder);
+    let placement = match &connection {
+        None => {
+            for name in &config.start {
+                if let Err(e) = supervisor.start(name, Default::default()).await {
+                    supervisor.shutdown().await;
+                    anyhow::bail!("cannot start {name} at boot: {e}");
+                }
+            }
+            if resume {
+                resume::resume(&supervisor, &store).await;
+            }
+            None
         }
-    }
-    if resume {
-        resume::resume(&supervisor, &store).await;
-    }
-    let stop_sweeping = CancellationToken::new();
-    let sweeper = tokio::spawn(local.sweep_until(stop_sweeping.clone()));
-    let applying = tokio::spawn(apply_reloads(supervisor.clone(), reloads));
-    let membership = match &connection {
-        None => None,
         Some(connection) => {
             let address = listeners
                 .grpc
@@ -122,11 +120,10 @@ pub async fn run(
             let running = {
                 let supervisor = supervisor.clone();
                 move || {
-                    let services = supervisor.services();
-                    let running = services
-                        .iter()
-                        .filter(|s| s.state() == pb::ServiceState::Running);
-                    running.count() as u32
+                    let services = supervisor.services().into_iter();
+                    services
+                        .filter(|s| s.state() != pb::ServiceState::Stopped)
+                        .collect()
                 }
             };
             tokio::spawn(
@@ -134,13 +131,36 @@ pub async fn run(
                     .clone()
                     .report_until(running, stop_following.clone()),
             );
-            Some(membership)
+            let placement = Placement::open(connection, membership, supervisor.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            placement
+                .wish_at_boot(&config.start)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            Some(placement)
         }
     };
-    let control = ControlPlane::new(supervisor, membership);
+    let stop_sweeping = CancellationToken::new();
+    let sweeper = tokio::spawn(local.sweep_until(stop_sweeping.clone()));
+    let applying = tokio::spawn(apply_reloads(
+        supervisor.clone(),
+        placement.clone(),
+        reloads,
+    ));
+    let stop_placing = CancellationToken::new();
+    let placing = placement
+        .clone()
+        .map(|placement| tokio::spawn(placement.run_until(stop_placing.clone())));
+    let control = ControlPlane::new(supervisor, placement);
     let served = server::serve(listeners, access, control, shutdown).await;
     applying.abort();
     stop_sweeping.cancel();
+    // The services have stopped: their leases go back before this node leaves.
+    stop_placing.cancel();
+    if let Some(placing) = placing {
+        let _ = placing.await;
+    }
     stop_following.cancel();
     let _ = sweeper.await;
     // After the services, which may still write to the database as they stop. A
@@ -161,10 +181,25 @@ pub async fn run(
 }
 
 /// Applies each reloaded configuration's services in turn; settings of the bus and the
-/// supervisor apply at the next start.
-async fn apply_reloads(supervisor: Supervisor, mut reloads: tokio::sync::mpsc::Receiver<Config>) {
+/// supervisor apply at the next start. In a cluster, its boot services are wished
+/// running where no client has wished otherwise.
+async fn apply_reloads(
+    supervisor: Supervisor,
+    placement: Option<Placement>,
+    mut reloads: tokio::sync::mpsc::Receiver<Config>,
+) {
     while let Some(config) = reloads.recv().await {
-        let reloaded = supervisor.reload(config.services, &config.start).await;
+        let start = if placement.is_some() {
+            &[][..]
+        } else {
+            &config.start[..]
+        };
+        let reloaded = supervisor.reload(config.services, start).await;
+        if let Some(placement) = &placement
+            && let Err(e) = placement.wish_at_boot(&config.start).await
+        {
+            tracing::warn!("after the reload: {e}");
+        }
         tracing::info!(
             added = ?reloaded.added,
             removed = ?reloaded.removed,

@@ -188,7 +188,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = &mut config.cluster;
     cluster.nats = args.cluster.or(cluster.nats.take());
     cluster.node_id = args.node_id.or(cluster.node_id.take());
-    env.clustered = cluster.resolve().map_err(|e| anyhow::anyhow!(e))?.is_some();
+    env.node_id = cluster
+        .resolve()
+        .map_err(|e| anyhow::anyhow!(e))?
+        .map(|cluster| cluster.node_id);
     // A reload waits while the daemon starts; more than one waiting adds nothing.
     let (reloads_in, reloads) = tokio::sync::mpsc::channel(1);
     // Installed before the daemon says it listens, so that no SIGHUP finds the default

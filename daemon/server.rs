@@ -18,12 +18,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::{
     auth::{Access, RequireToken},
     bus::{Overflow, Published, SubscribeOptions},
-    cluster::Membership,
+    cluster::Placement,
     connection::{self, LimitRequestRate},
     duration,
     error::Error,
     listen::Listener,
     pb::{self},
+    services::Params,
     supervisor::{Overrides, Supervisor},
     topic::{self, TopicFilter},
     web::{self, HttpListener},
@@ -225,19 +226,19 @@ pub(crate) fn internal_error(
 /// How long subscribers get to receive the last events at shutdown.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// What the API answers from: the supervisor, and the cluster's members when the
-/// daemon is a node of one.
+/// What the API answers from: the supervisor, and when the daemon is a node of a
+/// cluster, the cluster's placement of services and its members.
 #[derive(Clone)]
 pub struct ControlPlane {
     supervisor: Supervisor,
-    membership: Option<Membership>,
+    placement: Option<Placement>,
 }
 
 impl ControlPlane {
-    pub fn new(supervisor: Supervisor, membership: Option<Membership>) -> Self {
+    pub fn new(supervisor: Supervisor, placement: Option<Placement>) -> Self {
         Self {
             supervisor,
-            membership,
+            placement,
         }
     }
 
@@ -264,16 +265,21 @@ impl StreamHandler for ControlPlane {
                     .map_err(|message| Error::invalid("interval", message))
             })
             .transpose()?;
-        let started = self
-            .supervisor
-            .start(
-                &request.name,
-                Overrides {
-                    interval,
-                    params: request.params.into_iter().collect(),
-                },
-            )
-            .await?;
+        let mut params: Params = request.params.into_iter().collect();
+        // Not a parameter of the service: where in a cluster it runs.
+        let node = params.remove(NODE_PARAM);
+        let overrides = Overrides { interval, params };
+        let started = match (&self.placement, node) {
+            (Some(placement), node) => placement.start(&request.name, overrides, node).await?,
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    format!("params.{NODE_PARAM}"),
+                    "places a service on a node of a cluster, and this daemon runs alone",
+                )
+                .into());
+            }
+            (None, None) => self.supervisor.start(&request.name, overrides).await?,
+        };
         Ok(Response::new(pb::StartServiceResponse {
             already_running: started.already_running,
             service: Some(started.service),
@@ -284,7 +290,11 @@ impl StreamHandler for ControlPlane {
         &self,
         request: Request<pb::StopServiceRequest>,
     ) -> Result<Response<pb::StopServiceResponse>, Status> {
-        let stopped = self.supervisor.stop(&request.into_inner().name).await?;
+        let name = request.into_inner().name;
+        let stopped = match &self.placement {
+            Some(placement) => placement.stop(&name).await?,
+            None => self.supervisor.stop(&name).await?,
+        };
         Ok(Response::new(pb::StopServiceResponse {
             was_running: stopped.was_running,
             forced: stopped.forced,
@@ -296,8 +306,18 @@ impl StreamHandler for ControlPlane {
         &self,
         _: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let Some(placement) = &self.placement else {
+            return Ok(Response::new(pb::ListServicesResponse {
+                services: self.supervisor.services(),
+                ..Default::default()
+            }));
+        };
+        let listing = placement.listing().await;
         Ok(Response::new(pb::ListServicesResponse {
-            services: self.supervisor.services(),
+            services: listing.services,
+            node_id: placement.membership().node_id().to_owned(),
+            nodes: listing.nodes,
+            cluster_warning: listing.warning,
         }))
     }
 
@@ -305,13 +325,14 @@ impl StreamHandler for ControlPlane {
         &self,
         _: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let Some(membership) = &self.membership else {
+        let Some(placement) = &self.placement else {
             return Ok(Response::new(pb::ListNodesResponse::default()));
         };
-        let nodes = membership.members().await.map_err(Error::Unavailable)?;
+        let membership = placement.membership();
+        let members = membership.members().await.map_err(Error::Unavailable)?;
         Ok(Response::new(pb::ListNodesResponse {
             node_id: membership.node_id().to_owned(),
-            nodes,
+            nodes: members.into_iter().map(|m| m.node).collect(),
         }))
     }
 
@@ -390,6 +411,9 @@ impl StreamHandler for ControlPlane {
         Ok(Response::new(pb::PublishStreamResponse { published }))
     }
 }
+
+/// The StartService parameter that pins a service to a node of a cluster.
+pub const NODE_PARAM: &str = "node";
 
 /// Events of one PublishStream a cluster may have yet to number: beyond, the stream
 /// waits for the oldest, so that a client cannot queue without bound.

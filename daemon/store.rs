@@ -86,6 +86,55 @@ macro_rules! with_pool {
     };
 }
 
+/// Raises a service's fence on `executor`, giving [`Written::Fenced`] if a later
+/// owner's is already higher. A macro, as `with_pool!`'s bodies are: the executor's
+/// type depends on the database.
+macro_rules! raise_fence {
+    ($executor:expr, $fence:expr) => {{
+        let token = i64::try_from($fence.token).unwrap_or(i64::MAX);
+        let raised = sqlx::query(
+            "INSERT INTO service_fence (service, token) VALUES ($1, $2) \
+             ON CONFLICT (service) DO UPDATE SET token = excluded.token \
+             WHERE service_fence.token <= excluded.token",
+        )
+        .bind(&$fence.service)
+        .bind(token)
+        .execute(&mut *$executor)
+        .await?;
+        if raised.rows_affected() == 1 {
+            Written::Done
+        } else {
+            let newer: i64 =
+                sqlx::query_scalar("SELECT token FROM service_fence WHERE service = $1")
+                    .bind(&$fence.service)
+                    .fetch_one(&mut *$executor)
+                    .await?;
+            Written::Fenced {
+                newer: u64::try_from(newer).unwrap_or_default(),
+            }
+        }
+    }};
+}
+
+/// What a cluster node's service carries on its writes: the service, and the number
+/// of the lease by which its node owns it. Each new owner's number is higher than
+/// every earlier owner's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fence {
+    pub service: String,
+    pub token: u64,
+}
+
+/// How a fenced write went.
+#[derive(Debug, PartialEq)]
+pub enum Written {
+    Done,
+    /// Refused: an owner with the higher token `newer` has written since.
+    Fenced {
+        newer: u64,
+    },
+}
+
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
 #[error("database {location}: {source}")]
@@ -234,12 +283,22 @@ impl Store {
     }
 
     /// Writes these users' scores in one transaction: all of them or none. Rows are
-    /// matched by id; a row that is not there yet is inserted.
-    pub async fn save_scores(&self, rows: &[UserScore]) -> Result<(), StoreError> {
+    /// matched by id; a row that is not there yet is inserted. With a `fence`, nothing
+    /// is written once a later owner of the service has raised it.
+    pub async fn save_scores(
+        &self,
+        rows: &[UserScore],
+        fence: Option<&Fence>,
+    ) -> Result<Written, StoreError> {
         let pool = self.ready().await?;
         let now = Utc::now().naive_utc();
         with_pool!(pool, pool => async {
             let mut tx = pool.begin().await?;
+            if let Some(fence) = fence
+                && let Written::Fenced { newer } = raise_fence!(&mut *tx, fence)
+            {
+                return Ok(Written::Fenced { newer });
+            }
             for row in rows {
                 sqlx::query(
                     "INSERT INTO user_score (id, username, score, joined, inserted_at, updated_at) \
@@ -255,10 +314,24 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            tx.commit().await
+            tx.commit().await?;
+            Ok(Written::Done)
         }
         .await)
         .map_err(|e| self.error(e))
+    }
+
+    /// Raises the service's fence to `fence`, so that from now on writes of an owner
+    /// with a lower token are refused: a new owner does this before it reads what the
+    /// one before it wrote.
+    pub async fn raise_fence(&self, fence: &Fence) -> Result<Written, StoreError> {
+        let pool = self.ready().await?;
+        with_pool!(pool, pool => async {
+            let mut connection = pool.acquire().await?;
+            Ok(raise_fence!(&mut *connection, fence))
+        }
+        .await)
+        .map_err(|e: sqlx::Error| self.error(e))
     }
 
     /// Records what a client asked of a service.
@@ -375,7 +448,7 @@ mod tests {
                 .unwrap(),
         };
         let (store, _dir) = sqlite_for_test();
-        assert!(store.save_scores(&[too_long]).await.is_err());
+        assert!(store.save_scores(&[too_long], None).await.is_err());
     }
 
     #[tokio::test]

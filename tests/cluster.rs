@@ -9,7 +9,9 @@ use prost_types::{Struct, Value, value::Kind as ValueKind};
 use streamhandler::pb::{self, event::Payload, stream_handler_client::StreamHandlerClient};
 use tonic::transport::Channel;
 
-use crate::harness::{Daemon, Events, PATIENCE, STREAMD, nats_url, start_request, text, unique};
+use crate::harness::{
+    Daemon, Events, Nats, PATIENCE, STREAMD, nats_url, start_request, text, unique,
+};
 
 /// A node of the cluster at `nats`.
 fn node(nats: &str, id: &str) -> Daemon {
@@ -182,15 +184,13 @@ fn node_id(name: &str) -> String {
 
 #[tokio::test]
 async fn every_node_lists_the_members_and_one_that_stops_leaves_the_list() {
-    let Some(nats) = nats_url() else { return };
+    // A cluster of its own: other tests' nodes would take the service it starts.
+    let Some(nats) = Nats::start() else { return };
     let (first, second) = (node_id("first"), node_id("second"));
-    let one = node(&nats, &first);
-    let mut two = node(&nats, &second);
-    two.client()
-        .await
-        .start_service(start_request("streamer", 1000, &[]))
-        .await
-        .unwrap();
+    let one = node(&nats.url, &first);
+    let mut two = node(&nats.url, &second);
+    let pinned = start_request("streamer", 1000, &[("node", &second)]);
+    two.client().await.start_service(pinned).await.unwrap();
     // The service count comes with the next report, at most a second later.
     let listed = || {
         let (stdout, stderr) = text(&one.ctl(&["nodes"]));
@@ -271,47 +271,18 @@ async fn the_leaderboard_of_a_node_refuses_a_database_file_no_other_node_can_sha
     );
 }
 
-/// A nats-server with JetStream of the test's own, on `port`, keeping its streams in
-/// `store`.
-fn own_nats(binary: &str, port: u16, store: &std::path::Path) -> std::process::Child {
-    Command::new(binary)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_node_goes_on_publishing_after_its_nats_restarts() {
-    let Some(binary) = crate::harness::nats_server() else {
+    let Some(mut nats) = Nats::start() else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let store = tempfile::tempdir().unwrap();
-    let mut nats = own_nats(&binary, port, store.path());
-    let url = format!("nats://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nats-server did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let daemon = node(&url, "restarted");
+    let daemon = node(&nats.url, "restarted");
     let mut client = daemon.client().await;
     let mut events = Events::open(&mut client, &["t"], false).await;
     assert_eq!(publish(&mut client, "t", 1).await, 1);
     assert_eq!(events.next().await.seq, 1);
 
-    nats.kill().unwrap();
-    nats.wait().unwrap();
+    nats.kill();
     let refused = client
         .publish(pb::PublishRequest {
             topic: "t".into(),
@@ -321,7 +292,7 @@ async fn a_node_goes_on_publishing_after_its_nats_restarts() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
 
-    let mut nats = own_nats(&binary, port, store.path());
+    nats.restart();
     let deadline = std::time::Instant::now() + PATIENCE;
     let seq = loop {
         let request = pb::PublishRequest {
@@ -340,6 +311,4 @@ async fn a_node_goes_on_publishing_after_its_nats_restarts() {
     assert_eq!(seq, 2, "numbering goes on from the stream kept on disk");
     let event = events.next().await;
     assert_eq!((event.seq, number_of(&event)), (2, 3));
-    nats.kill().unwrap();
-    let _ = nats.wait();
 }

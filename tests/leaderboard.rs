@@ -5,10 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -17,13 +14,9 @@ use streamhandler::{
     pb::{self, Health, event::Payload, lifecycle::Kind},
     store::Store,
 };
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::Mutex,
-    task::JoinHandle,
-};
+use tokio::sync::Mutex;
 
-use crate::harness::{Daemon, Events, PgSchema, is_lifecycle};
+use crate::harness::{Daemon, Events, PgSchema, Proxy, is_lifecycle};
 
 /// Scores by username.
 type Scores = BTreeMap<String, i64>;
@@ -361,54 +354,6 @@ async fn a_locked_sqlite_database_delays_saving_and_loses_nothing() {
         },
     )
     .await;
-}
-
-/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new
-/// ones, then let them through again: the database as the daemon sees it when the
-/// server or the network goes away.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (is_up, tasks) = (up.clone(), connections.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !is_up.load(Ordering::SeqCst) {
-                    continue; // dropped: refused
-                }
-                let target = target.clone();
-                tasks.lock().await.push(tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                }));
-            }
-        });
-        Self {
-            port,
-            up,
-            connections,
-        }
-    }
-
-    async fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for connection in self.connections.lock().await.drain(..) {
-            connection.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
 }
 
 #[tokio::test]

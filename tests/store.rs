@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use proptest::{collection::btree_map, prelude::*};
-use streamhandler::store::{Store, UserScore};
+use streamhandler::store::{Fence, Store, UserScore, Written};
 use uuid::Uuid;
 
 use crate::harness::PgSchema;
@@ -41,12 +41,12 @@ fn rows() -> impl Strategy<Value = Vec<UserScore>> {
 }
 
 async fn round_trip(store: &Store, mut rows: Vec<UserScore>) {
-    store.save_scores(&rows).await.unwrap();
+    store.save_scores(&rows, None).await.unwrap();
     // Again with other scores: an update as well as an insert.
     for row in &mut rows {
         row.score = row.score.wrapping_neg();
     }
-    store.save_scores(&rows).await.unwrap();
+    store.save_scores(&rows, None).await.unwrap();
     let mut back = store.user_scores().await.unwrap();
     back.sort_by_key(|r| r.id);
     rows.sort_by_key(|r| r.id);
@@ -65,5 +65,65 @@ proptest! {
                 round_trip(&Store::open(Some(&schema.url), dir.path()).unwrap(), rows).await;
             }
         });
+    }
+}
+
+/// A cluster's owners of a service write with rising fences: once a later owner has
+/// written or claimed, an earlier one's writes change nothing.
+async fn fences_refuse_replaced_owners(store: &Store) {
+    let fence = |token| Fence {
+        service: "leaderboard".into(),
+        token,
+    };
+    let row = |score| UserScore {
+        id: Uuid::from_u128(7),
+        username: "fenced".into(),
+        score,
+        joined: NaiveDate::from_ymd_opt(2020, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap(),
+    };
+    let score = || async {
+        let users = store.user_scores().await.unwrap();
+        users
+            .into_iter()
+            .find(|u| u.username == "fenced")
+            .map(|u| u.score)
+    };
+    let written = store.save_scores(&[row(1)], Some(&fence(3))).await.unwrap();
+    assert_eq!(written, Written::Done);
+    // The same owner writes again; then a new owner claims the service.
+    let written = store.save_scores(&[row(2)], Some(&fence(3))).await.unwrap();
+    assert_eq!(written, Written::Done);
+    assert_eq!(store.raise_fence(&fence(9)).await.unwrap(), Written::Done);
+    let late = store
+        .save_scores(&[row(100)], Some(&fence(3)))
+        .await
+        .unwrap();
+    assert_eq!(late, Written::Fenced { newer: 9 });
+    assert_eq!(
+        score().await,
+        Some(2),
+        "the replaced owner's late write changed nothing"
+    );
+    let written = store.save_scores(&[row(3)], Some(&fence(9))).await.unwrap();
+    assert_eq!(written, Written::Done);
+    assert_eq!(score().await, Some(3));
+    // Other services' fences are their own.
+    let other = Fence {
+        service: "other".into(),
+        token: 1,
+    };
+    assert_eq!(store.raise_fence(&other).await.unwrap(), Written::Done);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn fences_refuse_replaced_owners_in_both_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    fences_refuse_replaced_owners(&Store::open(None, dir.path()).unwrap()).await;
+    if let Some(schema) = PgSchema::create().await {
+        fences_refuse_replaced_owners(&Store::open(Some(&schema.url), dir.path()).unwrap()).await;
     }
 }

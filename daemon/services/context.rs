@@ -10,6 +10,7 @@ use super::StepError;
 use crate::{
     bus::Refused,
     pb::{self, event::Payload},
+    store::Fence,
 };
 
 /// Where one service's events and reports go: its topic, and the status the
@@ -48,6 +49,7 @@ pub struct StepContext {
     outlet: Arc<dyn Outlet>,
     cancel: CancellationToken,
     daemon: Arc<dyn DaemonView>,
+    fence: Option<Fence>,
 }
 
 impl StepContext {
@@ -55,11 +57,13 @@ impl StepContext {
         outlet: Arc<dyn Outlet>,
         cancel: CancellationToken,
         daemon: Arc<dyn DaemonView>,
+        fence: Option<Fence>,
     ) -> Self {
         Self {
             outlet,
             cancel,
             daemon,
+            fence,
         }
     }
 
@@ -91,6 +95,12 @@ impl StepContext {
     /// Resolves when the service is asked to stop. Long-running steps return soon after.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
+    }
+
+    /// In a cluster, what the service's writes to the store carry so that the store
+    /// refuses them once another node has taken the service over.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     /// The daemon this service runs in, for services that report on it.

@@ -26,7 +26,7 @@ use super::{
 use crate::{
     duration,
     pb::{self, event::Payload},
-    store::{Store, StoreError, UserScore},
+    store::{Fence, Store, StoreError, UserScore, Written},
 };
 
 pub const KIND: Kind = Kind {
@@ -65,7 +65,7 @@ const MAX_FLUSH_BACKOFF: Duration = Duration::from_secs(60);
 const FINAL_FLUSH_RETRY: Duration = Duration::from_millis(250);
 
 fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
-    if env.clustered && env.store.is_local_file() {
+    if env.node_id.is_some() && env.store.is_local_file() {
         return Err(Build::Precondition(format!(
             "the leaderboard in a cluster needs a database every node shares, and {} is a \
              file of this machine's: start streamd with --database-url postgres://...",
@@ -97,6 +97,7 @@ fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
         flushing: None,
         next_flush: Instant::now() + flush_every,
         flush_failures: 0,
+        deposed: None,
     }))
 }
 
@@ -122,10 +123,13 @@ struct Leaderboard {
     /// Users whose scores changed since they were last written.
     dirty: BTreeSet<Uuid>,
     /// The flush in progress.
-    flushing: Option<JoinHandle<Result<(), FailedFlush>>>,
+    flushing: Option<JoinHandle<Result<Written, FailedFlush>>>,
     next_flush: Instant,
     /// Failed flushes in a row, for the backoff.
     flush_failures: u32,
+    /// In a cluster: why the store refuses this run's writes, once another node has
+    /// taken the leaderboard over. The run plays no more rounds.
+    deposed: Option<String>,
 }
 
 impl Leaderboard {
@@ -151,7 +155,7 @@ impl Leaderboard {
     }
 
     /// Starts writing the changed rows in the background, unless a write is under way.
-    fn start_flush(&mut self) {
+    fn start_flush(&mut self, fence: Option<&Fence>) {
         let Some(table) = &self.table else { return };
         if self.dirty.is_empty() || self.flushing.is_some() {
             return;
@@ -159,14 +163,18 @@ impl Leaderboard {
         let ids = std::mem::take(&mut self.dirty);
         let rows = changed_rows(table, &ids);
         let store = self.store.clone();
+        let fence = fence.cloned();
         self.flushing = Some(tokio::spawn(async move {
-            store.save_scores(&rows).await.map_err(|e| (ids, e))
+            store
+                .save_scores(&rows, fence.as_ref())
+                .await
+                .map_err(|e| (ids, e))
         }));
     }
 
     /// Collects a finished flush (with `wait`, the one under way): on failure its rows
     /// are pending again, the next attempt waits longer, and the error says so.
-    async fn collect_flush(&mut self, wait: bool) -> Result<(), String> {
+    async fn collect_flush(&mut self, wait: bool, fence: Option<&Fence>) -> Result<(), String> {
         let Some(handle) = self.flushing.take_if(|h| wait || h.is_finished()) else {
             return Ok(());
         };
@@ -174,10 +182,20 @@ impl Leaderboard {
             .await
             .map_err(|e| format!("flush task failed: {e}"))?
         {
-            Ok(()) => {
+            Ok(Written::Done) => {
                 self.flush_failures = 0;
                 self.next_flush = Instant::now() + self.flush_every;
                 Ok(())
+            }
+            Ok(Written::Fenced { newer }) => {
+                let dropped = std::mem::take(&mut self.dirty).len();
+                let ours = fence.map_or(0, |f| f.token);
+                let why = format!(
+                    "another node has taken this leaderboard over (lease {newer}, this run's \
+                     {ours}): its scores are not saved ({dropped} more changes dropped)"
+                );
+                self.deposed = Some(why.clone());
+                Err(why)
             }
             Err((ids, error)) => {
                 self.dirty.extend(ids);
@@ -196,13 +214,13 @@ impl Leaderboard {
     }
 
     /// Writes every pending change, retrying until it lands; the caller bounds it.
-    async fn flush_all(&mut self, report: impl Fn(String)) {
-        if let Err(e) = self.collect_flush(true).await {
+    async fn flush_all(&mut self, fence: Option<&Fence>, report: impl Fn(String)) {
+        if let Err(e) = self.collect_flush(true, fence).await {
             report(e);
         }
         while !self.dirty.is_empty() {
-            self.start_flush();
-            if let Err(e) = self.collect_flush(true).await {
+            self.start_flush(fence);
+            if let Err(e) = self.collect_flush(true, fence).await {
                 report(e);
                 tokio::time::sleep(FINAL_FLUSH_RETRY).await;
             }
@@ -266,9 +284,26 @@ fn leaderboard(table: &[Entry]) -> pb::Leaderboard {
 #[async_trait]
 impl Worker for Leaderboard {
     async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+        if let Some(why) = &self.deposed {
+            return Err(StepError::Step(why.clone()));
+        }
         let table = match &self.table {
             Some(table) => table.clone(),
             None => {
+                // First fenced off, so that the owner before cannot write after the read.
+                if let Some(fence) = ctx.fence() {
+                    let raised =
+                        self.store.raise_fence(fence).await.map_err(|e| {
+                            StepError::Step(format!("cannot claim the scores: {e}"))
+                        })?;
+                    if let Written::Fenced { newer } = raised {
+                        return Err(StepError::Step(format!(
+                            "another node has taken this leaderboard over (lease {newer}, \
+                             this run's {})",
+                            fence.token
+                        )));
+                    }
+                }
                 let users = self
                     .store
                     .user_scores()
@@ -280,21 +315,21 @@ impl Worker for Leaderboard {
         let next = Arc::new(self.play(&table));
         self.table = Some(next.clone());
         ctx.publish(Payload::Leaderboard(leaderboard(&next)))?;
-        if let Err(e) = self.collect_flush(false).await {
+        if let Err(e) = self.collect_flush(false, ctx.fence()).await {
             ctx.report(e);
         } else if self.flush_failures > 0 {
             // The scores wait for the next try: the table goes on, but not well.
             ctx.still_failing();
         }
         if Instant::now() >= self.next_flush {
-            self.start_flush();
+            self.start_flush(ctx.fence());
         }
         Ok(())
     }
 
     /// Writes every pending change: the database then holds the last published scores.
     async fn finish(&mut self, ctx: &StepContext) -> Result<(), StepError> {
-        self.flush_all(|e| ctx.report(e)).await;
+        self.flush_all(ctx.fence(), |e| ctx.report(e)).await;
         Ok(())
     }
 }
@@ -341,6 +376,7 @@ mod tests {
             flushing: None,
             next_flush: Instant::now(),
             flush_failures: 0,
+            deposed: None,
         }
     }
 
@@ -378,12 +414,12 @@ mod tests {
                     board.table = Some(table.clone());
                 }
                 Op::Flush => {
-                    board.start_flush();
-                    board.collect_flush(true).await.unwrap();
+                    board.start_flush(None);
+                    board.collect_flush(true, None).await.unwrap();
                 }
             }
         }
-        board.flush_all(|e| panic!("{e}")).await;
+        board.flush_all(None, |e| panic!("{e}")).await;
         let mut saved = store.user_scores().await.unwrap();
         saved.sort_by(|a, b| a.username.cmp(&b.username));
         let mut held: Vec<_> = table.iter().map(|e| e.user.clone()).collect();
@@ -407,6 +443,41 @@ mod tests {
                 table_and_database_agree(store, &ops).await;
             });
         }
+    }
+
+    #[tokio::test]
+    async fn a_replaced_owners_flush_is_refused_and_ends_its_rounds() {
+        let (store, _dir) = crate::store::sqlite_for_test();
+        store.prepare().await.unwrap();
+        let before = store.user_scores().await.unwrap();
+        let fence = |token| Fence {
+            service: "leaderboard".into(),
+            token,
+        };
+        // The new owner (lease 7) claimed the scores; the old one (lease 5) flushes late.
+        assert_eq!(store.raise_fence(&fence(7)).await.unwrap(), Written::Done);
+        let mut old = board(store.clone(), 1..=1);
+        let table = Arc::new(table_of(before.clone()));
+        old.table = Some(Arc::new(old.play(&table)));
+        old.start_flush(Some(&fence(5)));
+        let refused = old.collect_flush(true, Some(&fence(5))).await.unwrap_err();
+        assert!(refused.contains("lease 7"), "{refused}");
+        assert!(old.deposed.is_some() && old.dirty.is_empty());
+        assert_eq!(
+            store.user_scores().await.unwrap(),
+            before,
+            "nothing written"
+        );
+        // The owner with the higher lease writes; a lower one cannot claim again.
+        let mut new = board(store.clone(), 1..=1);
+        new.table = Some(Arc::new(new.play(&table)));
+        new.flush_all(Some(&fence(7)), |e| panic!("{e}")).await;
+        assert!(store.user_scores().await.unwrap() != before);
+        assert_eq!(
+            store.raise_fence(&fence(6)).await.unwrap(),
+            Written::Fenced { newer: 7 }
+        );
+        store.close().await;
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub struct Environment {
     pub http_same_origin: reqwest::Client,
     /// The daemon's database.
     pub store: Store,
-    /// Whether the daemon is a node of a cluster, whose nodes share one database.
-    pub clustered: bool,
+    /// This node's id when the daemon is a node of a cluster, whose nodes share one
+    /// database.
+    pub node_id: Option<String>,
 }
 
 impl Environment {
@@ -68,7 +69,7 @@ impl Environment {
             http,
             http_same_origin,
             store,
-            clustered: false,
+            node_id: None,
         })
     }
 }

@@ -40,9 +40,9 @@ use crate::{
     pb::{self, lifecycle},
     secret::{Secret, expand_env},
     services::{
-        Authority, Build, DaemonView, Environment, Kind, ParamError, Params, family_accepts,
+        Authority, Build, DaemonView, Environment, Kind, ParamError, Params, Worker, family_accepts,
     },
-    store::DesiredState,
+    store::{DesiredState, Fence},
     topic,
 };
 
@@ -224,6 +224,24 @@ pub struct Reloaded {
     pub failed: Vec<String>,
 }
 
+/// How a cluster node came to run a service.
+#[derive(Debug)]
+pub struct Placed {
+    /// Guards the service's writes to the store against an owner it replaced.
+    pub fence: Fence,
+    /// For its Started event, e.g. that it took the service over from another node.
+    pub note: String,
+}
+
+/// What one run of a service is made of.
+struct Prepared {
+    interval: Duration,
+    /// The parameters as clients see them.
+    shown: Params,
+    params: Secret<Params>,
+    worker: Box<dyn Worker>,
+}
+
 /// The outcome of a start.
 #[derive(Debug)]
 pub struct Started {
@@ -249,7 +267,10 @@ impl Supervisor {
     ) -> Self {
         let services = specs
             .into_iter()
-            .map(|spec| (spec.name.clone(), Arc::new(Slot::new(spec, bus.clone()))))
+            .map(|spec| {
+                let slot = Slot::new(spec, bus.clone(), env.node_id.clone());
+                (slot.spec.name.clone(), Arc::new(slot))
+            })
             .collect();
         Self {
             shared: Arc::new(Shared {
@@ -280,6 +301,58 @@ impl Supervisor {
 
     /// Starts a service, or reports that it is already running.
     pub async fn start(&self, name: &str, overrides: Overrides) -> Result<Started, Error> {
+        self.start_run(name, overrides, None).await
+    }
+
+    /// Starts a service on this node of a cluster, which holds its lease: `placed`
+    /// fences its writes to the store and says in its Started event how it came here.
+    pub async fn start_placed(
+        &self,
+        name: &str,
+        overrides: Overrides,
+        placed: Placed,
+    ) -> Result<Started, Error> {
+        self.start_run(name, overrides, Some(placed)).await
+    }
+
+    /// Checks that the service would start with `overrides` here, without starting it:
+    /// a cluster node does so before it asks the cluster to place the service.
+    pub fn check_start(&self, name: &str, overrides: &Overrides) -> Result<(), Error> {
+        let slot = self.slot(name)?;
+        self.prepare(&slot, overrides).map(drop)
+    }
+
+    /// The interval, parameters (as shown and as the worker gets them) and worker of
+    /// one run of `slot`.
+    fn prepare(&self, slot: &Slot, overrides: &Overrides) -> Result<Prepared, Error> {
+        check_overrides(&overrides.params)?;
+        let spec = &slot.spec;
+        let interval = overrides.interval.unwrap_or(spec.interval);
+        if interval.is_zero() {
+            return Err(Error::invalid("interval", "must be greater than zero"));
+        }
+        let (shown, params) = spec.params_for_run(&overrides.params)?;
+        let worker = spec
+            .kind
+            .build(params.expose(), &self.shared.env)
+            .map_err(|e| match e {
+                Build::Param(e) => Error::invalid(format!("params.{}", e.key), e.message),
+                Build::Precondition(message) => Error::FailedPrecondition(message),
+            })?;
+        Ok(Prepared {
+            interval,
+            shown,
+            params,
+            worker,
+        })
+    }
+
+    async fn start_run(
+        &self,
+        name: &str,
+        overrides: Overrides,
+        placed: Option<Placed>,
+    ) -> Result<Started, Error> {
         let slot = self.slot(name)?;
         check_overrides(&overrides.params)?;
         let mut run = slot.run.lock().await;
@@ -298,35 +371,38 @@ impl Supervisor {
                 service: slot.info(),
             });
         }
+        let Prepared {
+            interval,
+            shown,
+            params,
+            worker,
+        } = self.prepare(&slot, &overrides)?;
         let spec = &slot.spec;
-        let interval = overrides.interval.unwrap_or(spec.interval);
-        if interval.is_zero() {
-            return Err(Error::invalid("interval", "must be greater than zero"));
-        }
-        let (shown, params) = spec.params_for_run(&overrides.params)?;
-        let worker = spec
-            .kind
-            .build(params.expose(), &self.shared.env)
-            .map_err(|e| match e {
-                Build::Param(e) => Error::invalid(format!("params.{}", e.key), e.message),
-                Build::Precondition(message) => Error::FailedPrecondition(message),
-            })?;
         slot.mark_started(interval, shown, &overrides);
         tracing::info!(service = %spec.name, ?interval, "started");
+        let (note, fence) = match placed {
+            Some(Placed { fence, note }) => (note, Some(fence)),
+            None => (String::new(), None),
+        };
         // Before the task exists, so that "started" precedes the service's first event.
-        slot.lifecycle(lifecycle::Kind::Started, String::new());
+        slot.lifecycle(lifecycle::Kind::Started, note);
         let cancel = self.shared.root.child_token();
         let runner = Runner {
             supervisor: self.clone(),
             slot: slot.clone(),
             interval,
             params,
+            fence: fence.clone(),
         };
         let task = self
             .shared
             .tracker
             .spawn(runner.supervise(worker, cancel.clone()));
-        *run = Some(Run { cancel, task });
+        *run = Some(Run {
+            cancel,
+            task,
+            fence,
+        });
         self.record(DesiredState {
             name: spec.name.clone(),
             running: true,
@@ -341,6 +417,11 @@ impl Supervisor {
 
     /// Stops a service: lets its current step finish, bounded by the stop timeout.
     pub async fn stop(&self, name: &str) -> Result<Stopped, Error> {
+        self.stop_because(name, String::new()).await
+    }
+
+    /// Stops a service, saying `why` in its Stopped event.
+    pub async fn stop_because(&self, name: &str, why: String) -> Result<Stopped, Error> {
         let slot = self.slot(name)?;
         let mut run = slot.run.lock().await;
         if !self.shared.shutting_down.load(Ordering::Acquire) {
@@ -351,7 +432,10 @@ impl Supervisor {
                 params: Params::new(),
             });
         }
-        let Some(Run { cancel, mut task }) = run.take() else {
+        let Some(Run {
+            cancel, mut task, ..
+        }) = run.take()
+        else {
             return Ok(Stopped {
                 was_running: false,
                 forced: false,
@@ -370,12 +454,17 @@ impl Supervisor {
         slot.mark_stopped();
         if was_running {
             let message = if forced {
-                format!(
+                let cancelled = format!(
                     "its step did not finish within {:?} and was cancelled",
                     self.shared.settings.stop_timeout
-                )
+                );
+                if why.is_empty() {
+                    cancelled
+                } else {
+                    format!("{why}; {cancelled}")
+                }
             } else {
-                String::new()
+                why
             };
             tracing::info!(service = %name, forced, "stopped");
             slot.lifecycle(lifecycle::Kind::Stopped, message);
@@ -426,6 +515,30 @@ impl Supervisor {
         self.shared.services.load().contains_key(name)
     }
 
+    /// The services' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.shared.services.load().keys().cloned().collect()
+    }
+
+    /// Whether the service runs here: running, or waiting to restart after a crash.
+    pub fn runs(&self, name: &str) -> bool {
+        self.service(name).is_some_and(|s| {
+            matches!(
+                s.state(),
+                pb::ServiceState::Running | pb::ServiceState::BackingOff
+            )
+        })
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// How long a stop lets a service's current step take.
+    pub fn stop_timeout(&self) -> Duration {
+        self.shared.settings.stop_timeout
+    }
+
     /// Takes a reloaded configuration's services: those removed are stopped and
     /// forgotten, those changed are replaced (and restarted if they ran), new ones
     /// added; then every service in `start` that is not running starts. Services left
@@ -443,14 +556,19 @@ impl Supervisor {
                 }
                 existing => {
                     if let Some(slot) = existing {
-                        if self.retire(slot).await {
-                            restart.push(spec.name.clone());
+                        if let Some(fence) = self.retire(slot).await {
+                            restart.push((spec.name.clone(), fence));
                         }
                         reloaded.changed.push(spec.name.clone());
                     } else {
                         reloaded.added.push(spec.name.clone());
                     }
-                    let slot = Arc::new(Slot::new(spec, self.shared.bus.clone()));
+                    let slot = Slot::new(
+                        spec,
+                        self.shared.bus.clone(),
+                        self.shared.env.node_id.clone(),
+                    );
+                    let slot = Arc::new(slot);
                     next.insert(slot.spec.name.clone(), slot);
                 }
             }
@@ -462,8 +580,16 @@ impl Supervisor {
             }
         }
         self.shared.services.store(Arc::new(next));
-        for name in restart.iter().chain(start) {
-            match self.start(name, Overrides::default()).await {
+        let restarts = restart.into_iter().map(|(name, fence)| {
+            let placed = fence.map(|fence| Placed {
+                fence,
+                note: "restarted with its new configuration".into(),
+            });
+            (name, placed)
+        });
+        let starts = start.iter().map(|name| (name.clone(), None));
+        for (name, placed) in restarts.chain(starts) {
+            match self.start_run(&name, Overrides::default(), placed).await {
                 Ok(started) if !started.already_running => reloaded.started.push(name.clone()),
                 Ok(_) => {}
                 Err(e) => reloaded.failed.push(format!("{name}: {e}")),
@@ -472,17 +598,17 @@ impl Supervisor {
         reloaded
     }
 
-    /// Stops a slot a reload replaces or removes, so that it never runs again;
-    /// returns whether it was running.
-    async fn retire(&self, slot: &Arc<Slot>) -> bool {
-        {
+    /// Stops a slot a reload replaces or removes, so that it never runs again; if it
+    /// was running, gives its fence.
+    async fn retire(&self, slot: &Arc<Slot>) -> Option<Option<Fence>> {
+        let fence = {
             // Under its run lock, so that a start waiting for it sees the flag.
-            let _run = slot.run.lock().await;
+            let run = slot.run.lock().await;
             slot.retired.store(true, Ordering::Release);
-        }
-        self.stop(&slot.spec.name)
-            .await
-            .is_ok_and(|stopped| stopped.was_running)
+            run.as_ref().and_then(|run| run.fence.clone())
+        };
+        let stopped = self.stop(&slot.spec.name).await;
+        stopped.is_ok_and(|s| s.was_running).then_some(fence)
     }
 
     pub fn bus(&self) -> &Bus {

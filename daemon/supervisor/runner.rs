@@ -17,6 +17,7 @@ use crate::{
     pb::{self, lifecycle},
     secret::Secret,
     services::{Outlet, Params, StepContext, StepError, Worker},
+    store::Fence,
 };
 
 /// One run of a service, from a client's start to its stop or failure.
@@ -26,6 +27,8 @@ pub(super) struct Runner {
     pub(super) interval: Duration,
     /// As the worker gets them: with what the config's `${VAR}`s read.
     pub(super) params: Secret<Params>,
+    /// In a cluster, what guards the service's writes to the store.
+    pub(super) fence: Option<Fence>,
 }
 
 /// How a worker's steps ended.
@@ -38,7 +41,12 @@ impl Runner {
     /// Runs the worker's steps, restarting it after a crash as the restart policy
     /// allows, until the service is stopped or given up on.
     pub(super) async fn supervise(self, mut worker: Box<dyn Worker>, cancel: CancellationToken) {
-        let ctx = StepContext::new(self.slot.clone(), cancel, Arc::new(self.supervisor.clone()));
+        let ctx = StepContext::new(
+            self.slot.clone(),
+            cancel,
+            Arc::new(self.supervisor.clone()),
+            self.fence.clone(),
+        );
         let policy = &self.supervisor.shared.settings.restart;
         let mut crashes = VecDeque::new();
         loop {
@@ -72,6 +80,7 @@ impl Runner {
                 message: reason,
                 backoff: prost_types::Duration::try_from(backoff).ok(),
                 attempt,
+                ..Default::default()
             });
             tokio::select! {
                 _ = ctx.cancelled() => return,

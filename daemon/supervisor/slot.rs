@@ -17,6 +17,7 @@ use crate::{
     pb::{self, Health, ServiceState, event::Payload, lifecycle},
     secret::{redact, redact_param},
     services::{Kind, Outlet, Params, family_accepts},
+    store::Fence,
 };
 
 /// One service: its configuration, its current run and its status.
@@ -24,6 +25,8 @@ pub(super) struct Slot {
     pub(super) spec: ServiceSpec,
     /// Carries the service's events, on the topic of its name.
     bus: Bus,
+    /// The node it runs on, in a cluster: named in its lifecycle events and info.
+    node: Option<String>,
     /// Serialises starts and stops of this service. A tokio mutex: a stop holds it
     /// while it waits for the service's task to end.
     pub(super) run: tokio::sync::Mutex<Option<Run>>,
@@ -38,6 +41,8 @@ pub(super) struct Slot {
 pub(super) struct Run {
     pub(super) cancel: CancellationToken,
     pub(super) task: JoinHandle<()>,
+    /// In a cluster, what fences its writes: a restart by a reload keeps it.
+    pub(super) fence: Option<Fence>,
 }
 
 struct Status {
@@ -78,7 +83,7 @@ const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(300);
 
 impl Slot {
     /// A stopped service with its configured interval and parameters.
-    pub(super) fn new(spec: ServiceSpec, bus: Bus) -> Self {
+    pub(super) fn new(spec: ServiceSpec, bus: Bus, node: Option<String>) -> Self {
         let status = Status {
             state: ServiceState::Stopped,
             interval: spec.interval,
@@ -99,6 +104,7 @@ impl Slot {
         Self {
             spec,
             bus,
+            node,
             run: tokio::sync::Mutex::new(None),
             retired: AtomicBool::new(false),
             status: Mutex::new(status),
@@ -208,6 +214,7 @@ impl Slot {
 
     pub(super) fn publish_lifecycle(&self, mut event: pb::Lifecycle) {
         event.message = redact(&event.message).into_owned();
+        event.node = self.node.clone().unwrap_or_default();
         // Lifecycle events are far below the size limit, and after the bus closes there
         // is nobody left to tell.
         let _ = self.bus.publish(&self.spec.name, Payload::Lifecycle(event));
@@ -238,6 +245,10 @@ impl Slot {
             health: status.health.into(),
             consecutive_failures: status.failures.in_a_row,
             failing_since: status.failures.since.map(Into::into),
+            node: match status.state {
+                ServiceState::Stopped => String::new(),
+                _ => self.node.clone().unwrap_or_default(),
+            },
         }
     }
 }

@@ -10,9 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod proxy;
+
 use futures::StreamExt;
 use streamhandler::pb::{self, stream_handler_client::StreamHandlerClient};
 use tonic::transport::Channel;
+
+pub use self::proxy::Proxy;
 
 pub const STREAMD: &str = env!("CARGO_BIN_EXE_streamd");
 pub const STREAMCTL: &str = env!("CARGO_BIN_EXE_streamctl");
@@ -423,6 +427,71 @@ pub fn nats_server() -> Option<String> {
             eprintln!("skipped: STREAMD_TEST_NATS_SERVER does not name a nats-server binary");
             None
         }
+    }
+}
+
+/// A nats-server with JetStream of a test's own, keeping its streams in a directory
+/// of its own: a cluster no other test shares. Killed when dropped.
+pub struct Nats {
+    child: Child,
+    binary: String,
+    pub port: u16,
+    pub url: String,
+    store: tempfile::TempDir,
+}
+
+impl Nats {
+    /// Starts one on a free port, or None after saying the test is skipped.
+    pub fn start() -> Option<Self> {
+        let binary = nats_server()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = tempfile::tempdir().unwrap();
+        let child = Self::spawn(&binary, port, store.path());
+        Some(Self {
+            child,
+            binary,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            store,
+        })
+    }
+
+    fn spawn(binary: &str, port: u16, store: &Path) -> Child {
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.binary, self.port, self.store.path());
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -1,0 +1,317 @@
+//! Which node of a cluster runs each service: a start on any node places it on one
+//! live node, a stop on any node stops it there, a node that dies or loses NATS has
+//! its services taken over within the lease, and no service ever runs on two nodes.
+//! Each test has a nats-server of its own, so that no other test's nodes take its
+//! services.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use streamhandler::pb::{self, event::Payload, lifecycle::Kind};
+
+use crate::harness::{
+    Daemon, Events, Nats, PATIENCE, PgSchema, Proxy, is_data, is_lifecycle, start_request,
+};
+
+/// A lease outlives its last renewal by 5 s and every node looks for vacant services
+/// each second: a takeover comes within their sum. A second more for the start.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(7);
+
+fn node(nats: &str, id: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec!["--cluster", nats, "--node-id", id];
+    args.extend_from_slice(extra);
+    Daemon::start_with(&args)
+}
+
+/// Waits until `daemon` counts `n` live members.
+async fn until_members(daemon: &Daemon, n: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = daemon
+            .client()
+            .await
+            .list_nodes(pb::ListNodesRequest {})
+            .await;
+        if reply.is_ok_and(|r| r.into_inner().nodes.len() == n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} members never listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn listing(daemon: &Daemon) -> pb::ListServicesResponse {
+    let mut client = daemon.client().await;
+    let reply = client.list_services(pb::ListServicesRequest {}).await;
+    reply.unwrap().into_inner()
+}
+
+/// Waits until `daemon` lists `name` in `state` on `node` ("" for none).
+async fn until_listed(daemon: &Daemon, name: &str, state: pb::ServiceState, node: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let service = daemon.service(name).await;
+        if service.state() == state && service.node == node {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} lists {name} as {service:?}, not {state:?} on {node:?}",
+            daemon.listening
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn lifecycle(event: &pb::Event) -> &pb::Lifecycle {
+    match &event.payload {
+        Some(Payload::Lifecycle(lifecycle)) => lifecycle,
+        _ => panic!("not a lifecycle event: {event:?}"),
+    }
+}
+
+async fn start(daemon: &Daemon, request: pb::StartServiceRequest) -> pb::StartServiceResponse {
+    let reply = daemon.client().await.start_service(request).await;
+    reply.unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn a_start_on_any_node_places_the_service_once_and_a_stop_on_any_node_ends_it() {
+    let Some(nats) = Nats::start() else { return };
+    let nodes = ["a", "b", "c"].map(|id| node(&nats.url, id, &[]));
+    until_members(&nodes[0], 3).await;
+    let topics = ["streamer", "system", "reader"];
+    let mut watcher = Events::open(&mut nodes[1].client().await, &topics, false).await;
+
+    // Pinned by a start on another node.
+    let pinned = start(&nodes[0], start_request("streamer", 200, &[("node", "c")])).await;
+    assert!(!pinned.already_running);
+    assert_eq!(pinned.service.unwrap().node, "c");
+    let started = watcher.next_where(|e| is_lifecycle(e, Kind::Started)).await;
+    assert_eq!(
+        (started.topic.as_str(), lifecycle(&started).node.as_str()),
+        ("streamer", "c")
+    );
+    watcher
+        .next_where(|e| e.topic == "streamer" && is_data(e))
+        .await;
+    for daemon in &nodes {
+        until_listed(daemon, "streamer", pb::ServiceState::Running, "c").await;
+    }
+    let again = start(&nodes[1], start_request("streamer", 200, &[])).await;
+    assert!(again.already_running);
+    assert_eq!(again.service.unwrap().node, "c");
+
+    // Unpinned: each to the node running the fewest, the first by id among equals.
+    let system = start(&nodes[2], start_request("system", 500, &[])).await;
+    assert_eq!(system.service.unwrap().node, "a");
+    let reader = start(&nodes[2], start_request("reader", 500, &[])).await;
+    assert_eq!(reader.service.unwrap().node, "b");
+    let listed = listing(&nodes[2]).await;
+    assert_eq!(listed.node_id, "c");
+    assert_eq!(listed.cluster_warning, "");
+    let counts: Vec<_> = listed
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.services))
+        .collect();
+    assert_eq!(counts, [("a", 1), ("b", 1), ("c", 1)]);
+
+    // A stop on a node that does not run it.
+    let mut client = nodes[0].client().await;
+    let stop = pb::StopServiceRequest {
+        name: "streamer".into(),
+    };
+    let stopped = client.stop_service(stop).await.unwrap().into_inner();
+    assert!(stopped.was_running);
+    let event = watcher
+        .next_where(|e| e.topic == "streamer" && is_lifecycle(e, Kind::Stopped))
+        .await;
+    assert_eq!(lifecycle(&event).node, "c");
+    for daemon in &nodes {
+        until_listed(daemon, "streamer", pb::ServiceState::Stopped, "").await;
+    }
+    let quiet_until = Instant::now() + Duration::from_millis(1500);
+    while let Some(event) = watcher.within(quiet_until - Instant::now()).await {
+        assert_ne!(event.topic, "streamer", "a stopped service published");
+    }
+
+    // Pinned to a node that is not there.
+    let mut client = nodes[0].client().await;
+    let refused = client
+        .start_service(start_request("streamer", 200, &[("node", "z")]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("params.node"),
+        "{}",
+        refused.message()
+    );
+}
+
+#[tokio::test]
+async fn when_its_node_is_killed_another_takes_the_service_over_and_the_node_does_not_take_it_back()
+{
+    let Some(nats) = Nats::start() else { return };
+    let mut nodes = ["a", "b", "c"].map(|id| node(&nats.url, id, &[]));
+    until_members(&nodes[0], 3).await;
+    let started = start(&nodes[1], start_request("streamer", 200, &[])).await;
+    assert_eq!(started.service.unwrap().node, "a");
+    let mut watchers = Vec::new();
+    for daemon in &nodes[1..] {
+        let mut events = Events::open(&mut daemon.client().await, &["streamer"], false).await;
+        events.next_where(is_data).await;
+        watchers.push(events);
+    }
+
+    kill(nodes[0].pid(), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let mut takeovers = Vec::new();
+    for events in &mut watchers {
+        takeovers.push(events.next_where(|e| is_lifecycle(e, Kind::Started)).await);
+    }
+    let took = killed.elapsed();
+    let new_owner = lifecycle(&takeovers[0]).node.clone();
+    assert!(["b", "c"].contains(&new_owner.as_str()), "{takeovers:?}");
+    assert!(
+        lifecycle(&takeovers[0])
+            .message
+            .contains("taking over from node a"),
+        "{takeovers:?}"
+    );
+    assert_eq!(
+        takeovers[0].seq, takeovers[1].seq,
+        "one event, seen on both"
+    );
+    assert!(took <= TAKEOVER_BOUND, "taken over after {took:?}");
+    for events in &mut watchers {
+        events.next_where(is_data).await;
+    }
+
+    // The killed node comes back under its id: the service stays where it went.
+    nodes[0] = nodes[0].restart(&["--cluster", &nats.url, "--node-id", "a"]);
+    until_members(&nodes[1], 3).await;
+    let watch_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < watch_until {
+        for daemon in &nodes {
+            let service = daemon.service("streamer").await;
+            assert_eq!(service.node, new_owner, "{service:?}");
+        }
+        if let Some(event) = watchers[0].within(Duration::from_millis(200)).await {
+            assert!(!is_lifecycle(&event, Kind::Started), "{event:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_nats_stops_its_service_before_another_takes_it_and_not_after() {
+    let Some(nats) = Nats::start() else { return };
+    let proxy = Proxy::start(format!("127.0.0.1:{}", nats.port)).await;
+    let cut_off = node(&format!("nats://127.0.0.1:{}", proxy.port), "c", &[]);
+    until_members(&cut_off, 1).await;
+    let started = start(&cut_off, start_request("streamer", 200, &[])).await;
+    assert_eq!(started.service.unwrap().node, "c");
+    let others = ["a", "b"].map(|id| node(&nats.url, id, &[]));
+    until_members(&others[0], 3).await;
+    let mut events = Events::open(&mut others[0].client().await, &["streamer"], false).await;
+    events.next_where(is_data).await;
+
+    proxy.cut().await;
+    let cut = Instant::now();
+    let takeover = events.next_where(|e| is_lifecycle(e, Kind::Started)).await;
+    let took = cut.elapsed();
+    let new_owner = lifecycle(&takeover).node.clone();
+    assert!(["a", "b"].contains(&new_owner.as_str()), "{takeover:?}");
+    assert!(took <= TAKEOVER_BOUND, "taken over after {took:?}");
+    // By then the cut-off node had stopped its copy, and says why it sees only itself.
+    let alone = listing(&cut_off).await;
+    assert!(alone.cluster_warning.contains("not connected"), "{alone:?}");
+    let own = alone
+        .services
+        .iter()
+        .find(|s| s.name == "streamer")
+        .unwrap();
+    assert_eq!(own.state(), pb::ServiceState::Stopped, "{own:?}");
+    assert!(
+        cut_off.log().contains("stopping it on this node"),
+        "{}",
+        cut_off.log()
+    );
+
+    proxy.restore();
+    let deadline = Instant::now() + PATIENCE;
+    while !listing(&cut_off).await.cluster_warning.is_empty() {
+        assert!(Instant::now() < deadline, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let watch_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < watch_until {
+        let service = cut_off.service("streamer").await;
+        assert_eq!(service.node, new_owner, "{service:?}");
+        if let Some(event) = events.within(Duration::from_millis(200)).await {
+            assert!(!is_lifecycle(&event, Kind::Started), "{event:?}");
+        }
+    }
+}
+
+/// Every user's score on a leaderboard event.
+fn scores(event: &pb::Event) -> Vec<(String, i64)> {
+    let Some(Payload::Leaderboard(board)) = &event.payload else {
+        panic!("not a board: {event:?}")
+    };
+    let mut scores: Vec<_> = board
+        .entries
+        .iter()
+        .map(|e| (e.username.clone(), e.score))
+        .collect();
+    scores.sort();
+    scores
+}
+
+#[tokio::test]
+async fn the_leaderboard_taken_over_loses_at_most_a_flush_interval_and_applies_nothing_twice() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let Some(nats) = Nats::start() else { return };
+    let database = ["--database-url", schema.url.as_str()];
+    let first = node(&nats.url, "a", &database);
+    until_members(&first, 1).await;
+    // Every round adds exactly 1 to every score, so scores count the rounds applied.
+    let params = [
+        ("change_min", "1"),
+        ("change_max", "1"),
+        ("flush_interval", "300ms"),
+    ];
+    let started = start(&first, start_request("leaderboard", 100, &params)).await;
+    assert_eq!(started.service.unwrap().node, "a");
+    let second = node(&nats.url, "b", &database);
+    until_members(&second, 2).await;
+    let mut events = Events::open(&mut second.client().await, &["leaderboard"], false).await;
+    let mut last = events.next_where(is_data).await;
+    for _ in 0..10 {
+        last = events.next_where(is_data).await;
+    }
+
+    kill(first.pid(), Signal::SIGKILL).unwrap();
+    let takeover = loop {
+        let event = events.next().await;
+        if is_data(&event) {
+            last = event;
+        } else if is_lifecycle(&event, Kind::Started) {
+            break event;
+        }
+    };
+    assert_eq!(lifecycle(&takeover).node, "b");
+    let resumed = events.next_where(is_data).await;
+    // Three rounds per flush interval; one more may have been saved but not yet
+    // published when the node died.
+    for ((user, before), (_, after)) in scores(&last).into_iter().zip(scores(&resumed)) {
+        let lost = before + 1 - after;
+        assert!(
+            (-1..=4).contains(&lost),
+            "{user}: {before} last published, {after} after the takeover"
+        );
+    }
+}
