@@ -122,9 +122,16 @@ pub async fn stop(addr: &Addr, args: StopArgs) -> Result<(), Error> {
 /// `streamctl list`.
 pub async fn list(addr: &Addr) -> Result<(), Error> {
     let mut client = client::connect(addr).await?;
-    let services = list_services(&mut client, addr).await?;
+    let listed = client
+        .list_services(ListServicesRequest {})
+        .await
+        .map_err(|status| Error::from_status(status, addr))?
+        .into_inner();
+    if !listed.cluster_warning.is_empty() {
+        eprintln!("streamctl: {}", listed.cluster_warning);
+    }
     let palette = Palette::new(term::colour_stdout());
-    let lines = table::services(&services, SystemTime::now(), term::width(), &palette);
+    let lines = table::services(&listed.services, SystemTime::now(), term::width(), &palette);
     term::emit(&lines.join("\n"))
 }
 

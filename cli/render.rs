@@ -343,6 +343,12 @@ fn system_line(system: &pb::SystemSnapshot) -> String {
         let uptime = std::time::Duration::from_secs(uptime.as_secs());
         line.push_str(&format!(" · up {}", format::duration(uptime)));
     }
+    if !system.node_id.is_empty() {
+        line.push_str(&format!(
+            " · node {} ({})",
+            system.node_id, system.cluster_link
+        ));
+    }
     line
 }
 
@@ -615,10 +621,19 @@ mod tests {
             worker_threads: 4,
             tasks: 10,
             topics: 12,
+            ..Default::default()
         });
+        let line = "4 services (1 running, 1 failing, 1 failed) · 1 subscriber · 12 topics · \
+                    RSS 12.3 MiB · CPU 0.4% · up 1h02m";
+        assert_eq!(render(system.clone()), line);
+        let Payload::System(mut on_node) = system else {
+            unreachable!()
+        };
+        on_node.node_id = "b".into();
+        on_node.cluster_link = "disconnected".into();
         assert_eq!(
-            render(system),
-            "4 services (1 running, 1 failing, 1 failed) · 1 subscriber · 12 topics · RSS 12.3 MiB · CPU 0.4% · up 1h02m"
+            render(Payload::System(on_node)),
+            format!("{line} · node b (disconnected)")
         );
     }
 

@@ -29,6 +29,8 @@ const HEADINGS: [&str; 9] = [
 const NUMERIC: [usize; 3] = [4, 5, 6];
 /// The state column, the only coloured one.
 const STATE: usize = 2;
+/// Where the NODE column goes in a cluster: before the last error.
+const NODE: usize = 8;
 /// Spaces between columns.
 const GAP: &str = "  ";
 /// The last error keeps at least this many characters however narrow the terminal.
@@ -152,27 +154,32 @@ fn settings(settings: &[Setting]) -> Vec<String> {
         .collect()
 }
 
+/// In a cluster, a NODE column comes before the last error.
 pub fn services(
     services: &[ServiceInfo],
     now: SystemTime,
     width: usize,
     palette: &Palette,
 ) -> Vec<String> {
-    let rows: Vec<[String; 9]> = services.iter().map(|s| row(s, now)).collect();
-    let fixed = HEADINGS.len() - 1;
-    let mut widths = [0; 8];
-    for (column, slot) in widths.iter_mut().enumerate() {
-        *slot = rows
-            .iter()
-            .map(|row| row[column].chars().count())
-            .chain([HEADINGS[column].len()])
-            .max()
-            .unwrap_or(0);
+    let clustered = services.iter().any(|s| !s.node.is_empty());
+    let mut heading: Vec<String> = HEADINGS.map(String::from).into();
+    if clustered {
+        heading.insert(NODE, "NODE".into());
     }
+    let rows: Vec<Vec<String>> = services.iter().map(|s| row(s, now, clustered)).collect();
+    let fixed = heading.len() - 1;
+    let widths: Vec<usize> = (0..fixed)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .chain([heading[column].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let used: usize = widths.iter().sum::<usize>() + GAP.len() * fixed;
     let error_width = width.saturating_sub(used).max(MIN_ERROR_WIDTH);
 
-    let heading = HEADINGS.map(String::from);
     std::iter::once((&heading, None))
         .chain(rows.iter().zip(services).map(|(row, s)| (row, Some(s))))
         .map(|(cells, service)| {
@@ -199,9 +206,9 @@ pub fn services(
 }
 
 /// The cells of one service's row, uncoloured.
-fn row(service: &ServiceInfo, now: SystemTime) -> [String; 9] {
+fn row(service: &ServiceInfo, now: SystemTime, clustered: bool) -> Vec<String> {
     let dash = || "-".to_string();
-    [
+    let mut cells = vec![
         service.name.clone(),
         service.kind.clone(),
         state(service).0.to_string(),
@@ -216,7 +223,16 @@ fn row(service: &ServiceInfo, now: SystemTime) -> [String; 9] {
         } else {
             service.last_error.clone()
         },
-    ]
+    ];
+    if clustered {
+        let node = if service.node.is_empty() {
+            dash()
+        } else {
+            service.node.clone()
+        };
+        cells.insert(NODE, node);
+    }
+    cells
 }
 
 /// The state's word and colour. A running service whose latest steps fail reads
@@ -324,6 +340,26 @@ mod tests {
             last_error: "a very long error message that goes on and on\nover two lines".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn in_a_cluster_each_service_names_its_node() {
+        let on_b = ServiceInfo {
+            node: "b".into(),
+            ..streamer()
+        };
+        let lines = services(&[on_b, slugs()], now(), 200, &PLAIN);
+        assert!(
+            lines[0].ends_with("LAST EVENT  NODE  LAST ERROR"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].ends_with("3s ago      b     -"), "{}", lines[1]);
+        assert!(
+            lines[2].contains("-           -     a very long"),
+            "{}",
+            lines[2]
+        );
     }
 
     #[test]

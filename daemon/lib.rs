@@ -50,7 +50,7 @@ pub async fn run(
     listeners: Listeners,
     access: Access,
     config: Config,
-    env: Environment,
+    mut env: Environment,
     resume: bool,
     reloads: tokio::sync::mpsc::Receiver<Config>,
     shutdown: impl Future<Output = ()> + Send,
@@ -95,6 +95,7 @@ pub async fn run(
         None => Some(Box::new(recorder)),
         Some(_) => None,
     };
+    env.nats = connection.as_ref().map(|c| c.client.clone());
     let supervisor = Supervisor::new(bus, env, config.settings, config.services, recorder);
     let placement = match &connection {
         None => {

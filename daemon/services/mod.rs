@@ -47,6 +47,8 @@ pub struct Environment {
     /// This node's id when the daemon is a node of a cluster, whose nodes share one
     /// database.
     pub node_id: Option<String>,
+    /// The node's connection to the cluster's NATS, whose state it reports.
+    pub nats: Option<async_nats::Client>,
 }
 
 impl Environment {
@@ -70,6 +72,7 @@ impl Environment {
             http_same_origin,
             store,
             node_id: None,
+            nats: None,
         })
     }
 }

@@ -17,13 +17,20 @@ pub const KIND: Kind = Kind {
     build,
 };
 
-fn build(_: &Params, _: &Environment) -> Result<Box<dyn Worker>, Build> {
-    Ok(Box::new(System { last_cpu: None }))
+fn build(_: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
+    Ok(Box::new(System {
+        last_cpu: None,
+        node_id: env.node_id.clone().unwrap_or_default(),
+        nats: env.nats.clone(),
+    }))
 }
 
 struct System {
     /// CPU time used and when it was read, to compute usage since the last step.
     last_cpu: Option<(Duration, Instant)>,
+    /// In a cluster: this node, and its link to the cluster.
+    node_id: String,
+    nats: Option<async_nats::Client>,
 }
 
 /// The process's resident set size and CPU time so far, from /proc.
@@ -57,6 +64,12 @@ impl Worker for System {
             uptime: prost_types::Duration::try_from(daemon.uptime()).ok(),
             worker_threads: u32::try_from(metrics.num_workers()).unwrap_or(u32::MAX),
             tasks: metrics.num_alive_tasks() as u64,
+            node_id: self.node_id.clone(),
+            cluster_link: self
+                .nats
+                .as_ref()
+                .map(|nats| nats.connection_state().to_string())
+                .unwrap_or_default(),
         }))
     }
 }

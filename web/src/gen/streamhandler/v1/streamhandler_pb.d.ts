@@ -145,11 +145,34 @@ export declare const ListServicesRequestSchema: GenMessage<ListServicesRequest>;
  */
 export declare type ListServicesResponse = Message<"streamhandler.v1.ListServicesResponse"> & {
   /**
-   * Every known service, in name order.
+   * Every known service, in name order. In a cluster, those running on any node, each
+   * with its `node`.
    *
    * @generated from field: repeated streamhandler.v1.ServiceInfo services = 1;
    */
   services: ServiceInfo[];
+
+  /**
+   * The node that answered; empty for a daemon that runs alone.
+   *
+   * @generated from field: string node_id = 2;
+   */
+  nodeId: string;
+
+  /**
+   * In a cluster: the members, as in ListNodes.
+   *
+   * @generated from field: repeated streamhandler.v1.Node nodes = 3;
+   */
+  nodes: Node[];
+
+  /**
+   * In a cluster: why this answer may be partial or stale (the node has lost the
+   * cluster's NATS, say); empty when it is whole.
+   *
+   * @generated from field: string cluster_warning = 4;
+   */
+  clusterWarning: string;
 };
 
 /**
@@ -291,6 +314,14 @@ export declare type ServiceInfo = Message<"streamhandler.v1.ServiceInfo"> & {
    * @generated from field: streamhandler.v1.SettingSource interval_source = 19;
    */
   intervalSource: SettingSource;
+
+  /**
+   * In a cluster: the node the service runs on, or is placed on; empty while no node
+   * runs it and on a daemon that runs alone.
+   *
+   * @generated from field: string node = 20;
+   */
+  node: string;
 };
 
 /**
@@ -660,6 +691,13 @@ export declare type Lifecycle = Message<"streamhandler.v1.Lifecycle"> & {
    * @generated from field: uint32 attempt = 4;
    */
   attempt: number;
+
+  /**
+   * In a cluster: the node the service runs on (for STARTED, the one that took it).
+   *
+   * @generated from field: string node = 5;
+   */
+  node: string;
 };
 
 /**
@@ -893,6 +931,21 @@ export declare type SystemSnapshot = Message<"streamhandler.v1.SystemSnapshot"> 
    * @generated from field: uint64 topics = 8;
    */
   topics: bigint;
+
+  /**
+   * In a cluster: the node that took the snapshot; `services` are as it sees them.
+   *
+   * @generated from field: string node_id = 9;
+   */
+  nodeId: string;
+
+  /**
+   * In a cluster: the node's link to the cluster's NATS, "connected", or
+   * "disconnected" while it reconnects.
+   *
+   * @generated from field: string cluster_link = 10;
+   */
+  clusterLink: string;
 };
 
 /**
