@@ -315,3 +315,92 @@ async fn the_leaderboard_taken_over_loses_at_most_a_flush_interval_and_applies_n
         );
     }
 }
+
+#[tokio::test]
+async fn a_replaced_leaderboard_owners_late_flush_is_refused_by_the_database() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let Some(nats) = Nats::start() else { return };
+    // The first owner reaches NATS and PostgreSQL through proxies the test cuts.
+    let url = reqwest::Url::parse(&schema.url).unwrap();
+    let database = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let database_proxy = Proxy::start(database).await;
+    let mut proxied = url.clone();
+    proxied.set_port(Some(database_proxy.port)).unwrap();
+    let nats_proxy = Proxy::start(format!("127.0.0.1:{}", nats.port)).await;
+    let config = tempfile::tempdir().unwrap();
+    // Its final flush goes on being tried until the other node has taken over.
+    let patient = crate::harness::write(
+        config.path(),
+        "streamd.toml",
+        "[supervisor]\nstop_timeout = \"15s\"\n",
+    );
+    let first = node(
+        &format!("nats://127.0.0.1:{}", nats_proxy.port),
+        "a",
+        &[
+            "--database-url",
+            proxied.as_str(),
+            "--config",
+            patient.to_str().unwrap(),
+        ],
+    );
+    until_members(&first, 1).await;
+    let params = [
+        ("change_min", "1"),
+        ("change_max", "1"),
+        ("flush_interval", "300ms"),
+    ];
+    start(&first, start_request("leaderboard", 100, &params)).await;
+    let second = node(&nats.url, "b", &["--database-url", &schema.url]);
+    until_members(&second, 2).await;
+    let mut events = Events::open(&mut second.client().await, &["leaderboard"], false).await;
+    for _ in 0..5 {
+        events.next_where(is_data).await;
+    }
+
+    nats_proxy.cut().await;
+    database_proxy.cut().await;
+    let takeover = events.next_where(|e| is_lifecycle(e, Kind::Started)).await;
+    assert_eq!(lifecycle(&takeover).node, "b");
+    let resumed = scores(&events.next_where(is_data).await);
+    // The first owner's last rounds, unsaved, reach the database now: refused.
+    database_proxy.restore();
+    let deadline = Instant::now() + PATIENCE;
+    while !first
+        .log()
+        .contains("another node has taken this leaderboard over")
+    {
+        assert!(Instant::now() < deadline, "{}", first.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The second owner's rounds go on from its own: the refused flush left no trace.
+    let later = scores(&events.next_where(is_data).await);
+    for ((user, before), (_, after)) in resumed.into_iter().zip(later) {
+        assert_eq!(after, before + 1, "{user}");
+    }
+    // What the database holds is the second owner's, a flush interval behind at most.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let saved = streamhandler::store::Store::open(Some(&schema.url), config.path()).unwrap();
+    let stored = saved.user_scores().await.unwrap();
+    let mut shown = scores(&events.next_where(is_data).await);
+    while let Some(event) = events.within(Duration::from_millis(100)).await {
+        if is_data(&event) {
+            shown = scores(&event);
+        }
+    }
+    for user in stored {
+        let (_, now) = shown
+            .iter()
+            .find(|(name, _)| *name == user.username)
+            .unwrap();
+        assert!(
+            (now - 5..=*now).contains(&user.score),
+            "{}: {} saved, {now} shown",
+            user.username,
+            user.score
+        );
+    }
+    saved.close().await;
+}

@@ -194,6 +194,9 @@ impl Leaderboard {
                     "another node has taken this leaderboard over (lease {newer}, this run's \
                      {ours}): its scores are not saved ({dropped} more changes dropped)"
                 );
+                // Said at once, whatever the log's summary of failing steps holds back:
+                // it is why this node's last rounds are gone.
+                tracing::warn!(service = "leaderboard", "{why}");
                 self.deposed = Some(why.clone());
                 Err(why)
             }
