@@ -73,12 +73,17 @@ impl Access {
     }
 }
 
+/// Makes ring rustls's process-wide provider, for every TLS connection the daemon
+/// makes or takes (its listeners, the cluster's NATS): rustls cannot pick one by
+/// itself when dependencies build more than one. One already installed is kept.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Loads the server's certificate chain and key, and the CA that client certificates
 /// must be signed by, naming the file at fault.
 pub fn load_tls(files: &TlsFiles) -> Result<Tls, String> {
-    // rustls cannot pick a process-wide provider by itself when dependencies build
-    // more than one; another already installed is kept.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let cert = read_pem(files.cert, "--tls-cert", "CERTIFICATE")?;
     let key = read_pem(files.key, "--tls-key", "PRIVATE KEY")?;
     let client_ca = files

@@ -68,6 +68,10 @@ pub struct Config {
 pub struct ClusterFileSettings {
     pub nats: Option<String>,
     pub node_id: Option<String>,
+    pub credentials: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The `[http]` section: where the dashboard is served, and by which further names.
@@ -252,11 +256,19 @@ fn http_settings(file: &HttpFile) -> Result<HttpSettings, Problem> {
 impl ClusterFileSettings {
     /// How to join the cluster, if the node is in one.
     pub fn resolve(&self) -> Result<Option<ClusterSettings>, String> {
+        let client_certificate = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => return Err("--cluster-tls-cert and --cluster-tls-key go together".into()),
+        };
         match (&self.nats, &self.node_id) {
             (None, None) => Ok(None),
             (Some(nats), Some(node_id)) => Ok(Some(ClusterSettings {
                 nats: nats.clone(),
                 node_id: node_id.clone(),
+                credentials: self.credentials.clone(),
+                tls_ca: self.tls_ca.clone(),
+                client_certificate,
             })),
             (Some(_), None) => {
                 Err("--cluster needs --node-id: this node's name in the cluster".into())
@@ -269,6 +281,7 @@ impl ClusterFileSettings {
 fn cluster_settings(file: &ClusterFile) -> Result<ClusterFileSettings, Problem> {
     let nats = file.nats.as_ref();
     let node_id = file.node_id.as_ref();
+    let path = |value: &Option<Spanned<String>>| value.as_ref().map(|v| PathBuf::from(v.get_ref()));
     Ok(ClusterFileSettings {
         nats: nats
             .map(|value| checked(value, "cluster.nats", check_nats_url))
@@ -276,6 +289,10 @@ fn cluster_settings(file: &ClusterFile) -> Result<ClusterFileSettings, Problem> 
         node_id: node_id
             .map(|value| checked(value, "cluster.node_id", check_node_id))
             .transpose()?,
+        credentials: path(&file.credentials),
+        tls_ca: path(&file.tls_ca),
+        tls_cert: path(&file.tls_cert),
+        tls_key: path(&file.tls_key),
     })
 }
 
@@ -573,6 +590,10 @@ struct HttpFile {
 struct ClusterFile {
     nats: Option<Spanned<String>>,
     node_id: Option<Spanned<String>>,
+    credentials: Option<Spanned<String>>,
+    tls_ca: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -822,15 +843,27 @@ mod tests {
 
     #[test]
     fn the_cluster_section_names_the_nats_servers_and_the_node() {
-        let text = "[cluster]\nnats = \"nats://127.0.0.1:4222\"\nnode_id = \"a-1\"\n";
+        let text = "[cluster]\nnats = \"tls://127.0.0.1:4222\"\nnode_id = \"a-1\"\n\
+                    credentials = \"/etc/streamd/node.creds\"\ntls_ca = \"ca.pem\"\n";
         let cluster = Config::parse(text, &env()).ok().unwrap().cluster;
         assert_eq!(
             cluster,
             ClusterFileSettings {
-                nats: Some("nats://127.0.0.1:4222".into()),
+                nats: Some("tls://127.0.0.1:4222".into()),
                 node_id: Some("a-1".into()),
+                credentials: Some("/etc/streamd/node.creds".into()),
+                tls_ca: Some("ca.pem".into()),
+                tls_cert: None,
+                tls_key: None,
             }
         );
+        let resolved = cluster.resolve().unwrap().unwrap();
+        assert_eq!(resolved.client_certificate, None);
+        let half = ClusterFileSettings {
+            tls_cert: Some("client.pem".into()),
+            ..cluster
+        };
+        assert!(half.resolve().unwrap_err().contains("--cluster-tls-key"));
         let (line, key, message) = error("[cluster]\nnode_id = \"a.b\"\n");
         assert_eq!((line, key.as_str()), (Some(2), "cluster.node_id"));
         assert!(message.contains("letters, digits"), "{message}");

@@ -96,6 +96,23 @@ struct Args {
     #[arg(long, env = "STREAMD_CLUSTER", value_name = "URL",
           value_parser = parse_nats_url, requires = "node_id")]
     cluster: Option<String>,
+    /// A NATS credentials file (user JWT and NKey seed) to join the cluster with
+    /// [default: the config file's [cluster] credentials]. A password goes in the URL:
+    /// nats://USER:PASSWORD@HOST:PORT.
+    #[arg(long, value_name = "FILE")]
+    cluster_creds: Option<PathBuf>,
+    /// PEM CA certificate to trust for the cluster's NATS; TLS is then required
+    /// [default: the config file's [cluster] tls_ca].
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_ca: Option<PathBuf>,
+    /// PEM certificate to present to NATS servers that verify clients, with
+    /// --cluster-tls-key [default: the config file's [cluster] tls_cert].
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert [default: the config file's [cluster]
+    /// tls_key].
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_key: Option<PathBuf>,
     /// This node's name in the cluster: letters, digits, '-' and '_'.
     #[arg(long, env = "STREAMD_NODE_ID", value_name = "ID", value_parser = parse_node_id)]
     node_id: Option<String>,
@@ -108,6 +125,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    streamhandler::auth::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -188,6 +206,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = &mut config.cluster;
     cluster.nats = args.cluster.or(cluster.nats.take());
     cluster.node_id = args.node_id.or(cluster.node_id.take());
+    cluster.credentials = args.cluster_creds.or(cluster.credentials.take());
+    cluster.tls_ca = args.cluster_tls_ca.or(cluster.tls_ca.take());
+    cluster.tls_cert = args.cluster_tls_cert.or(cluster.tls_cert.take());
+    cluster.tls_key = args.cluster_tls_key.or(cluster.tls_key.take());
     env.node_id = cluster
         .resolve()
         .map_err(|e| anyhow::anyhow!(e))?

@@ -177,6 +177,79 @@ fn a_cluster_that_cannot_be_reached_stops_the_node_with_a_clear_error() {
     }
 }
 
+/// What streamd says and its exit status when it cannot join `nats` with `extra`.
+fn refused_by(nats: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(STREAMD)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .args(["--cluster", nats, "--node-id", "refused"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[tokio::test]
+async fn a_node_logs_in_to_nats_with_a_password_or_a_tls_certificate() {
+    let Some(nats) = Nats::start_with(&["--user", "streamd", "--pass", "s3cr/t"]) else {
+        return;
+    };
+    let port = nats.port;
+    let daemon = node(&format!("nats://streamd:s3cr%2Ft@127.0.0.1:{port}"), "pw");
+    let (stdout, stderr) = text(&daemon.ctl(&["nodes"]));
+    assert!(stdout.contains("pw *"), "{stdout}{stderr}");
+    assert!(!daemon.log().contains("s3cr"), "{}", daemon.log());
+    let (status, stderr) = refused_by(&format!("nats://streamd:wr0ng@127.0.0.1:{port}"), &[]);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the cluster's NATS") && !stderr.contains("wr0ng"),
+        "{stderr}"
+    );
+
+    // TLS, the server verifying the node's certificate as the node verifies the server's.
+    let certs = crate::transport::Certs::new();
+    let Some(tls) = Nats::start_with(&[
+        "--tls",
+        "--tlscert",
+        &certs.path("server.pem"),
+        "--tlskey",
+        &certs.path("server.key"),
+        "--tlsverify",
+        "--tlscacert",
+        &certs.path("ca.pem"),
+    ]) else {
+        return;
+    };
+    let url = format!("tls://127.0.0.1:{}", tls.port);
+    let (ca, cert, key) = (
+        certs.path("ca.pem"),
+        certs.path("client.pem"),
+        certs.path("client.key"),
+    );
+    let with_ca = ["--cluster-tls-ca", ca.as_str()];
+    let daemon = Daemon::start_with(
+        &[
+            &["--cluster", &url, "--node-id", "tls"][..],
+            &with_ca,
+            &["--cluster-tls-cert", &cert, "--cluster-tls-key", &key],
+        ]
+        .concat(),
+    );
+    let (stdout, stderr) = text(&daemon.ctl(&["nodes"]));
+    assert!(stdout.contains("tls *"), "{stdout}{stderr}");
+    // Without its certificate, or without the CA to trust the server by: refused.
+    for extra in [&with_ca[..], &[]] {
+        let (status, stderr) = refused_by(&url, extra);
+        assert_eq!(status, Some(1), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot reach the cluster's NATS"),
+            "{stderr}"
+        );
+    }
+}
+
 /// A node id no other test uses: clusters share their NATS server.
 fn node_id(name: &str) -> String {
     format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])

@@ -5,7 +5,7 @@
 mod members;
 mod placement;
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use async_nats::jetstream::{self, kv};
 
@@ -17,10 +17,17 @@ pub use self::{
 /// How a node joins its cluster: trusted, from the operator's flags or config file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterSettings {
-    /// The NATS server(s): `nats://HOST:PORT`, comma-separated for several.
+    /// The NATS server(s): `nats://HOST:PORT` (`tls://` for TLS), comma-separated for
+    /// several; `nats://USER:PASSWORD@HOST:PORT` logs in with a password.
     pub nats: String,
     /// This node's name, unique in the cluster.
     pub node_id: String,
+    /// A NATS credentials file (a user JWT and its NKey seed).
+    pub credentials: Option<PathBuf>,
+    /// A PEM CA certificate to trust for the servers' TLS; TLS is then required.
+    pub tls_ca: Option<PathBuf>,
+    /// A PEM certificate and key to present to servers that verify clients.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
 }
 
 /// A node's connection to its cluster.
@@ -34,12 +41,32 @@ pub struct Connection {
 impl Connection {
     /// Connects to the cluster's NATS; an unreachable server is an error, not a retry.
     pub async fn open(settings: &ClusterSettings) -> Result<Self, String> {
-        let client = async_nats::ConnectOptions::new()
+        let shown = crate::secret::redact(&settings.nats);
+        let mut options = async_nats::ConnectOptions::new()
             .name(format!("streamd {}", settings.node_id))
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(Duration::from_secs(5));
+        // The client does not read a password from the URL by itself.
+        if let Some((user, password)) = url_login(&settings.nats) {
+            options = options.user_and_password(user, password);
+        }
+        if let Some(path) = &settings.credentials {
+            options = options.credentials_file(path).await.map_err(|e| {
+                format!(
+                    "cannot read the NATS credentials file {}: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        if let Some(ca) = &settings.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &settings.client_certificate {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options
             .connect(settings.nats.as_str())
             .await
-            .map_err(|e| format!("cannot reach the cluster's NATS at {}: {e}", settings.nats))?;
+            .map_err(|e| format!("cannot reach the cluster's NATS at {shown}: {e}"))?;
         Ok(Self {
             jetstream: jetstream::new(client.clone()),
             client,
@@ -92,5 +119,33 @@ impl Connection {
             .get_key_value(bucket)
             .await
             .map_err(|e| format!("cannot open the cluster's key/value bucket {bucket}: {e}"))
+    }
+}
+
+/// The user and password the first server's URL carries, percent-decoded.
+fn url_login(urls: &str) -> Option<(String, String)> {
+    let first = urls.split(',').next()?.trim();
+    let url = reqwest::Url::parse(first).ok()?;
+    let password = url.password()?;
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Some((decode(url.username()), decode(password)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_the_url_is_read_decoded() {
+        assert_eq!(
+            url_login("nats://u:s3cr%2Ft@h:4222,nats://h2:4222"),
+            Some(("u".into(), "s3cr/t".into()))
+        );
+        assert_eq!(url_login("nats://h:4222"), None);
+        assert_eq!(url_login("tls://token@h:4222"), None);
     }
 }

@@ -25,7 +25,7 @@ use std::{
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -678,40 +678,34 @@ impl Placement {
             .put(key(name), encode(wish))
             .await
             .map(drop)
-            .map_err(|e| Error::Unavailable(format!("cannot reach the cluster's NATS: {e}")))
+            .map_err(unavailable)
     }
 
     /// The service's wish and its revision; none if never wished or unreadable.
     async fn wish(&self, name: &str) -> Result<Option<(Wish, u64)>, Error> {
-        let entry = self
-            .shared
-            .wishes
-            .entry(key(name))
-            .await
-            .map_err(unavailable)?;
-        Ok(entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| Some((serde_json::from_slice(&e.value).ok()?, e.revision))))
+        read(&self.shared.wishes, name).await
     }
 
     /// The service's lease, if a node holds one.
     async fn lease(&self, name: &str) -> Result<Option<Lease>, Error> {
-        let entry = self
-            .shared
-            .leases
-            .entry(key(name))
-            .await
-            .map_err(unavailable)?;
-        Ok(entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| {
-                let value: LeaseValue = serde_json::from_slice(&e.value).ok()?;
-                Some(Lease {
-                    node: value.node,
-                    revision: e.revision,
-                })
-            }))
+        let lease = read::<LeaseValue>(&self.shared.leases, name).await?;
+        Ok(lease.map(|(value, revision)| Lease {
+            node: value.node,
+            revision,
+        }))
     }
+}
+
+/// The value under the service's key in `bucket`, and its revision; none if deleted,
+/// never written, or unreadable.
+async fn read<T: DeserializeOwned>(
+    bucket: &kv::Store,
+    name: &str,
+) -> Result<Option<(T, u64)>, Error> {
+    let entry = bucket.entry(key(name)).await.map_err(unavailable)?;
+    Ok(entry
+        .filter(|e| e.operation == kv::Operation::Put)
+        .and_then(|e| Some((serde_json::from_slice(&e.value).ok()?, e.revision))))
 }
 
 /// Why a renewal failed.

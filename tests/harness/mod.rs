@@ -435,6 +435,7 @@ pub fn nats_server() -> Option<String> {
 pub struct Nats {
     child: Child,
     binary: String,
+    flags: Vec<String>,
     pub port: u16,
     pub url: String,
     store: tempfile::TempDir,
@@ -443,6 +444,11 @@ pub struct Nats {
 impl Nats {
     /// Starts one on a free port, or None after saying the test is skipped.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with further nats-server flags (logins, TLS).
+    pub fn start_with(flags: &[&str]) -> Option<Self> {
         let binary = nats_server()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -450,20 +456,23 @@ impl Nats {
             .unwrap()
             .port();
         let store = tempfile::tempdir().unwrap();
-        let child = Self::spawn(&binary, port, store.path());
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let child = Self::spawn(&binary, &flags, port, store.path());
         Some(Self {
             child,
             binary,
+            flags,
             port,
             url: format!("nats://127.0.0.1:{port}"),
             store,
         })
     }
 
-    fn spawn(binary: &str, port: u16, store: &Path) -> Child {
+    fn spawn(binary: &str, flags: &[String], port: u16, store: &Path) -> Child {
         let child = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -485,7 +494,7 @@ impl Nats {
     /// Starts it again on the same port and store.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(&self.binary, self.port, self.store.path());
+        self.child = Self::spawn(&self.binary, &self.flags, self.port, self.store.path());
     }
 }
 
