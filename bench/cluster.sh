@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/cluster.sh: events crossing between two cluster nodes beside the same workload
 # on one node, paired in ABBA order at each rate. Appends one JSON line per run to
-# bench/results/cluster.jsonl, each with "setup": "cross-node" or "one-node". Needs
+# bench/results/cluster.jsonl, each with "setup": "cross-node" or "one-node". The
+# cross-node server CPU is both nodes' and the NATS server's together. Needs
 # release builds and a NATS server with JetStream (NATS_URL, default the local one):
 #
 #   cargo build --release --bins && bench/cluster.sh [RATE...]
@@ -29,7 +30,8 @@ sleep 2
 
 run() { # run SETUP RATE
     local setup=$1 rate=$2 at=(--addr 127.0.0.1:50073)
-    [[ $setup == cross-node ]] && at=(--addr 127.0.0.1:50071 --subscribe-addr 127.0.0.1:50072)
+    [[ $setup == cross-node ]] &&
+        at=(--addr 127.0.0.1:50071 --subscribe-addr 127.0.0.1:50072 --cluster-nats "$NATS_URL")
     "$BIN/streamctl" bench "${at[@]}" --subs "$SUBS" --rate "$rate" --duration 10s \
         --warmup 2s --size 128 --json |
         python3 -c 'import json,sys; r=json.load(sys.stdin); r["setup"]=sys.argv[1]; r["rate"]=int(sys.argv[2]); print(json.dumps(r))' \

@@ -255,6 +255,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "ADDR", conflicts_with = "spawn")]
     pub subscribe_addr: Option<Addr>,
 
+    /// With --subscribe-addr: the cluster's NATS server (nats://HOST:PORT). Its CPU
+    /// and memory count with both nodes', as the cost of an event crossing nodes.
+    #[arg(long, value_name = "URL", requires = "subscribe_addr")]
+    pub cluster_nats: Option<String>,
+
     /// Start a fresh streamd (and nats-server) for each run, and stop it after.
     #[arg(long)]
     pub spawn: bool,

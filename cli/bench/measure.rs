@@ -26,7 +26,7 @@ use super::{
     IDLE, Plan,
     payload::{self, Kind},
     report::{self, Measured, Report, System, Tally},
-    server,
+    server::Processes,
 };
 use crate::error::Error;
 
@@ -477,7 +477,7 @@ impl Run {
         mut self,
         system: System,
         plan: &Plan,
-        server: Option<u32>,
+        server: &Processes,
         publish: F,
     ) -> Result<Finished, Error>
     where
@@ -490,7 +490,7 @@ impl Run {
         let (published, quiet_published) = (Arc::new(AtomicU64::new(0)), Arc::default());
         let cpu_at_start = async {
             tokio::time::sleep_until(clock.measured()).await;
-            server.and_then(server::cpu_time)
+            server.cpu_time()
         };
         let publishing = async {
             tokio::select! {
@@ -510,7 +510,7 @@ impl Run {
 
         let tallies = self.main.tallies(plan.subs).await;
         let quiet_tallies = self.quiet.tallies(usize::from(plan.quiet_rate > 0)).await;
-        let cpu = cpu_before.zip(server.and_then(server::cpu_time));
+        let cpu = cpu_before.zip(server.cpu_time());
         let last = tallies.iter().filter_map(|t| t.last_at).max();
         let measured = Measured {
             published,

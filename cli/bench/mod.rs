@@ -37,6 +37,7 @@ use crate::{
     term,
 };
 use report::{Report, System};
+use server::Processes;
 
 /// The largest payload: events are at most 64 KiB encoded, with room for the envelope.
 const MAX_SIZE: usize = 60 * 1024;
@@ -289,16 +290,23 @@ pub async fn run(addr: &Addr, args: BenchArgs) -> Result<(), Error> {
         if let Some(url) = &nats_url {
             nats::probe(url).await?;
         }
-        let pid = listener_pid(&addr.uri).await;
+        // Across a cluster, every process the events pass through counts.
+        let mut processes = Processes::one(listener_pid(&addr.uri).await);
+        if let Some(subscribe) = &args.subscribe_addr {
+            processes.add(listener_pid(&subscribe.uri).await);
+        }
+        if let Some(cluster_nats) = &args.cluster_nats {
+            processes.add(listener_pid(cluster_nats).await);
+        }
         let target = Server::Streamd {
             publish: addr.clone(),
             subscribe: args.subscribe_addr.clone(),
         };
-        let ours = measure_server(target, pid, &plan).await?;
+        let ours = measure_server(target, processes, &plan).await?;
         let theirs = match nats_url {
             Some(url) => {
                 let pid = listener_pid(&url).await;
-                Some(measure_server(Server::Nats(url), pid, &plan).await?)
+                Some(measure_server(Server::Nats(url), Processes::one(pid), &plan).await?)
             }
             None => None,
         };
@@ -322,19 +330,23 @@ enum Server {
     Nats(String),
 }
 
-/// Runs the plan against `server`, whose process is `pid` if known, reading the
-/// process's memory before and after.
-async fn measure_server(server: Server, pid: Option<u32>, plan: &Plan) -> Result<Report, Error> {
-    let rss_before = pid.and_then(server::rss_kib);
+/// Runs the plan against `server`, whose `processes` are known, reading their memory
+/// before and after.
+async fn measure_server(
+    server: Server,
+    processes: Processes,
+    plan: &Plan,
+) -> Result<Report, Error> {
+    let rss_before = processes.rss_kib();
     let mut report = match &server {
         Server::Streamd { publish, subscribe } => {
-            streamd::run(publish, subscribe.as_ref(), plan, pid).await?
+            streamd::run(publish, subscribe.as_ref(), plan, &processes).await?
         }
-        Server::Nats(url) => nats::run(url, plan, pid).await?,
+        Server::Nats(url) => nats::run(url, plan, &processes).await?,
     };
     report.server_rss_kib_before = rss_before;
-    report.server_rss_kib_after = pid.and_then(server::rss_kib);
-    if pid.is_none() {
+    report.server_rss_kib_after = processes.rss_kib();
+    if processes.0.is_empty() {
         report
             .notes
             .push("the server's process was not found on this machine: no CPU or RSS".into());
@@ -406,7 +418,7 @@ async fn spawned(system: System, bins: &Binaries, plan: &Plan) -> Result<Report,
         },
         System::Nats => Server::Nats(format!("nats://127.0.0.1:{}", spawned.port)),
     };
-    let report = measure_server(target, Some(spawned.pid), plan).await;
+    let report = measure_server(target, Processes::one(Some(spawned.pid)), plan).await;
     spawned.stop().await;
     report
 }

@@ -21,6 +21,7 @@ use super::{
     measure::{self, Reader, Received, Run, Schedule, Topic},
     payload::{self, Kind, Stamp},
     report::{Report, Stall, System},
+    server::Processes,
 };
 use crate::{args::StallLevel, error::Error};
 
@@ -90,7 +91,7 @@ async fn subscription(
 }
 
 /// Runs the plan against nats-server at `url`, whose process is `server` if known.
-pub async fn run(url: &str, plan: &Plan, server: Option<u32>) -> Result<Report, Error> {
+pub async fn run(url: &str, plan: &Plan, server: &Processes) -> Result<Report, Error> {
     let clients: Vec<Client> = stream::iter(0..plan.conns)
         .map(|_| connect_subscriber(url, plan.nats_default_client))
         .buffered(OPENING)

@@ -146,6 +146,36 @@ pub fn default_nats_server() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
 }
 
+/// The processes a run's server CPU and memory are read from: the server, or the
+/// nodes of a cluster and the NATS server between them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Processes(pub Vec<u32>);
+
+impl Processes {
+    pub fn one(pid: Option<u32>) -> Self {
+        Self(pid.into_iter().collect())
+    }
+
+    /// Adds `pid` unless it is there already (two addresses of one process).
+    pub fn add(&mut self, pid: Option<u32>) {
+        if let Some(pid) = pid.filter(|pid| !self.0.contains(pid)) {
+            self.0.push(pid);
+        }
+    }
+
+    /// Their CPU time so far, together; None if any cannot be read, or there are none.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let times: Option<Vec<Duration>> = self.0.iter().map(|&pid| cpu_time(pid)).collect();
+        times.filter(|t| !t.is_empty()).map(|t| t.into_iter().sum())
+    }
+
+    /// Their resident sets together, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let sizes: Option<Vec<u64>> = self.0.iter().map(|&pid| rss_kib(pid)).collect();
+        sizes.filter(|s| !s.is_empty()).map(|s| s.into_iter().sum())
+    }
+}
+
 /// The user and system CPU time process `pid` has used so far.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = Process::new(pid as i32).ok()?.stat().ok()?;
@@ -172,5 +202,22 @@ mod tests {
         assert!(cpu_time(me).unwrap() > Duration::ZERO);
         assert!(rss_kib(me).unwrap() > 0);
         assert_eq!(cpu_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn processes_count_together_and_once_each() {
+        let me = std::process::id();
+        let mut processes = Processes::one(Some(me));
+        processes.add(Some(me));
+        processes.add(None);
+        assert_eq!(processes, Processes(vec![me]));
+        assert!(processes.cpu_time().is_some());
+        processes.add(Some(u32::MAX));
+        assert_eq!(
+            processes.cpu_time(),
+            None,
+            "one it cannot read spoils the sum"
+        );
+        assert_eq!(Processes::default().rss_kib(), None);
     }
 }

@@ -18,6 +18,7 @@ use super::{
     payload::Stamp,
     raw_event::{EventPayload, RawEvent},
     report::{Report, Stall, System},
+    server::Processes,
     stall::{self, Switch},
 };
 use crate::{
@@ -37,7 +38,7 @@ pub async fn run(
     publish_addr: &Addr,
     subscribe_addr: Option<&Addr>,
     plan: &Plan,
-    server: Option<u32>,
+    server: &Processes,
 ) -> Result<Report, Error> {
     // Subscribers at another node, when asked: events then cross between nodes.
     let addr = subscribe_addr.unwrap_or(publish_addr);
@@ -137,8 +138,9 @@ pub async fn run(
     }
     if subscribe_addr.is_some() {
         report.notes.push(format!(
-            "published at {publish_addr}, read at {addr}: the server CPU and memory are the \
-             publishing node's alone"
+            "published at {publish_addr}, read at {addr}: the server CPU and memory are \
+             those of {} processes together (the nodes, and NATS if --cluster-nats names it)",
+            server.0.len()
         ));
     }
     report.stall = (plan.stalled > 0).then_some(Stall {
