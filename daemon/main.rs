@@ -121,19 +121,38 @@ struct Args {
     #[arg(long, env = "STREAMD_WORKER_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// How log lines are written to stderr: text, or json (one object per line, with
+    /// the service or RPC each came from). RUST_LOG filters them either way.
+    #[arg(long, env = "STREAMD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     streamhandler::auth::install_crypto_provider();
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         // Whichever crate logs a URL, its password and keys stay out of the log.
-        .with_writer(|| streamhandler::secret::RedactingWriter(std::io::stderr()))
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(|| streamhandler::secret::RedactingWriter(std::io::stderr()));
+    match args.log_format {
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's fields beside timestamp, level and target; the innermost span
+        // (the service, or the RPC) under "span".
+        LogFormat::Json => log
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     // A panicking service is restarted by its supervisor, a panicking RPC answered with
     // INTERNAL; the panic and where it came from belong in the log.
     std::panic::set_hook(Box::new(|panic| {

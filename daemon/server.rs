@@ -194,6 +194,8 @@ pub(crate) fn builder() -> tonic::transport::Server {
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        // What a request logs says which RPC it came from.
+        .trace_fn(|request| tracing::info_span!("rpc", method = request.uri().path()))
 }
 
 pub(crate) const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);

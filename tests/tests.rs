@@ -17,6 +17,7 @@ mod http;
 mod hygiene;
 mod kraken;
 mod leaderboard;
+mod observe;
 mod placement;
 mod services;
 mod settings;

@@ -28,6 +28,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
 pub use self::restart::RestartPolicy;
 use self::{
@@ -394,10 +395,12 @@ impl Supervisor {
             params,
             fence: fence.clone(),
         };
+        // Every line the service's steps log says which service it is.
+        let span = tracing::info_span!("service", service = %spec.name);
         let task = self
             .shared
             .tracker
-            .spawn(runner.supervise(worker, cancel.clone()));
+            .spawn(runner.supervise(worker, cancel.clone()).instrument(span));
         *run = Some(Run {
             cancel,
             task,

@@ -113,6 +113,8 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
+                    // The rest of the line, or of the message in a JSON line.
+                    let addr = addr.split('"').next().unwrap_or_default();
                     let _ = listening.send(addr.trim().to_owned());
                 }
                 let mut log = sink.lock().unwrap();
