@@ -169,6 +169,18 @@ impl Token {
         }
         Ok(Self(token.as_bytes().into()))
     }
+
+    /// Whether an `authorization` header's value carries this token; if not, why.
+    pub fn admits(&self, authorization: Option<&[u8]>) -> Result<(), &'static str> {
+        let sent = authorization
+            .and_then(|value| value.strip_prefix(b"Bearer "))
+            .ok_or("this daemon requires a bearer token: send `authorization: Bearer <token>`")?;
+        if bool::from(sent.ct_eq(&self.0)) {
+            Ok(())
+        } else {
+            Err("the bearer token is wrong")
+        }
+    }
 }
 
 /// Checks every request's bearer token: installed as a layer in front of every
@@ -178,23 +190,14 @@ pub struct RequireToken(pub Option<Token>);
 
 impl Interceptor for RequireToken {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(Token(expected)) = &self.0 else {
+        let Some(token) = &self.0 else {
             return Ok(request);
         };
-        let sent = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "this daemon requires a bearer token: send `authorization: Bearer <token>`",
-                )
-            })?;
-        if bool::from(sent.ct_eq(expected)) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("the bearer token is wrong"))
-        }
+        let sent = request.metadata().get("authorization");
+        token
+            .admits(sent.map(|value| value.as_bytes()))
+            .map_err(Status::unauthenticated)?;
+        Ok(request)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod json;
 pub mod listen;
 pub mod lock;
+pub mod metrics;
 pub mod pb;
 pub mod resume;
 pub mod secret;

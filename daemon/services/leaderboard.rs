@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{
     duration,
+    metrics::Metrics,
     pb::{self, event::Payload},
     store::{Fence, Store, StoreError, UserScore, Written},
 };
@@ -90,11 +91,13 @@ fn build(params: &Params, env: &Environment) -> Result<Box<dyn Worker>, Build> {
     .map_err(|message| ParamError::new(FLUSH_INTERVAL.name, message))?;
     Ok(Box::new(Leaderboard {
         store: env.store.clone(),
+        metrics: env.metrics.clone(),
         change: min..=max,
         flush_every,
         table: None,
         dirty: BTreeSet::new(),
         flushing: None,
+        flush_began: Instant::now(),
         next_flush: Instant::now() + flush_every,
         flush_failures: 0,
         deposed: None,
@@ -114,6 +117,8 @@ struct Entry {
 
 struct Leaderboard {
     store: Store,
+    /// Counts the flushes.
+    metrics: Metrics,
     change: RangeInclusive<i64>,
     flush_every: Duration,
     /// The in-memory table, best first; None until loaded. Each round replaces the
@@ -124,6 +129,7 @@ struct Leaderboard {
     dirty: BTreeSet<Uuid>,
     /// The flush in progress.
     flushing: Option<JoinHandle<Result<Written, FailedFlush>>>,
+    flush_began: Instant,
     next_flush: Instant,
     /// Failed flushes in a row, for the backoff.
     flush_failures: u32,
@@ -164,6 +170,7 @@ impl Leaderboard {
         let rows = changed_rows(table, &ids);
         let store = self.store.clone();
         let fence = fence.cloned();
+        self.flush_began = Instant::now();
         self.flushing = Some(tokio::spawn(async move {
             store
                 .save_scores(&rows, fence.as_ref())
@@ -178,10 +185,14 @@ impl Leaderboard {
         let Some(handle) = self.flushing.take_if(|h| wait || h.is_finished()) else {
             return Ok(());
         };
-        match handle
+        let flushed = handle
             .await
-            .map_err(|e| format!("flush task failed: {e}"))?
-        {
+            .map_err(|e| format!("flush task failed: {e}"))?;
+        let saved = matches!(flushed, Ok(Written::Done));
+        let pending = self.dirty.len() + flushed.as_ref().err().map_or(0, |(ids, _)| ids.len());
+        self.metrics
+            .flush(saved, self.flush_began.elapsed(), pending);
+        match flushed {
             Ok(Written::Done) => {
                 self.flush_failures = 0;
                 self.next_flush = Instant::now() + self.flush_every;
@@ -377,6 +388,8 @@ mod tests {
             table: None,
             dirty: BTreeSet::new(),
             flushing: None,
+            flush_began: Instant::now(),
+            metrics: Metrics::default(),
             next_flush: Instant::now(),
             flush_failures: 0,
             deposed: None,

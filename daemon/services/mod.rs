@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use self::confined::Confined;
 pub use self::context::StepContext;
 pub(crate) use self::context::{DaemonView, Outlet};
-use crate::store::Store;
+use crate::{metrics::Metrics, store::Store};
 
 /// A service's parameters: names to raw values, parsed by its kind.
 pub type Params = BTreeMap<String, String>;
@@ -49,6 +49,8 @@ pub struct Environment {
     pub node_id: Option<String>,
     /// The node's connection to the cluster's NATS, whose state it reports.
     pub nats: Option<async_nats::Client>,
+    /// What the daemon counts as it runs, for /metrics.
+    pub metrics: Metrics,
 }
 
 impl Environment {
@@ -73,6 +75,7 @@ impl Environment {
             store,
             node_id: None,
             nats: None,
+            metrics: Metrics::default(),
         })
     }
 }

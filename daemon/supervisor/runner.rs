@@ -112,7 +112,15 @@ impl Runner {
         loop {
             let published = self.slot.published();
             self.slot.begin_step();
-            match AssertUnwindSafe(worker.step(ctx)).catch_unwind().await {
+            let began = Instant::now();
+            let stepped = AssertUnwindSafe(worker.step(ctx)).catch_unwind().await;
+            let metrics = &self.supervisor.shared.env.metrics;
+            metrics.step(
+                &self.slot.spec.name,
+                began.elapsed(),
+                !matches!(stepped, Ok(Ok(()))),
+            );
+            match stepped {
                 Ok(Ok(())) => {
                     failures = 0;
                     self.slot.end_step();

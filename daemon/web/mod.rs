@@ -8,13 +8,25 @@ mod guard;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use axum::{http::StatusCode, routing::get};
+use axum::{
+    extract::State,
+    http::{
+        HeaderMap, StatusCode,
+        header::{AUTHORIZATION, CONTENT_TYPE},
+    },
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::server::TcpIncoming};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use self::guard::AllowedHosts;
-use crate::{auth::Access, connection, server};
+use crate::{
+    auth::{Access, Token},
+    connection, metrics, server,
+    supervisor::Supervisor,
+};
 
 /// A bound --http listener and the host names it answers to.
 pub struct HttpListener {
@@ -42,6 +54,22 @@ impl HttpListener {
     }
 }
 
+/// `GET /metrics`: every metric, for Prometheus; behind the bearer token when the
+/// daemon has one (Prometheus sends it with `authorization` in its scrape config).
+async fn metrics(
+    State((supervisor, token)): State<(Supervisor, Option<Token>)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = &token {
+        let sent = headers.get(AUTHORIZATION).map(|value| value.as_bytes());
+        if let Err(why) = token.admits(sent) {
+            return (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response();
+        }
+    }
+    let text = supervisor.environment().metrics.render(&supervisor);
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
 /// Serves the dashboard on `http` until `stop` resolves.
 pub async fn serve(
     http: HttpListener,
@@ -58,7 +86,11 @@ pub async fn serve(
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/images/{service}/{file}",
-            get(dashboard::image).with_state(supervisor),
+            get(dashboard::image).with_state(supervisor.clone()),
+        )
+        .route(
+            "/metrics",
+            get(metrics).with_state((supervisor, access.token.clone())),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(axum::middleware::from_fn_with_state(

@@ -1,0 +1,312 @@
+//! The daemon's metrics, for `GET /metrics` on the --http address in the OpenMetrics
+//! text format, which Prometheus reads.
+//!
+//! What happens is counted as it happens (RPCs, steps, flushes, streams ending); what
+//! the daemon is (its services' states and counters, its subscribers, the process) is
+//! read at each scrape. Labels are bounded: services come from the operator's
+//! configuration and RPC methods from the API; topics clients publish to never become
+//! labels.
+
+use std::{
+    sync::atomic::AtomicU64,
+    time::{Duration, SystemTime},
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::{pb, supervisor::Supervisor};
+
+/// The content type of what [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    service: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+type Seconds = Family<ServiceLabel, Histogram, fn() -> Histogram>;
+
+/// The counters and histograms kept as things happen. Cheap to clone: clones share
+/// them.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    steps: Seconds,
+    step_errors: Family<ServiceLabel, Counter>,
+    rpcs: Family<RpcLabels, Counter>,
+    rpc_seconds: Family<MethodLabel, Histogram, fn() -> Histogram>,
+    streams_seconds: Histogram,
+    flushes: Family<OutcomeLabel, Counter>,
+    flush_seconds: Histogram,
+    pending_changes: Gauge,
+}
+
+/// From a millisecond to about a minute.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            steps: Family::new_with_constructor(latency),
+            step_errors: Family::default(),
+            rpcs: Family::default(),
+            rpc_seconds: Family::new_with_constructor(latency),
+            // Streams last from a second to days.
+            streams_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            flushes: Family::default(),
+            flush_seconds: latency(),
+            pending_changes: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// One step of `service` took `took`, and went well or not.
+    pub fn step(&self, service: &str, took: Duration, failed: bool) {
+        let label = ServiceLabel {
+            service: service.to_owned(),
+        };
+        self.steps.get_or_create(&label).observe(took.as_secs_f64());
+        if failed {
+            self.step_errors.get_or_create(&label).inc();
+        }
+    }
+
+    /// An RPC of `method` (its name, e.g. `StartService`) ended with `code` after
+    /// `took`; for a stream, once it was answered.
+    pub fn rpc(&self, method: &str, code: tonic::Code, took: Duration) {
+        let labels = RpcLabels {
+            method: method.to_owned(),
+            code: format!("{code:?}"),
+        };
+        self.rpcs.get_or_create(&labels).inc();
+        let method = MethodLabel {
+            method: method.to_owned(),
+        };
+        self.rpc_seconds
+            .get_or_create(&method)
+            .observe(took.as_secs_f64());
+    }
+
+    /// A Subscribe stream ended after `lasted`.
+    pub fn stream_ended(&self, lasted: Duration) {
+        self.streams_seconds.observe(lasted.as_secs_f64());
+    }
+
+    /// A write of changed rows to the database went `ok` or not, after `took`, with
+    /// `pending` changes left to write.
+    pub fn flush(&self, ok: bool, took: Duration, pending: usize) {
+        let outcome = if ok { "saved" } else { "failed" };
+        self.flushes.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.flush_seconds.observe(took.as_secs_f64());
+        self.pending_changes
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// Every metric, as the daemon stands now, in the OpenMetrics text format.
+    pub fn render(&self, supervisor: &Supervisor) -> String {
+        let mut registry = Registry::with_prefix("streamd");
+        self.register_events(&mut registry);
+        register_services(&mut registry, &supervisor.services());
+        let bus = supervisor.bus();
+        let gauge = |value: usize| {
+            let gauge: Gauge = Gauge::default();
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge
+        };
+        registry.register(
+            "subscribers",
+            "Subscribe streams open",
+            gauge(bus.subscribers()),
+        );
+        registry.register("topics", "Topics the daemon holds", gauge(bus.topics()));
+        register_process(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("writing to a String does not fail");
+        text
+    }
+
+    fn register_events(&self, registry: &mut Registry) {
+        registry.register_with_unit(
+            "service_step_duration",
+            "Time each step of a service took",
+            Unit::Seconds,
+            self.steps.clone(),
+        );
+        registry.register(
+            "service_step_errors",
+            "Steps that failed, and crashes",
+            self.step_errors.clone(),
+        );
+        registry.register(
+            "rpc_requests",
+            "RPCs answered, by method and gRPC status code",
+            self.rpcs.clone(),
+        );
+        registry.register_with_unit(
+            "rpc_duration",
+            "Time to answer an RPC (for a stream, to open it)",
+            Unit::Seconds,
+            self.rpc_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "subscribe_stream_duration",
+            "How long Subscribe streams lasted, once ended",
+            Unit::Seconds,
+            self.streams_seconds.clone(),
+        );
+        registry.register(
+            "store_flushes",
+            "Writes of changed scores to the database, by outcome",
+            self.flushes.clone(),
+        );
+        registry.register_with_unit(
+            "store_flush_duration",
+            "Time a write of changed scores took",
+            Unit::Seconds,
+            self.flush_seconds.clone(),
+        );
+        registry.register(
+            "store_pending_changes",
+            "Changed scores not yet written, after the latest write",
+            self.pending_changes.clone(),
+        );
+    }
+}
+
+/// The services as they are now: state, counters, and when each last published.
+fn register_services(registry: &mut Registry, services: &[pb::ServiceInfo]) {
+    let states: Family<StateLabels, Gauge> = Family::default();
+    let events: Family<ServiceLabel, Counter> = Family::default();
+    let restarts: Family<ServiceLabel, Counter> = Family::default();
+    let last_event: Family<ServiceLabel, Gauge<f64, AtomicU64>> = Family::default();
+    let all_states = [
+        pb::ServiceState::Stopped,
+        pb::ServiceState::Running,
+        pb::ServiceState::BackingOff,
+        pb::ServiceState::Failed,
+    ];
+    for service in services {
+        let label = ServiceLabel {
+            service: service.name.clone(),
+        };
+        for state in all_states {
+            let labels = StateLabels {
+                service: service.name.clone(),
+                state: state_name(state).to_owned(),
+            };
+            states
+                .get_or_create(&labels)
+                .set(i64::from(service.state() == state));
+        }
+        events
+            .get_or_create(&label)
+            .inc_by(service.events_published);
+        restarts.get_or_create(&label).inc_by(service.restarts);
+        if let Some(at) = service.last_event_at
+            && let Ok(at) = SystemTime::try_from(at)
+            && let Ok(since_epoch) = at.duration_since(SystemTime::UNIX_EPOCH)
+        {
+            last_event
+                .get_or_create(&label)
+                .set(since_epoch.as_secs_f64());
+        }
+    }
+    registry.register(
+        "service_state",
+        "1 for the state each service is in, 0 for the others",
+        states,
+    );
+    registry.register(
+        "service_events_published",
+        "Data events each service published since the daemon started",
+        events,
+    );
+    registry.register(
+        "service_restarts",
+        "Restarts after crashes since each service was last started",
+        restarts,
+    );
+    registry.register(
+        "service_last_event_timestamp_seconds",
+        "When each service last published a data event, in Unix seconds",
+        last_event,
+    );
+}
+
+fn state_name(state: pb::ServiceState) -> &'static str {
+    match state {
+        pb::ServiceState::Stopped => "stopped",
+        pb::ServiceState::Running => "running",
+        pb::ServiceState::BackingOff => "backing_off",
+        pb::ServiceState::Failed => "failed",
+        pb::ServiceState::Unspecified => "unknown",
+    }
+}
+
+/// The process: memory, CPU, open files, and the runtime's tasks.
+fn register_process(registry: &mut Registry) {
+    if let Ok(process) = procfs::process::Process::myself() {
+        if let Ok(stat) = process.stat() {
+            let rss: Gauge = Gauge::default();
+            rss.set(i64::try_from(stat.rss * procfs::page_size()).unwrap_or(i64::MAX));
+            registry.register_with_unit(
+                "process_resident_memory",
+                "Resident set size",
+                Unit::Bytes,
+                rss,
+            );
+            let ticks = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+            let cpu: Counter<f64, AtomicU64> = Counter::default();
+            cpu.inc_by(ticks);
+            registry.register_with_unit(
+                "process_cpu",
+                "User and system CPU time used",
+                Unit::Seconds,
+                cpu,
+            );
+        }
+        if let Ok(fds) = process.fd_count() {
+            let open: Gauge = Gauge::default();
+            open.set(i64::try_from(fds).unwrap_or(i64::MAX));
+            registry.register("process_open_fds", "Open file descriptors", open);
+        }
+    }
+    let tasks: Gauge = Gauge::default();
+    let alive = tokio::runtime::Handle::try_current()
+        .map_or(0, |runtime| runtime.metrics().num_alive_tasks());
+    tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
+    registry.register("tokio_tasks", "Tasks alive in the async runtime", tasks);
+}
