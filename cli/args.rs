@@ -64,6 +64,9 @@ pub enum Command {
     /// Show the nodes of the daemon's cluster: where each listens, its services, when it
     /// last reported.
     Nodes,
+    /// A full-screen live view: each service's state, events per second, errors and
+    /// restarts, the daemon's memory and CPU; keys start and stop services.
+    Top,
     /// Show one service in full: its parameters and what it reports of itself.
     Show {
         /// The service.

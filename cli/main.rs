@@ -16,6 +16,7 @@ mod render;
 mod subscribe;
 mod table;
 mod term;
+mod top;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,7 @@ fn run() -> Result<(), Error> {
             Command::Stop(args) => commands::stop(&cli.addr, args).await,
             Command::List => commands::list(&cli.addr).await,
             Command::Nodes => commands::nodes(&cli.addr).await,
+            Command::Top => top::run(&cli.addr).await,
             Command::Show { name } => commands::show(&cli.addr, &name).await,
             Command::Publish(args) => commands::publish(&cli.addr, args).await,
             Command::Subscribe(args) => subscribe::run(&cli.addr, args).await,

@@ -18,6 +18,7 @@ pub mod listen;
 pub mod lock;
 pub mod metrics;
 pub mod pb;
+pub mod process;
 pub mod resume;
 pub mod secret;
 pub mod server;

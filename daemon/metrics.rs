@@ -23,7 +23,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{pb, supervisor::Supervisor};
+use crate::{pb, process, supervisor::Supervisor};
 
 /// The content type of what [`Metrics::render`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -278,31 +278,28 @@ fn state_name(state: pb::ServiceState) -> &'static str {
 
 /// The process: memory, CPU, open files, and the runtime's tasks.
 fn register_process(registry: &mut Registry) {
-    if let Ok(process) = procfs::process::Process::myself() {
-        if let Ok(stat) = process.stat() {
-            let rss: Gauge = Gauge::default();
-            rss.set(i64::try_from(stat.rss * procfs::page_size()).unwrap_or(i64::MAX));
-            registry.register_with_unit(
-                "process_resident_memory",
-                "Resident set size",
-                Unit::Bytes,
-                rss,
-            );
-            let ticks = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
-            let cpu: Counter<f64, AtomicU64> = Counter::default();
-            cpu.inc_by(ticks);
-            registry.register_with_unit(
-                "process_cpu",
-                "User and system CPU time used",
-                Unit::Seconds,
-                cpu,
-            );
-        }
-        if let Ok(fds) = process.fd_count() {
-            let open: Gauge = Gauge::default();
-            open.set(i64::try_from(fds).unwrap_or(i64::MAX));
-            registry.register("process_open_fds", "Open file descriptors", open);
-        }
+    if let Ok(usage) = process::usage() {
+        let rss: Gauge = Gauge::default();
+        rss.set(i64::try_from(usage.rss_bytes).unwrap_or(i64::MAX));
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident set size",
+            Unit::Bytes,
+            rss,
+        );
+        let cpu: Counter<f64, AtomicU64> = Counter::default();
+        cpu.inc_by(usage.cpu.as_secs_f64());
+        registry.register_with_unit(
+            "process_cpu",
+            "User and system CPU time used",
+            Unit::Seconds,
+            cpu,
+        );
+    }
+    if let Some(fds) = process::open_fds() {
+        let open: Gauge = Gauge::default();
+        open.set(i64::try_from(fds).unwrap_or(i64::MAX));
+        registry.register("process_open_fds", "Open file descriptors", open);
     }
     let tasks: Gauge = Gauge::default();
     let alive = tokio::runtime::Handle::try_current()

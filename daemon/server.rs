@@ -342,9 +342,11 @@ impl StreamHandler for ControlPlane {
         _: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
         self.observe("ListServices", async move {
+            let daemon = Some(self.supervisor.stats());
             let Some(placement) = &self.placement else {
                 return Ok(Response::new(pb::ListServicesResponse {
                     services: self.supervisor.services(),
+                    daemon,
                     ..Default::default()
                 }));
             };
@@ -354,6 +356,7 @@ impl StreamHandler for ControlPlane {
                 node_id: placement.membership().node_id().to_owned(),
                 nodes: listing.nodes,
                 cluster_warning: listing.warning,
+                daemon,
             }))
         })
         .await

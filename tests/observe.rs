@@ -225,3 +225,164 @@ async fn metrics_need_the_daemons_token_when_it_has_one() {
     assert_eq!(with.status(), 200);
     assert!(with.text().await.unwrap().ends_with("# EOF\n"));
 }
+
+/// A tmux session of the test's own, running a shell in a terminal of a known size.
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    /// A session running bash, or None after saying the test is skipped.
+    fn start() -> Option<Self> {
+        let session = format!("streamd-test-{}", uuid::Uuid::new_v4().simple());
+        let started = std::process::Command::new("tmux")
+            .args(["new-session", "-d", "-s", &session, "-x", "150", "-y", "24"])
+            .args(["bash", "--norc", "--noprofile"])
+            .env("PS1", "$ ")
+            .status();
+        match started {
+            Ok(status) if status.success() => Some(Self { session }),
+            _ => {
+                eprintln!("skipped: tmux cannot start a session here");
+                None
+            }
+        }
+    }
+
+    /// Types `keys` (tmux key names, e.g. `Enter`, `C-c`).
+    fn send(&self, keys: &[&str]) {
+        let sent = std::process::Command::new("tmux")
+            .args(["send-keys", "-t", &self.session])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Types a line of text and Enter.
+    fn type_line(&self, line: &str) {
+        self.send(&["-l", line]);
+        self.send(&["Enter"]);
+    }
+
+    fn screen(&self) -> String {
+        let output = std::process::Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until the screen satisfies `want`, and gives it.
+    async fn until(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let screen = self.screen();
+            if want(&screen) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "never {what}:\n{screen}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
+/// The cells of `service`'s row on a `top` screen.
+fn top_row(screen: &str, service: &str) -> Option<Vec<String>> {
+    let row = screen
+        .lines()
+        .find(|l| l.starts_with(&format!("{service} ")))?;
+    Some(row.split_whitespace().map(str::to_owned).collect())
+}
+
+#[tokio::test]
+async fn top_shows_services_live_starts_and_stops_them_and_outlives_a_daemon_restart() {
+    let Some(tmux) = Tmux::start() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = Daemon::try_start(&[], &listen).unwrap();
+    let mut client = daemon.client().await;
+    client
+        .start_service(start_request("streamer", 100, &[]))
+        .await
+        .unwrap();
+    let failing = start_request("slugs", 100, &[("url", "http://127.0.0.1:9/")]);
+    client.start_service(failing).await.unwrap();
+
+    tmux.type_line(&format!(
+        "{} --addr {listen} top",
+        crate::harness::STREAMCTL
+    ));
+    let screen = tmux
+        .until("a streamer row with events per second", |s| {
+            top_row(s, "streamer").is_some_and(|row| row[3].parse::<f64>().unwrap_or(0.0) > 0.0)
+        })
+        .await;
+    assert!(screen.contains("RSS") && screen.contains("up "), "{screen}");
+    assert_eq!(top_row(&screen, "streamer").unwrap()[1], "running");
+    tmux.until("slugs failing with errors", |s| {
+        top_row(s, "slugs").is_some_and(|row| row[1] == "failing" && row[4] != "0")
+    })
+    .await;
+
+    // Filter down to one stopped service, start it, stop it.
+    tmux.send(&["/"]);
+    tmux.send(&["-l", "reader"]);
+    tmux.send(&["Enter", "s"]);
+    tmux.until("reader started", |s| s.contains("reader started"))
+        .await;
+    assert!(daemon.service("reader").await.state() == pb::ServiceState::Running);
+    tmux.send(&["x"]);
+    tmux.until("reader stopped", |s| s.contains("reader stopped"))
+        .await;
+    assert!(daemon.service("reader").await.state() == pb::ServiceState::Stopped);
+
+    // The daemon goes away and comes back on the same address.
+    daemon.terminate().await;
+    tmux.until("a reconnecting line", |s| s.contains("reconnecting to"))
+        .await;
+    let _back = Daemon::try_start(&[], &listen).unwrap();
+    tmux.until("connected again", |s| {
+        !s.contains("reconnecting to") && top_row(s, "reader").is_some()
+    })
+    .await;
+
+    // `q` ends it, the terminal as it was: the shell reads lines again, echoing them.
+    tmux.send(&["q"]);
+    // The output's last line, unlike the typed one, is `done` alone.
+    tmux.type_line("stty -a | grep -o -- '-*icanon' ; echo do''ne");
+    let screen = tmux
+        .until("the shell back", |s| s.lines().any(|l| l.trim() == "done"))
+        .await;
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "the terminal was left in raw mode:\n{screen}"
+    );
+}
+
+#[test]
+fn top_without_a_terminal_points_to_list_and_subscribe() {
+    let output = std::process::Command::new(crate::harness::STREAMCTL)
+        .args(["--addr", "127.0.0.1:1", "top"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("streamctl list") && stderr.contains("--output json"),
+        "{stderr}"
+    );
+}

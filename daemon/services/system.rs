@@ -33,18 +33,10 @@ struct System {
     nats: Option<async_nats::Client>,
 }
 
-/// The process's resident set size and CPU time so far, from /proc.
-fn process_usage() -> Result<(u64, Duration), procfs::ProcError> {
-    let stat = procfs::process::Process::myself()?.stat()?;
-    let ticks = procfs::ticks_per_second() as f64;
-    let cpu = Duration::from_secs_f64((stat.utime + stat.stime) as f64 / ticks);
-    Ok((stat.rss * procfs::page_size(), cpu))
-}
-
 #[async_trait]
 impl Worker for System {
     async fn step(&mut self, ctx: &StepContext) -> Result<(), StepError> {
-        let (rss_bytes, cpu) = process_usage()
+        let crate::process::Usage { rss_bytes, cpu } = crate::process::usage()
             .map_err(|e| StepError::Step(format!("cannot read process statistics: {e}")))?;
         let now = Instant::now();
         let cpu_percent = match self.last_cpu.replace((cpu, now)) {

@@ -617,6 +617,19 @@ impl Supervisor {
     pub fn bus(&self) -> &Bus {
         &self.shared.bus
     }
+
+    /// What the daemon process uses and holds now.
+    pub fn stats(&self) -> pb::DaemonStats {
+        let usage = crate::process::usage().ok();
+        let bus = &self.shared.bus;
+        pb::DaemonStats {
+            rss_bytes: usage.as_ref().map_or(0, |u| u.rss_bytes),
+            cpu_time: usage.and_then(|u| prost_types::Duration::try_from(u.cpu).ok()),
+            subscribers: u32::try_from(bus.subscribers()).unwrap_or(u32::MAX),
+            topics: bus.topics() as u64,
+            uptime: prost_types::Duration::try_from(self.shared.started.elapsed()).ok(),
+        }
+    }
 }
 
 /// Checks a client's parameters against the limits before anything else reads them.

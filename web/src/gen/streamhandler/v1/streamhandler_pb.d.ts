@@ -173,6 +173,13 @@ export declare type ListServicesResponse = Message<"streamhandler.v1.ListService
    * @generated from field: string cluster_warning = 4;
    */
   clusterWarning: string;
+
+  /**
+   * The answering daemon's own figures.
+   *
+   * @generated from field: streamhandler.v1.DaemonStats daemon = 5;
+   */
+  daemon?: DaemonStats | undefined;
 };
 
 /**
@@ -180,6 +187,54 @@ export declare type ListServicesResponse = Message<"streamhandler.v1.ListService
  * Use `create(ListServicesResponseSchema)` to create a new message.
  */
 export declare const ListServicesResponseSchema: GenMessage<ListServicesResponse>;
+
+/**
+ * What a daemon process uses and holds.
+ *
+ * @generated from message streamhandler.v1.DaemonStats
+ */
+export declare type DaemonStats = Message<"streamhandler.v1.DaemonStats"> & {
+  /**
+   * Resident set size.
+   *
+   * @generated from field: uint64 rss_bytes = 1;
+   */
+  rssBytes: bigint;
+
+  /**
+   * User and system CPU time since the daemon started.
+   *
+   * @generated from field: google.protobuf.Duration cpu_time = 2;
+   */
+  cpuTime?: Duration | undefined;
+
+  /**
+   * Open Subscribe streams.
+   *
+   * @generated from field: uint32 subscribers = 3;
+   */
+  subscribers: number;
+
+  /**
+   * Topics the daemon holds.
+   *
+   * @generated from field: uint64 topics = 4;
+   */
+  topics: bigint;
+
+  /**
+   * Time since the daemon started.
+   *
+   * @generated from field: google.protobuf.Duration uptime = 5;
+   */
+  uptime?: Duration | undefined;
+};
+
+/**
+ * Describes the message streamhandler.v1.DaemonStats.
+ * Use `create(DaemonStatsSchema)` to create a new message.
+ */
+export declare const DaemonStatsSchema: GenMessage<DaemonStats>;
 
 /**
  * A service and its counters.
