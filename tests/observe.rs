@@ -8,6 +8,46 @@ use streamhandler::pb;
 
 use crate::harness::{Daemon, PATIENCE, start_request};
 
+/// A config file with a service, `feed`, that crashes: its websocket server refuses
+/// every upgrade with 404, for good. It restarts twice, quickly, then fails.
+async fn crashing_feed(dir: &std::path::Path) -> std::path::PathBuf {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut request).await;
+                let refusal = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut socket, refusal).await;
+            });
+        }
+    });
+    let config = format!(
+        "[supervisor]\nmax_restarts = 2\ninitial_backoff = \"20ms\"\nmax_backoff = \"50ms\"\n\n\
+         [services.feed]\nkind = \"websocket\"\nparams = {{ url = \"ws://127.0.0.1:{port}/\" }}\n"
+    );
+    crate::harness::write(dir, "streamd.toml", &config)
+}
+
+/// Starts `feed` and waits until it has failed.
+async fn until_failed(daemon: &Daemon) {
+    let mut client = daemon.client().await;
+    client
+        .start_service(start_request("feed", 100, &[]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while daemon.service("feed").await.state() != pb::ServiceState::Failed {
+        assert!(
+            Instant::now() < deadline,
+            "feed never failed:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The daemon's log lines, each parsed as a JSON object.
 fn json_lines(daemon: &Daemon) -> Vec<Value> {
     let log = daemon.log();
@@ -29,7 +69,11 @@ fn message(line: &Value) -> &str {
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_naming_the_service_or_rpc() {
-    let daemon = Daemon::start_with(&["--log-format", "json"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = crashing_feed(dir.path()).await;
+    let config = config.to_str().unwrap();
+    let daemon = Daemon::start_with(&["--log-format", "json", "--config", config]);
+    until_failed(&daemon).await;
     let mut client = daemon.client().await;
     // Nothing listens on port 9: every step fails.
     let failing = start_request("slugs", 100, &[("url", "http://127.0.0.1:9/")]);
@@ -52,7 +96,10 @@ async fn json_logs_are_one_object_per_line_naming_the_service_or_rpc() {
     assert_eq!(failed["level"], "WARN");
     assert_eq!(failed["span"]["name"], "service");
     assert_eq!(failed["span"]["service"], "slugs");
-    let started = lines.iter().find(|l| message(l) == "started").unwrap();
+    let started = lines
+        .iter()
+        .find(|l| message(l) == "started" && l["service"] == "slugs")
+        .unwrap();
     assert_eq!(started["service"], "slugs");
     assert_eq!(started["span"]["name"], "rpc");
     assert_eq!(
@@ -60,6 +107,29 @@ async fn json_logs_are_one_object_per_line_naming_the_service_or_rpc() {
         "/streamhandler.v1.StreamHandler/StartService"
     );
     assert!(lines.iter().any(|l| message(l) == "stopped"));
+    let crashes: Vec<_> = lines
+        .iter()
+        .filter(|l| message(l) == "crashed; restarting")
+        .collect();
+    assert_eq!(crashes.len(), 2, "{lines:?}");
+    for crash in crashes {
+        assert_eq!(crash["level"], "WARN");
+        assert_eq!(crash["span"]["service"], "feed");
+        assert!(
+            crash["reason"].as_str().unwrap().contains("HTTP 404"),
+            "{crash}"
+        );
+    }
+    let failed = lines.iter().find(|l| message(l) == "failed").unwrap();
+    assert_eq!(failed["level"], "ERROR");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("crashed 3 times"),
+        "{failed}"
+    );
+    assert_eq!(failed["span"]["service"], "feed");
 }
 
 /// One sample of a scrape, as the Prometheus client library's parser read it.
@@ -131,8 +201,12 @@ async fn metrics_follow_services_as_they_run_fail_and_stop() {
     let Some(python) = crate::foreign::tool(crate::foreign::PYTHON) else {
         return;
     };
-    let daemon = Daemon::start_with(&["--http", "127.0.0.1:0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = crashing_feed(dir.path()).await;
+    let config = config.to_str().unwrap();
+    let daemon = Daemon::start_with(&["--http", "127.0.0.1:0", "--config", config]);
     let url = daemon.dashboard();
+    until_failed(&daemon).await;
     let mut client = daemon.client().await;
     client
         .start_service(start_request("streamer", 50, &[]))
@@ -174,7 +248,18 @@ async fn metrics_follow_services_as_they_run_fail_and_stop() {
     let started = [("method", "StartService"), ("code", "Ok")];
     assert_eq!(
         value(&first, "streamd_rpc_requests_total", &started),
+        Some(3.0)
+    );
+    let feed = [("service", "feed")];
+    assert_eq!(
+        value(&first, "streamd_service_restarts_total", &feed),
         Some(2.0)
+    );
+    let failed = [("service", "feed"), ("state", "failed")];
+    assert_eq!(value(&first, "streamd_service_state", &failed), Some(1.0));
+    assert_eq!(
+        value(&first, "streamd_service_step_errors_total", &feed),
+        Some(3.0)
     );
     let refused = [
         ("method", "StartService"),
@@ -312,7 +397,11 @@ async fn top_shows_services_live_starts_and_stops_them_and_outlives_a_daemon_res
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut daemon = Daemon::try_start(&[], &listen).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crashing_feed(dir.path()).await;
+    let config = ["--config", config.to_str().unwrap()];
+    let mut daemon = Daemon::try_start(&config, &listen).unwrap();
+    until_failed(&daemon).await;
     let mut client = daemon.client().await;
     client
         .start_service(start_request("streamer", 100, &[]))
@@ -336,6 +425,12 @@ async fn top_shows_services_live_starts_and_stops_them_and_outlives_a_daemon_res
         top_row(s, "slugs").is_some_and(|row| row[1] == "failing" && row[4] != "0")
     })
     .await;
+    let feed = top_row(&screen, "feed").unwrap();
+    assert_eq!(
+        (feed[1].as_str(), feed[5].as_str()),
+        ("failed", "2"),
+        "{screen}"
+    );
 
     // Filter down to one stopped service, start it, stop it.
     tmux.send(&["/"]);
@@ -353,7 +448,7 @@ async fn top_shows_services_live_starts_and_stops_them_and_outlives_a_daemon_res
     daemon.terminate().await;
     tmux.until("a reconnecting line", |s| s.contains("reconnecting to"))
         .await;
-    let _back = Daemon::try_start(&[], &listen).unwrap();
+    let _back = Daemon::try_start(&config, &listen).unwrap();
     tmux.until("connected again", |s| {
         !s.contains("reconnecting to") && top_row(s, "reader").is_some()
     })

@@ -15,7 +15,12 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, client::IntoClientRequest, http::Uri, protocol::WebSocketConfig},
+    tungstenite::{
+        Message,
+        client::IntoClientRequest,
+        http::{StatusCode, Uri},
+        protocol::WebSocketConfig,
+    },
 };
 
 use super::{
@@ -178,6 +183,17 @@ impl Session {
         };
         let mut socket = match connected {
             Ok(Ok((socket, _response))) => socket,
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response)))
+                if refused_for_good(response.status()) =>
+            {
+                // The same request cannot succeed later: a crash, so that the restart
+                // policy, not endless retries, decides what comes of it.
+                let why = format!(
+                    "the server refused the websocket: HTTP {}",
+                    response.status()
+                );
+                return Err(StepError::Fatal(self.closed(ctx, why)));
+            }
             Ok(Err(e)) => return Err(self.failed(ctx, format!("cannot connect: {e}"))),
             Err(_) => {
                 return Err(self.failed(ctx, format!("no connection within {CONNECT_TIMEOUT:?}")));
@@ -253,8 +269,13 @@ impl Session {
 
     /// Marks the connection closed and turns why into the step's error.
     fn failed(&self, ctx: &StepContext, why: String) -> StepError {
+        StepError::Step(self.closed(ctx, why))
+    }
+
+    /// Marks the connection closed; gives why, naming the URL.
+    fn closed(&self, ctx: &StepContext, why: String) -> String {
         ctx.set_status("connection", format!("closed {}: {why}", self.url));
-        StepError::Step(format!("{}: {why}", self.url))
+        format!("{}: {why}", self.url)
     }
 }
 
@@ -290,6 +311,14 @@ async fn close(socket: &mut Socket) {
         }
     })
     .await;
+}
+
+/// Whether a server's answer to the upgrade means the URL or its credentials are
+/// wrong: a client error other than a timeout or a request to slow down.
+fn refused_for_good(status: StatusCode) -> bool {
+    status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
 }
 
 /// Reads until the stream ends or fails: the end of a close handshake.

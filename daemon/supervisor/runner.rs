@@ -184,7 +184,7 @@ impl Runner {
 
     /// Gives up on the service.
     fn fail(&self, message: String) {
-        tracing::error!(service = %self.slot.spec.name, %message, "failed");
+        tracing::error!(service = %self.slot.spec.name, reason = %message, "failed");
         self.slot.mark_failed(&message);
         self.slot.lifecycle(lifecycle::Kind::Failed, message);
     }
