@@ -454,17 +454,24 @@ async fn top_shows_services_live_starts_and_stops_them_and_outlives_a_daemon_res
     })
     .await;
 
-    // `q` ends it, the terminal as it was: the shell reads lines again, echoing them.
-    tmux.send(&["q"]);
-    // The output's last line, unlike the typed one, is `done` alone.
-    tmux.type_line("stty -a | grep -o -- '-*icanon' ; echo do''ne");
-    let screen = tmux
-        .until("the shell back", |s| s.lines().any(|l| l.trim() == "done"))
-        .await;
-    assert!(
-        screen.lines().any(|l| l.trim() == "icanon"),
-        "the terminal was left in raw mode:\n{screen}"
-    );
+    // `q` ends it, and so does Ctrl-C, the terminal as it was each time: the shell
+    // reads lines again, echoing them.
+    let top = format!("{} --addr {listen} top", crate::harness::STREAMCTL);
+    for quit in ["q", "C-c"] {
+        tmux.send(&[quit]);
+        // The output's last line, unlike the typed one, is `done` alone.
+        tmux.type_line("clear; stty -a | grep -o -- '-*icanon' ; echo do''ne");
+        let screen = tmux
+            .until("the shell back", |s| s.lines().any(|l| l.trim() == "done"))
+            .await;
+        assert!(
+            screen.lines().any(|l| l.trim() == "icanon"),
+            "left in raw mode after {quit}:\n{screen}"
+        );
+        tmux.type_line(&format!("clear; {top}"));
+        tmux.until("top again", |s| top_row(s, "reader").is_some())
+            .await;
+    }
 }
 
 #[test]
