@@ -66,6 +66,7 @@ pub struct Metrics {
     rpcs: Family<RpcLabels, Counter>,
     rpc_seconds: Family<MethodLabel, Histogram, fn() -> Histogram>,
     streams_seconds: Histogram,
+    delivered: Counter,
     flushes: Family<OutcomeLabel, Counter>,
     flush_seconds: Histogram,
     pending_changes: Gauge,
@@ -85,6 +86,7 @@ impl Default for Metrics {
             rpc_seconds: Family::new_with_constructor(latency),
             // Streams last from a second to days.
             streams_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            delivered: Counter::default(),
             flushes: Family::default(),
             flush_seconds: latency(),
             pending_changes: Gauge::default(),
@@ -120,6 +122,11 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Subscribe streams handed `events` more events to their clients.
+    pub fn delivered(&self, events: u64) {
+        self.delivered.inc_by(events);
+    }
+
     /// A Subscribe stream ended after `lasted`.
     pub fn stream_ended(&self, lasted: Duration) {
         self.streams_seconds.observe(lasted.as_secs_f64());
@@ -152,6 +159,23 @@ impl Metrics {
             gauge(bus.subscribers()),
         );
         registry.register("topics", "Topics the daemon holds", gauge(bus.topics()));
+        let overflows = bus.overflows();
+        let counter = |value: u64| {
+            let counter: Counter = Counter::default();
+            counter.inc_by(value);
+            counter
+        };
+        registry.register(
+            "events_skipped",
+            "Events dropped from subscribers' full buffers under the skip policy, each \
+             told to its subscriber in a Lagged event",
+            counter(overflows.skipped),
+        );
+        registry.register(
+            "subscribe_streams_closed_full",
+            "Subscribe streams ended by a full buffer under the close policy",
+            counter(overflows.closed),
+        );
         register_process(&mut registry);
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String does not fail");
@@ -188,6 +212,11 @@ impl Metrics {
             self.streams_seconds.clone(),
         );
         registry.register(
+            "events_delivered",
+            "Events Subscribe streams handed to their clients",
+            self.delivered.clone(),
+        );
+        registry.register(
             "store_flushes",
             "Writes of changed scores to the database, by outcome",
             self.flushes.clone(),
@@ -210,6 +239,7 @@ impl Metrics {
 fn register_services(registry: &mut Registry, services: &[pb::ServiceInfo]) {
     let states: Family<StateLabels, Gauge> = Family::default();
     let events: Family<ServiceLabel, Counter> = Family::default();
+    let bytes: Family<ServiceLabel, Counter> = Family::default();
     let restarts: Family<ServiceLabel, Counter> = Family::default();
     let last_event: Family<ServiceLabel, Gauge<f64, AtomicU64>> = Family::default();
     let all_states = [
@@ -234,6 +264,7 @@ fn register_services(registry: &mut Registry, services: &[pb::ServiceInfo]) {
         events
             .get_or_create(&label)
             .inc_by(service.events_published);
+        bytes.get_or_create(&label).inc_by(service.event_bytes);
         restarts.get_or_create(&label).inc_by(service.restarts);
         if let Some(at) = service.last_event_at
             && let Ok(at) = SystemTime::try_from(at)
@@ -253,6 +284,12 @@ fn register_services(registry: &mut Registry, services: &[pb::ServiceInfo]) {
         "service_events_published",
         "Data events each service published since the daemon started",
         events,
+    );
+    registry.register_with_unit(
+        "service_event",
+        "Bytes of the data events each service published since the daemon started",
+        Unit::Bytes,
+        bytes,
     );
     registry.register(
         "service_restarts",

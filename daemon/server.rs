@@ -264,14 +264,30 @@ impl ControlPlane {
     }
 }
 
-/// A Subscribe stream's life: its length goes to the metrics when it is dropped.
+/// A Subscribe stream's life: what it delivered goes to the metrics now and then, its
+/// length when it is dropped.
 struct StreamLife {
     metrics: Metrics,
     began: Instant,
+    /// Events delivered and not yet counted: counted in batches, as the shared counter
+    /// costs more than the stream's own.
+    unreported: u64,
+}
+
+impl StreamLife {
+    fn delivered(&mut self) {
+        const BATCH: u64 = 1024;
+        self.unreported += 1;
+        if self.unreported == BATCH {
+            self.metrics.delivered(BATCH);
+            self.unreported = 0;
+        }
+    }
 }
 
 impl Drop for StreamLife {
     fn drop(&mut self) {
+        self.metrics.delivered(self.unreported);
         self.metrics.stream_ended(self.began.elapsed());
     }
 }
@@ -415,12 +431,13 @@ impl StreamHandler for ControlPlane {
                 .map_err(Error::from)?
                 .map(|event| event.map_err(|full| Error::BufferFull(full).into()));
             // Counted in the metrics when the stream ends, however it ends.
-            let life = StreamLife {
+            let mut life = StreamLife {
                 metrics: self.supervisor.environment().metrics.clone(),
                 began: Instant::now(),
+                unreported: 0,
             };
             let events = events.map(move |event| {
-                let _alive = &life;
+                life.delivered();
                 event
             });
             Ok(Response::new(Box::pin(events) as EventStream))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use streamhandler::pb;
 
-use crate::harness::{Daemon, PATIENCE, start_request};
+use crate::harness::{Daemon, Events, PATIENCE, start_request};
 
 /// A config file with a service, `feed`, that crashes: its websocket server refuses
 /// every upgrade with 404, for good. It restarts twice, quickly, then fails.
@@ -218,6 +218,21 @@ async fn metrics_follow_services_as_they_run_fail_and_stop() {
         .start_service(start_request("nonesuch", 50, &[]))
         .await
         .unwrap_err();
+    // A subscriber that reads five events and leaves, and one that never reads while
+    // its topic floods past its buffer.
+    let mut reader = Events::open(&mut daemon.client().await, &["streamer"], false).await;
+    for _ in 0..5 {
+        reader.next().await;
+    }
+    drop(reader);
+    let mut stalled_client = daemon.client().await;
+    let stalled = pb::SubscribeRequest {
+        topics: vec!["flood".into()],
+        buffer_bytes: streamhandler::bus::MIN_BUFFER as u64,
+        ..Default::default()
+    };
+    let _stalled = stalled_client.subscribe(stalled).await.unwrap();
+    crate::bus::flood(&mut client, "flood", 4000, 1000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let first = scrape(&python, &url).await;
@@ -270,6 +285,18 @@ async fn metrics_follow_services_as_they_run_fail_and_stop() {
         Some(1.0)
     );
     assert!(value(&first, "streamd_process_resident_memory_bytes", &[]).unwrap() > 0.0);
+    assert!(value(&first, "streamd_service_event_bytes_total", &streamer).unwrap() > 0.0);
+    assert!(value(&first, "streamd_events_delivered_total", &[]).unwrap() >= 5.0);
+    assert!(value(&first, "streamd_events_skipped_total", &[]).unwrap() > 0.0);
+    assert_eq!(
+        value(
+            &first,
+            "streamd_subscribe_stream_duration_seconds_count",
+            &[]
+        ),
+        Some(1.0),
+        "the reader's stream ended"
+    );
     assert!(value(&first, "streamd_process_open_fds", &[]).unwrap() > 0.0);
 
     let stop = pb::StopServiceRequest {

@@ -43,8 +43,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    EventBus, Events, Kind, LocalBus, Outgoing, Published, Refused, Settings, SubscribeOptions,
-    draft, lock,
+    EventBus, Events, Kind, LocalBus, Outgoing, Overflows, Published, Refused, Settings,
+    SubscribeOptions, draft, lock,
 };
 use crate::{cluster::Connection, wire::Draft};
 
@@ -226,6 +226,10 @@ impl EventBus for ClusterBus {
 
     fn topics(&self) -> usize {
         self.shared.local.topics()
+    }
+
+    fn overflows(&self) -> Overflows {
+        self.shared.local.overflows()
     }
 }
 

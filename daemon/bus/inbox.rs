@@ -18,7 +18,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
     time::SystemTime,
@@ -48,6 +48,10 @@ pub(super) struct Pool {
     /// What inboxes have drawn: what they hold, plus less than two chunks each.
     drawn: AtomicUsize,
     inboxes: AtomicUsize,
+    /// Events dropped from full buffers under [`Overflow::Skip`], since the start.
+    skipped: AtomicU64,
+    /// Streams ended by a full buffer under [`Overflow::Close`], since the start.
+    closed: AtomicU64,
 }
 
 impl Pool {
@@ -56,7 +60,17 @@ impl Pool {
             limit,
             drawn: AtomicUsize::new(0),
             inboxes: AtomicUsize::new(0),
+            skipped: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
         })
+    }
+
+    /// What full buffers have cost subscribers so far.
+    pub(super) fn overflows(&self) -> Overflows {
+        Overflows {
+            skipped: self.skipped.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+        }
     }
 
     /// Each inbox's part of the limit once it is reached.
@@ -103,6 +117,15 @@ enum State {
     Full,
     /// The reader is gone; nothing is kept.
     Abandoned,
+}
+
+/// What full buffers have cost subscribers since the daemon started.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Overflows {
+    /// Events dropped from buffers under the skip policy (each told in a Lagged event).
+    pub skipped: u64,
+    /// Streams ended under the close policy.
+    pub closed: u64,
 }
 
 /// The events one subscriber skipped, per topic.
@@ -186,9 +209,11 @@ impl Inbox {
                     Overflow::Close => {
                         queue.state = State::Full;
                         queue.full = Some(limit);
+                        self.pool.closed.fetch_add(1, Ordering::Relaxed);
                     }
                     Overflow::Skip => {
-                        queue.skip_for(cost, limit.buffer, event);
+                        let skipped = queue.skip_for(cost, limit.buffer, event);
+                        self.pool.skipped.fetch_add(skipped, Ordering::Relaxed);
                         self.give_back_spare(&mut queue);
                     }
                 }
@@ -347,9 +372,11 @@ impl Queue {
     }
 
     /// Drops the oldest events waiting until `cost` fits, then adds the event; drops
-    /// the event itself when what the reader already took leaves no room.
-    fn skip_for(&mut self, cost: usize, buffer: usize, event: &EncodedEvent) {
+    /// the event itself when what the reader already took leaves no room. Gives how
+    /// many it dropped.
+    fn skip_for(&mut self, cost: usize, buffer: usize, event: &EncodedEvent) -> u64 {
         let skipped = self.skipped.get_or_insert_default();
+        let before = skipped.total;
         while self.held + cost > buffer {
             let Some(oldest) = self.events.pop_front() else {
                 break;
@@ -363,6 +390,7 @@ impl Queue {
             self.held += cost;
             self.events.push_back(event.clone());
         }
+        skipped.total - before
     }
 }
 

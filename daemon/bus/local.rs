@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     BufferFull, EventBus, Events, Outgoing, Published, Refused, Settings, SubscribeOptions,
-    inbox::{Inbox, Pool, Reader},
+    inbox::{Inbox, Overflows, Pool, Reader},
     lock, subscribed,
 };
 use crate::{
@@ -384,6 +384,10 @@ impl EventBus for LocalBus {
         for follower in lock(&shared.pattern_followers).iter() {
             follower.inbox.close();
         }
+    }
+
+    fn overflows(&self) -> Overflows {
+        self.shared.pool.overflows()
     }
 
     fn subscribers(&self) -> usize {

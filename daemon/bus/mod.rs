@@ -34,6 +34,7 @@ use futures::Stream;
 
 pub use self::{
     cluster::ClusterBus,
+    inbox::Overflows,
     local::{Kind, LocalBus},
 };
 use crate::{
@@ -209,6 +210,9 @@ pub trait EventBus: Send + Sync {
 
     /// Topics held: services' and those clients publish or follow.
     fn topics(&self) -> usize;
+
+    /// What full buffers have cost this node's subscribers so far.
+    fn overflows(&self) -> Overflows;
 }
 
 /// How much the bus holds: for each subscriber, and for topics that clients publish.
@@ -337,6 +341,10 @@ impl Bus {
 
     pub fn topics(&self) -> usize {
         self.0.topics()
+    }
+
+    pub fn overflows(&self) -> Overflows {
+        self.0.overflows()
     }
 }
 

@@ -53,6 +53,7 @@ struct Status {
     overrides: Overrides,
     started_at: Option<SystemTime>,
     events: u64,
+    event_bytes: u64,
     errors: u64,
     restarts: u64,
     last_error: String,
@@ -91,6 +92,7 @@ impl Slot {
             overrides: Overrides::default(),
             started_at: None,
             events: 0,
+            event_bytes: 0,
             errors: 0,
             restarts: 0,
             last_error: String::new(),
@@ -234,6 +236,7 @@ impl Slot {
                 .collect(),
             started_at: status.started_at.map(Into::into),
             events_published: status.events,
+            event_bytes: status.event_bytes,
             errors: status.errors,
             restarts: status.restarts,
             last_error: status.last_error.clone(),
@@ -327,9 +330,11 @@ fn settings(kind: &Kind, params: &Params, overrides: &Overrides) -> Vec<pb::Sett
 
 impl Outlet for Slot {
     fn publish(&self, payload: Payload) -> Result<(), Refused> {
+        let bytes = payload.encoded_len() as u64;
         self.bus.publish(&self.spec.name, payload)?;
         let mut status = lock(&self.status);
         status.events += 1;
+        status.event_bytes += bytes;
         status.last_event_at = Some(SystemTime::now());
         if std::mem::replace(&mut status.clean_since_publish, true) {
             self.mark_working(&mut status);

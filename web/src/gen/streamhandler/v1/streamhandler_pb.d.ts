@@ -377,6 +377,14 @@ export declare type ServiceInfo = Message<"streamhandler.v1.ServiceInfo"> & {
    * @generated from field: string node = 20;
    */
   node: string;
+
+  /**
+   * Bytes of the data events published since the daemon started (their payloads,
+   * encoded).
+   *
+   * @generated from field: uint64 event_bytes = 21;
+   */
+  eventBytes: bigint;
 };
 
 /**
