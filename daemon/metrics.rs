@@ -23,7 +23,15 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{pb, process, supervisor::Supervisor};
+use crate::{bus::Overflows, pb, process};
+
+/// What the daemon is at a scrape: its services, and its subscribers and topics.
+pub struct Now {
+    pub services: Vec<pb::ServiceInfo>,
+    pub subscribers: usize,
+    pub topics: usize,
+    pub overflows: Overflows,
+}
 
 /// The content type of what [`Metrics::render`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -142,12 +150,12 @@ impl Metrics {
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
-    /// Every metric, as the daemon stands now, in the OpenMetrics text format.
-    pub fn render(&self, supervisor: &Supervisor) -> String {
+    /// Every metric, with the daemon as it stands `now`, in the OpenMetrics text
+    /// format.
+    pub fn render(&self, now: &Now) -> String {
         let mut registry = Registry::with_prefix("streamd");
         self.register_events(&mut registry);
-        register_services(&mut registry, &supervisor.services());
-        let bus = supervisor.bus();
+        register_services(&mut registry, &now.services);
         let gauge = |value: usize| {
             let gauge: Gauge = Gauge::default();
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
@@ -156,10 +164,10 @@ impl Metrics {
         registry.register(
             "subscribers",
             "Subscribe streams open",
-            gauge(bus.subscribers()),
+            gauge(now.subscribers),
         );
-        registry.register("topics", "Topics the daemon holds", gauge(bus.topics()));
-        let overflows = bus.overflows();
+        registry.register("topics", "Topics the daemon holds", gauge(now.topics));
+        let overflows = now.overflows;
         let counter = |value: u64| {
             let counter: Counter = Counter::default();
             counter.inc_by(value);

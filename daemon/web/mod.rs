@@ -66,7 +66,14 @@ async fn metrics(
             return (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response();
         }
     }
-    let text = supervisor.environment().metrics.render(&supervisor);
+    let bus = supervisor.bus();
+    let now = metrics::Now {
+        services: supervisor.services(),
+        subscribers: bus.subscribers(),
+        topics: bus.topics(),
+        overflows: bus.overflows(),
+    };
+    let text = supervisor.environment().metrics.render(&now);
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
