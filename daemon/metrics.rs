@@ -35,6 +35,35 @@ pub struct Now {
 
 /// The content type of what [`Metrics::render`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`classic_text`]'s.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The same exposition in Prometheus' older text format (0.0.4), for scrapers that do
+/// not ask for OpenMetrics: the lines that format lacks (`# UNIT`, `# EOF`) left out,
+/// and each counter's HELP and TYPE named as its samples are, with `_total`. The
+/// daemon's metrics are counters, gauges and histograms, which both formats write
+/// alike otherwise.
+pub fn classic_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {rest}"))
+        });
+        text.push_str(described.as_deref().unwrap_or(line));
+        text.push('\n');
+    }
+    text
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabel {
@@ -351,4 +380,30 @@ fn register_process(registry: &mut Registry) {
         .map_or(0, |runtime| runtime.metrics().num_alive_tasks());
     tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
     registry.register("tokio_tasks", "Tasks alive in the async runtime", tasks);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_older_format_names_counters_as_their_samples_and_drops_what_it_lacks() {
+        let open_metrics = "# HELP streamd_rpc_requests RPCs answered.\n\
+                            # TYPE streamd_rpc_requests counter\n\
+                            streamd_rpc_requests_total{method=\"List\"} 2\n\
+                            # HELP streamd_rpc_duration_seconds Time.\n\
+                            # TYPE streamd_rpc_duration_seconds histogram\n\
+                            # UNIT streamd_rpc_duration_seconds seconds\n\
+                            streamd_rpc_duration_seconds_count 1\n\
+                            # EOF\n";
+        assert_eq!(
+            classic_text(open_metrics),
+            "# HELP streamd_rpc_requests_total RPCs answered.\n\
+             # TYPE streamd_rpc_requests_total counter\n\
+             streamd_rpc_requests_total{method=\"List\"} 2\n\
+             # HELP streamd_rpc_duration_seconds Time.\n\
+             # TYPE streamd_rpc_duration_seconds histogram\n\
+             streamd_rpc_duration_seconds_count 1\n"
+        );
+    }
 }

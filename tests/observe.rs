@@ -136,23 +136,37 @@ async fn json_logs_are_one_object_per_line_naming_the_service_or_rpc() {
 #[derive(Debug)]
 struct Sample {
     name: String,
+    /// Its family's type: counter, gauge, histogram.
+    kind: String,
     labels: Value,
     value: f64,
 }
 
-/// Scrapes `/metrics` at the dashboard address `url`, sending `token` if any, and
-/// parses the answer with the Prometheus client library's OpenMetrics parser.
-async fn scrape(python: &str, url: &str) -> Vec<Sample> {
-    let response = reqwest::get(format!("{url}metrics")).await.unwrap();
+/// Scrapes `/metrics` at the dashboard address `url`, asking for OpenMetrics as
+/// Prometheus does, or for nothing in particular as curl does, and parses the answer
+/// with the Prometheus client library's parser of that format.
+async fn scrape(python: &str, url: &str, open_metrics: bool) -> Vec<Sample> {
+    let mut request = reqwest::Client::new().get(format!("{url}metrics"));
+    if open_metrics {
+        request = request.header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        );
+    }
+    let response = request.send().await.unwrap();
     assert_eq!(response.status(), 200);
     let kind = response.headers()["content-type"]
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let (expected, format) = match open_metrics {
+        true => ("application/openmetrics-text; version=1.0.0", "openmetrics"),
+        false => ("text/plain; version=0.0.4", "text"),
+    };
+    assert!(kind.starts_with(expected), "{kind}");
     let text = response.text().await.unwrap();
     let mut parser = tokio::process::Command::new(python)
-        .arg("tests/python/scrape.py")
+        .args(["tests/python/scrape.py", format])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -181,6 +195,7 @@ async fn scrape(python: &str, url: &str) -> Vec<Sample> {
             let sample: Value = serde_json::from_str(line).unwrap();
             Sample {
                 name: sample["name"].as_str().unwrap().to_owned(),
+                kind: sample["type"].as_str().unwrap().to_owned(),
                 labels: sample["labels"].clone(),
                 value: sample["value"].as_f64().unwrap(),
             }
@@ -235,7 +250,7 @@ async fn metrics_follow_services_as_they_run_fail_and_stop() {
     crate::bus::flood(&mut client, "flood", 4000, 1000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let first = scrape(&python, &url).await;
+    let first = scrape(&python, &url, true).await;
     let streamer = [("service", "streamer")];
     let slugs = [("service", "slugs")];
     let running = [("service", "slugs"), ("state", "running")];
@@ -304,11 +319,20 @@ async fn metrics_follow_services_as_they_run_fail_and_stop() {
     };
     client.stop_service(stop).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = scrape(&python, &url).await;
+    // As curl would ask: the older text format, read by that format's parser.
+    let second = scrape(&python, &url, false).await;
     let stopped = [("service", "slugs"), ("state", "stopped")];
     assert_eq!(value(&second, "streamd_service_state", &stopped), Some(1.0));
     assert_eq!(value(&second, "streamd_service_state", &running), Some(0.0));
     let later = value(&second, "streamd_service_events_published_total", &streamer).unwrap();
+    let typed = second
+        .iter()
+        .find(|s| s.name == "streamd_service_events_published_total");
+    assert_eq!(
+        typed.unwrap().kind,
+        "counter",
+        "typed as a counter in either format"
+    );
     assert!(later > published, "{published} then {later}");
 }
 
@@ -335,7 +359,8 @@ async fn metrics_need_the_daemons_token_when_it_has_one() {
         .await
         .unwrap();
     assert_eq!(with.status(), 200);
-    assert!(with.text().await.unwrap().ends_with("# EOF\n"));
+    let text = with.text().await.unwrap();
+    assert!(text.contains("# TYPE streamd_subscribers gauge"), "{text}");
 }
 
 /// A tmux session of the test's own, running a shell in a terminal of a known size.

@@ -12,7 +12,7 @@ use axum::{
     extract::State,
     http::{
         HeaderMap, StatusCode,
-        header::{AUTHORIZATION, CONTENT_TYPE},
+        header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE},
     },
     response::{IntoResponse, Response},
     routing::get,
@@ -54,8 +54,9 @@ impl HttpListener {
     }
 }
 
-/// `GET /metrics`: every metric, for Prometheus; behind the bearer token when the
-/// daemon has one (Prometheus sends it with `authorization` in its scrape config).
+/// `GET /metrics`: every metric, for Prometheus, in OpenMetrics or the older text
+/// format as asked; behind the bearer token when the daemon has one (Prometheus sends
+/// it with `authorization` in its scrape config).
 async fn metrics(
     State((supervisor, token)): State<(Supervisor, Option<Token>)>,
     headers: HeaderMap,
@@ -74,7 +75,18 @@ async fn metrics(
         overflows: bus.overflows(),
     };
     let text = supervisor.environment().metrics.render(&now);
-    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+    // Prometheus asks for OpenMetrics; anything else (curl, older scrapers) gets the
+    // older text format.
+    let open_metrics = headers
+        .get(ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if open_metrics {
+        ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+    } else {
+        let text = metrics::classic_text(&text);
+        ([(CONTENT_TYPE, metrics::CLASSIC_CONTENT_TYPE)], text).into_response()
+    }
 }
 
 /// Serves the dashboard on `http` until `stop` resolves.
