@@ -17,6 +17,8 @@ pub mod json;
 pub mod listen;
 pub mod lock;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod pb;
 pub mod process;
 pub mod resume;

@@ -14,6 +14,9 @@ use streamhandler::{
     services::Environment,
     web::HttpListener,
 };
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 /// Supervises long-running services and streams their events over gRPC.
 #[derive(Parser)]
@@ -125,6 +128,11 @@ struct Args {
     /// the service or RPC each came from). RUST_LOG filters them either way.
     #[arg(long, env = "STREAMD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Export the spans of services' steps and RPCs to an OpenTelemetry collector over
+    /// OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces (a build with the `otlp`
+    /// feature only).
+    #[arg(long, env = "STREAMD_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -136,23 +144,13 @@ enum LogFormat {
 fn main() -> ExitCode {
     let args = Args::parse();
     streamhandler::auth::install_crypto_provider();
-    let log = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        // Whichever crate logs a URL, its password and keys stay out of the log.
-        .with_writer(|| streamhandler::secret::RedactingWriter(std::io::stderr()));
-    match args.log_format {
-        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
-        // The event's fields beside timestamp, level and target; the innermost span
-        // (the service, or the RPC) under "span".
-        LogFormat::Json => log
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
+    let exporter = match log(&args) {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("streamd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // A panicking service is restarted by its supervisor, a panicking RPC answered with
     // INTERNAL; the panic and where it came from belong in the log.
     std::panic::set_hook(Box::new(|panic| {
@@ -170,13 +168,88 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let outcome = {
+        // Dropped at the end of the run: the spans not yet exported go then.
+        let _exporter = exporter;
+        runtime.block_on(run(args))
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("streamd: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sets up the log on stderr, filtered by RUST_LOG, and with --otlp-endpoint the
+/// export of spans, which is flushed when what this returns is dropped.
+fn log(args: &Args) -> Result<Option<SpanExport>, String> {
+    // Whichever crate logs a URL, its password and keys stay out of the log.
+    let writer = || streamhandler::secret::RedactingWriter(std::io::stderr());
+    let stderr = tracing_subscriber::fmt::layer().with_writer(writer);
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![match args.log_format {
+        LogFormat::Text => stderr.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        // The event's fields beside timestamp, level and target; the innermost span
+        // (the service, or the RPC) under "span".
+        LogFormat::Json => stderr
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    }];
+    let exporter = match &args.otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let (layer, exporter) = span_export(endpoint)?;
+            layers.push(layer);
+            Some(exporter)
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .init();
+    Ok(exporter)
+}
+
+#[cfg(feature = "otlp")]
+type SpanExport = ShutDownOnDrop;
+
+/// The OTLP exporter, shut down (its last batch sent) when dropped.
+#[cfg(feature = "otlp")]
+struct ShutDownOnDrop(opentelemetry_sdk::trace::SdkTracerProvider);
+
+#[cfg(feature = "otlp")]
+impl Drop for ShutDownOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.shutdown() {
+            eprintln!("streamd: --otlp-endpoint: the last spans were not sent: {e}");
+        }
+    }
+}
+
+#[cfg(feature = "otlp")]
+fn span_export(
+    endpoint: &str,
+) -> Result<(Box<dyn Layer<Registry> + Send + Sync>, SpanExport), String> {
+    let (layer, provider) = streamhandler::otlp::layer(endpoint)?;
+    Ok((layer, ShutDownOnDrop(provider)))
+}
+
+/// None: a build without the `otlp` feature exports nothing.
+#[cfg(not(feature = "otlp"))]
+enum SpanExport {}
+
+#[cfg(not(feature = "otlp"))]
+fn span_export(_: &str) -> Result<(Box<dyn Layer<Registry> + Send + Sync>, SpanExport), String> {
+    Err(
+        "--otlp-endpoint: this streamd was built without OTLP export; build it with \
+         `cargo build --release --features otlp`"
+            .into(),
+    )
 }
 
 fn parse_host_name(name: &str) -> Result<String, String> {

@@ -540,3 +540,49 @@ fn top_without_a_terminal_points_to_list_and_subscribe() {
         "{stderr}"
     );
 }
+
+/// A collector of the test's own: takes OTLP/HTTP exports on /v1/traces, and keeps
+/// their bodies (protobuf, in which every span's name and attributes stand as text).
+#[cfg(feature = "otlp")]
+async fn otlp_collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let received = std::sync::Arc::<std::sync::Mutex<Vec<u8>>>::default();
+    let sink = received.clone();
+    let collect = axum::routing::post(move |body: axum::body::Bytes| async move {
+        sink.lock().unwrap().extend_from_slice(&body);
+        axum::http::StatusCode::OK
+    });
+    let app = axum::Router::new().route("/v1/traces", collect);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+#[cfg(feature = "otlp")]
+#[tokio::test]
+async fn spans_of_services_and_rpcs_reach_an_otlp_collector() {
+    let (url, received) = otlp_collector().await;
+    let mut daemon = Daemon::start_with(&["--otlp-endpoint", &url]);
+    let mut client = daemon.client().await;
+    let failing = start_request("slugs", 100, &[("url", "http://127.0.0.1:9/")]);
+    client.start_service(failing).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !daemon.log().contains("step failed") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The last batch goes when the daemon stops.
+    daemon.terminate().await;
+    let body = received.lock().unwrap().clone();
+    let has = |text: &str| body.windows(text.len()).any(|w| w == text.as_bytes());
+    for text in [
+        "streamd",
+        "service",
+        "slugs",
+        "rpc",
+        "/streamhandler.v1.StreamHandler/StartService",
+        "step failed",
+    ] {
+        assert!(has(text), "no {text:?} in what the collector received");
+    }
+}

@@ -89,8 +89,9 @@ done
 # The Rust example, which the tests run beside the binaries.
 cargo build --examples
 
+# With the optional OTLP export, so that its test runs too.
 if cargo nextest --version >/dev/null 2>&1; then
-    exec cargo nextest run --no-fail-fast "$@"
+    exec cargo nextest run --no-fail-fast --features otlp "$@"
 else
-    exec cargo test "$@"
+    exec cargo test --features otlp "$@"
 fi
