@@ -48,6 +48,18 @@ async fn until_failed(daemon: &Daemon) {
     }
 }
 
+/// Starts `slugs` polling a port nothing listens on (9), so that every step fails, and
+/// waits until the log says so.
+async fn start_failing_slugs(daemon: &Daemon) {
+    let failing = start_request("slugs", 50, &[("url", "http://127.0.0.1:9/")]);
+    daemon.client().await.start_service(failing).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !daemon.log().contains("step failed") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The daemon's log lines, each parsed as a JSON object.
 fn json_lines(daemon: &Daemon) -> Vec<Value> {
     let log = daemon.log();
@@ -75,14 +87,7 @@ async fn json_logs_are_one_object_per_line_naming_the_service_or_rpc() {
     let daemon = Daemon::start_with(&["--log-format", "json", "--config", config]);
     until_failed(&daemon).await;
     let mut client = daemon.client().await;
-    // Nothing listens on port 9: every step fails.
-    let failing = start_request("slugs", 100, &[("url", "http://127.0.0.1:9/")]);
-    client.start_service(failing).await.unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !daemon.log().contains("step failed") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    start_failing_slugs(&daemon).await;
     let stop = pb::StopServiceRequest {
         name: "slugs".into(),
     };
@@ -224,8 +229,7 @@ async fn metrics_follow_services_as_they_run_fail_and_stop() {
         .start_service(start_request("streamer", 50, &[]))
         .await
         .unwrap();
-    let failing = start_request("slugs", 50, &[("url", "http://127.0.0.1:9/")]);
-    client.start_service(failing).await.unwrap();
+    start_failing_slugs(&daemon).await;
     let unknown = client
         .start_service(start_request("nonesuch", 50, &[]))
         .await
@@ -456,8 +460,7 @@ async fn top_shows_services_live_starts_and_stops_them_and_outlives_a_daemon_res
         .start_service(start_request("streamer", 100, &[]))
         .await
         .unwrap();
-    let failing = start_request("slugs", 100, &[("url", "http://127.0.0.1:9/")]);
-    client.start_service(failing).await.unwrap();
+    start_failing_slugs(&daemon).await;
 
     tmux.type_line(&format!(
         "{} --addr {listen} top",
@@ -560,14 +563,7 @@ async fn otlp_collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>)
 async fn spans_of_services_and_rpcs_reach_an_otlp_collector() {
     let (url, received) = otlp_collector().await;
     let mut daemon = Daemon::start_with(&["--otlp-endpoint", &url]);
-    let mut client = daemon.client().await;
-    let failing = start_request("slugs", 100, &[("url", "http://127.0.0.1:9/")]);
-    client.start_service(failing).await.unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !daemon.log().contains("step failed") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    start_failing_slugs(&daemon).await;
     // The last batch goes when the daemon stops.
     daemon.terminate().await;
     let body = received.lock().unwrap().clone();
