@@ -380,7 +380,7 @@ async fn a_replaced_leaderboard_owners_late_flush_is_refused_by_the_database() {
     for ((user, before), (_, after)) in resumed.into_iter().zip(later) {
         assert_eq!(after, before + 1, "{user}");
     }
-    // What the database holds is the second owner's, a flush interval behind at most.
+    // What the database holds is the second owner's: behind it, never ahead.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let saved = streamhandler::store::Store::open(Some(&schema.url), config.path()).unwrap();
     let stored = saved.user_scores().await.unwrap();
@@ -395,8 +395,10 @@ async fn a_replaced_leaderboard_owners_late_flush_is_refused_by_the_database() {
             .iter()
             .find(|(name, _)| *name == user.username)
             .unwrap();
+        // Behind by the rounds since its last flush, however many a loaded machine
+        // lets pass; never ahead, as a late write of the replaced owner's could be.
         assert!(
-            (now - 5..=*now).contains(&user.score),
+            user.score <= *now,
             "{}: {} saved, {now} shown",
             user.username,
             user.score

@@ -52,9 +52,12 @@ const RENEW_TIMEOUT: Duration = Duration::from_millis(800);
 /// every second and their timeout bring that before [`LEASE_TTL`].
 const GIVE_UP_AFTER: Duration = Duration::from_millis(2500);
 const PASS_EVERY: Duration = Duration::from_secs(1);
-/// A service left without a lease for this many passes is taken by any node that may
-/// run it, in case the node chosen for it has gone but is still listed.
-const VACANT_PASSES: u32 = 2;
+/// A service left without a lease for this long is taken by any node that may run it,
+/// in case the node chosen for it has gone but is still listed. Counted in time, not
+/// passes (a node may make several passes in a moment, woken by each change), and as
+/// long as a lease: a node that dies is no longer listed as live by then, so this
+/// never slows a takeover, and a chosen node that is merely slow keeps its turn.
+const VACANT_FOR: Duration = LEASE_TTL;
 /// How long StartService waits for a node to take the service.
 const PLACE_WITHIN: Duration = Duration::from_secs(8);
 /// How often a waiting StartService or StopService looks again.
@@ -135,8 +138,8 @@ struct Shared {
 /// What one pass remembers for the next.
 #[derive(Default)]
 struct Seen {
-    /// Passes each wanted service has been without a lease.
-    vacant: BTreeMap<String, u32>,
+    /// Since when each wanted service has been without a lease.
+    vacant: BTreeMap<String, Instant>,
     /// The node last seen holding each service's lease.
     owner: BTreeMap<String, String>,
 }
@@ -386,24 +389,33 @@ impl Placement {
             .filter(|m| m.is_live())
             .map(|m| (m.node.id.clone(), 0))
             .collect();
-        let mut state = Vec::new();
-        for name in shared.supervisor.names() {
-            let wish = self.wish(&name).await.map_err(|e| e.to_string())?;
-            let lease = self.lease(&name).await.map_err(|e| e.to_string())?;
-            if let Some(lease) = &lease {
+        // Read together: one by one, a pass over many services takes long enough for
+        // other nodes to think the chosen one slow.
+        let reads = shared
+            .supervisor
+            .names()
+            .into_iter()
+            .map(|name| async move {
+                let wish = self.wish(&name).await?;
+                let lease = self.lease(&name).await?;
+                Ok::<_, Error>((name, wish, lease))
+            });
+        let state = futures::future::try_join_all(reads)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (_, _, lease) in &state {
+            if let Some(lease) = lease {
                 *load.entry(lease.node.clone()).or_default() += 1;
             }
-            state.push((name, wish, lease));
         }
         for (name, wish, lease) in state {
             let wanted = wish.filter(|(wish, _)| wish.running);
             match (wanted, lease) {
                 (Some((wish, revision)), None) => {
-                    let passes = seen.vacant.entry(name.clone()).or_default();
-                    *passes += 1;
+                    let since = *seen.vacant.entry(name.clone()).or_insert_with(Instant::now);
                     let ours = match &wish.node {
                         Some(pin) => pin == me,
-                        None => least_loaded(&load) == Some(me) || *passes > VACANT_PASSES,
+                        None => least_loaded(&load) == Some(me) || since.elapsed() >= VACANT_FOR,
                     };
                     let failed_before = lock(&shared.failed).get(&name) == Some(&revision);
                     if ours && !failed_before {
