@@ -9,8 +9,9 @@ use prost_types::{Struct, Value, value::Kind as ValueKind};
 use streamhandler::pb::{self, event::Payload, stream_handler_client::StreamHandlerClient};
 use tonic::transport::Channel;
 
-use crate::harness::{
-    Daemon, Events, Nats, PATIENCE, STREAMD, nats_url, start_request, text, unique,
+use crate::{
+    harness::{Daemon, Events, Nats, PATIENCE, STREAMD, nats_url, start_request, text, unique},
+    transport::refused,
 };
 
 /// A node of the cluster at `nats`.
@@ -145,15 +146,7 @@ async fn a_node_that_joins_later_knows_where_each_topic_stands() {
 
 #[test]
 fn a_cluster_that_cannot_be_reached_stops_the_node_with_a_clear_error() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut streamd = Command::new(STREAMD);
-    streamd
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .args(["--cluster", "nats://127.0.0.1:1", "--node-id", "lonely"]);
-    let output = streamd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(&["--cluster", "nats://127.0.0.1:1", "--node-id", "lonely"]);
     assert!(
         stderr.contains("cannot reach the cluster's NATS at nats://127.0.0.1:1"),
         "{stderr}"
@@ -177,20 +170,6 @@ fn a_cluster_that_cannot_be_reached_stops_the_node_with_a_clear_error() {
     }
 }
 
-/// What streamd says and its exit status when it cannot join `nats` with `extra`.
-fn refused_by(nats: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let data_dir = tempfile::tempdir().unwrap();
-    let output = Command::new(STREAMD)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .args(["--cluster", nats, "--node-id", "refused"])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output.status.code(), stderr)
-}
-
 #[tokio::test]
 async fn a_node_logs_in_to_nats_with_a_password_or_a_tls_certificate() {
     let Some(nats) = Nats::start_with(&["--user", "streamd", "--pass", "s3cr/t"]) else {
@@ -201,8 +180,8 @@ async fn a_node_logs_in_to_nats_with_a_password_or_a_tls_certificate() {
     let (stdout, stderr) = text(&daemon.ctl(&["nodes"]));
     assert!(stdout.contains("pw *"), "{stdout}{stderr}");
     assert!(!daemon.log().contains("s3cr"), "{}", daemon.log());
-    let (status, stderr) = refused_by(&format!("nats://streamd:wr0ng@127.0.0.1:{port}"), &[]);
-    assert_eq!(status, Some(1), "{stderr}");
+    let wrong = format!("nats://streamd:wr0ng@127.0.0.1:{port}");
+    let stderr = refused(&["--cluster", &wrong, "--node-id", "refused"]);
     assert!(
         stderr.contains("cannot reach the cluster's NATS") && !stderr.contains("wr0ng"),
         "{stderr}"
@@ -241,8 +220,7 @@ async fn a_node_logs_in_to_nats_with_a_password_or_a_tls_certificate() {
     assert!(stdout.contains("tls *"), "{stdout}{stderr}");
     // Without its certificate, or without the CA to trust the server by: refused.
     for extra in [&with_ca[..], &[]] {
-        let (status, stderr) = refused_by(&url, extra);
-        assert_eq!(status, Some(1), "{extra:?}: {stderr}");
+        let stderr = refused(&[&["--cluster", &url, "--node-id", "refused"][..], extra].concat());
         assert!(
             stderr.contains("cannot reach the cluster's NATS"),
             "{stderr}"
