@@ -204,6 +204,97 @@ async fn when_its_node_is_killed_another_takes_the_service_over_and_the_node_doe
     }
 }
 
+/// Waits until `daemon` says it is (or is not) cut off from NATS.
+async fn until_cut_off(daemon: &Daemon, cut_off: bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while listing(daemon)
+        .await
+        .cluster_warning
+        .contains("not connected")
+        != cut_off
+    {
+        assert!(Instant::now() < deadline, "never cut off: {cut_off}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The events a stream gives within `wait`.
+async fn received(events: &mut Events, wait: Duration) -> Vec<pb::Event> {
+    let deadline = Instant::now() + wait;
+    let mut received = Vec::new();
+    while let Some(event) = events.within(deadline - Instant::now()).await {
+        received.push(event);
+    }
+    received
+}
+
+fn is_lagged(event: &pb::Event) -> bool {
+    matches!(event.payload, Some(Payload::Lagged(_)))
+}
+
+/// Checks that events are numbered one after another, and gives their numbers.
+fn one_after_another(events: &[pb::Event]) -> Vec<u64> {
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "{seqs:?}"
+    );
+    seqs
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_nats_for_a_moment_serves_its_own_subscribers_and_gives_the_cluster_the_same_events_after()
+ {
+    let Some(nats) = Nats::start() else { return };
+    let proxy = Proxy::start(format!("127.0.0.1:{}", nats.port)).await;
+    let cut_off = node(&format!("nats://127.0.0.1:{}", proxy.port), "c", &[]);
+    until_members(&cut_off, 1).await;
+    start(&cut_off, start_request("streamer", 100, &[])).await;
+    let other = node(&nats.url, "a", &[]);
+    until_members(&other, 2).await;
+    let mut here = Events::open(&mut cut_off.client().await, &["streamer"], false).await;
+    let mut there = Events::open(&mut other.client().await, &["streamer"], false).await;
+    here.next_where(is_data).await;
+    let first_there = there.next_where(is_data).await;
+
+    proxy.cut().await;
+    until_cut_off(&cut_off, true).await;
+    // Well within the lease: the service goes on where it runs, and the node's own
+    // subscriber goes on getting its events; the other node gets none of them yet.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut seen_there = received(&mut there, Duration::from_millis(100)).await;
+    let taken_before = seen_there.last().unwrap_or(&first_there).seq;
+    let mut seen_here = received(&mut here, Duration::from_millis(100)).await;
+    let during: Vec<pb::Event> = seen_here
+        .iter()
+        .filter(|e| e.seq > taken_before)
+        .cloned()
+        .collect();
+    assert!(
+        during.iter().filter(|e| is_data(e)).count() >= 3,
+        "{seen_here:?}"
+    );
+
+    proxy.restore();
+    until_cut_off(&cut_off, false).await;
+    // The other node gets the events given while the node was cut off, under the
+    // numbers they were given, after those it had, with none missing.
+    let last_given = during.last().unwrap().seq;
+    while seen_there.last().is_none_or(|e| e.seq < last_given) {
+        seen_there.push(there.next().await);
+    }
+    seen_here.extend(received(&mut here, Duration::from_millis(300)).await);
+    seen_there.extend(received(&mut there, Duration::from_millis(300)).await);
+    for seen in [&seen_here, &seen_there] {
+        assert!(!seen.iter().any(is_lagged), "{seen:?}");
+        one_after_another(seen);
+    }
+    for given in &during {
+        let taken = seen_there.iter().find(|e| e.seq == given.seq);
+        assert_eq!(taken, Some(given), "event {} differs", given.seq);
+    }
+}
+
 #[tokio::test]
 async fn a_node_cut_off_from_nats_stops_its_service_before_another_takes_it_and_not_after() {
     let Some(nats) = Nats::start() else { return };
@@ -214,7 +305,9 @@ async fn a_node_cut_off_from_nats_stops_its_service_before_another_takes_it_and_
     assert_eq!(started.service.unwrap().node, "c");
     let others = ["a", "b"].map(|id| node(&nats.url, id, &[]));
     until_members(&others[0], 3).await;
+    let mut here = Events::open(&mut cut_off.client().await, &["streamer"], false).await;
     let mut events = Events::open(&mut others[0].client().await, &["streamer"], false).await;
+    here.next_where(is_data).await;
     events.next_where(is_data).await;
 
     proxy.cut().await;
@@ -238,6 +331,21 @@ async fn a_node_cut_off_from_nats_stops_its_service_before_another_takes_it_and_
         "{}",
         cut_off.log()
     );
+    // Until it stopped, it gave its own subscriber the service's events, numbered on
+    // from the cluster's last: the numbers the new owner gave again.
+    let given = received(&mut here, Duration::from_millis(300)).await;
+    let given_seqs = one_after_another(&given);
+    let given_from = given_seqs.iter().position(|&seq| seq == takeover.seq);
+    let given_from = given_from.unwrap_or_else(|| panic!("{given_seqs:?} {takeover:?}"));
+    let given_during = &given[given_from..];
+    assert!(
+        given_during.iter().filter(|e| is_data(e)).count() >= 2,
+        "{given:?}"
+    );
+    assert!(
+        is_lifecycle(given.last().unwrap(), Kind::Stopped),
+        "{given:?}"
+    );
 
     proxy.restore();
     let deadline = Instant::now() + PATIENCE;
@@ -245,13 +353,48 @@ async fn a_node_cut_off_from_nats_stops_its_service_before_another_takes_it_and_
         assert!(Instant::now() < deadline, "never reconnected");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let mut seen = vec![takeover];
     let watch_until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < watch_until {
         let service = cut_off.service("streamer").await;
         assert_eq!(service.node, new_owner, "{service:?}");
         if let Some(event) = events.within(Duration::from_millis(200)).await {
             assert!(!is_lifecycle(&event, Kind::Started), "{event:?}");
+            seen.push(event);
         }
+    }
+    one_after_another(&seen);
+    // Back, the node's subscriber is told that it misses the cluster's events under
+    // the numbers it had from the node, and goes on with the new owner's after them.
+    let (first, last) = (given_during[0].seq, given.last().unwrap().seq);
+    let after = received(&mut here, Duration::from_secs(1)).await;
+    let lagged: Vec<_> = after.iter().filter(|e| is_lagged(e)).collect();
+    let [
+        pb::Event {
+            payload: Some(Payload::Lagged(lagged)),
+            ..
+        },
+    ] = &lagged[..]
+    else {
+        panic!("{after:?}");
+    };
+    let skipped = &lagged.topics[..];
+    assert_eq!(
+        (skipped.len(), skipped[0].first_seq, skipped[0].last_seq),
+        (1, first, last),
+        "{lagged:?}"
+    );
+    let from_cluster: Vec<pb::Event> = after.into_iter().filter(|e| !is_lagged(e)).collect();
+    let cluster_seqs = one_after_another(&from_cluster);
+    assert!(
+        cluster_seqs.first().is_some_and(|&seq| seq > last),
+        "{cluster_seqs:?}"
+    );
+    for event in from_cluster
+        .iter()
+        .filter(|e| e.seq <= seen.last().unwrap().seq)
+    {
+        assert_eq!(seen.iter().find(|e| e.seq == event.seq), Some(event));
     }
 }
 

@@ -27,6 +27,8 @@ use std::{
     time::Duration,
 };
 
+use tokio::time::Instant;
+
 use async_nats::{
     HeaderMap,
     jetstream::{
@@ -39,7 +41,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -64,6 +66,8 @@ const EVENTS_RETENTION: Duration = Duration::from_secs(600);
 const EVENTS_MAX_BYTES: i64 = 256 << 20;
 /// The number, within its topic, of a message's first event.
 const SEQ_HEADER: &str = "Streamhandler-Seq";
+/// The node that published a message.
+const NODE_HEADER: &str = "Streamhandler-Node";
 /// The most bytes of events one message carries: well within NATS's default 1 MiB.
 const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// Events of all topics that wait for the cluster to take them, in bytes: beyond,
@@ -73,6 +77,10 @@ const MAX_WAITING_BYTES: usize = 64 << 20;
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the cluster has to take an event before the publish is given up.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// While a topic has events held for the cluster, how often its new events are looked
+/// for (to give them to this node's subscribers), and how often the cluster is tried.
+const HOLD_POLL: Duration = Duration::from_millis(50);
+const RELEASE_RETRY: Duration = Duration::from_millis(500);
 
 /// A cheap-to-clone handle to a node's share of a cluster's bus.
 #[derive(Clone)]
@@ -87,17 +95,15 @@ struct Shared {
     events: stream::Stream,
     /// The latest events of each topic, for as long as the topic is kept.
     latest: stream::Stream,
-    /// Each topic with events waiting to be numbered; a topic leaves when it has none.
-    lines: Mutex<HashMap<Arc<str>, Line>>,
+    /// Each topic with events waiting to be numbered, in order; a topic leaves when it
+    /// has none. One task per topic sends them.
+    lines: Mutex<HashMap<Arc<str>, VecDeque<Waiting>>>,
+    /// Bytes of events waiting, or held while the cluster cannot take them.
     waiting_bytes: AtomicUsize,
-}
-
-/// One topic's events on their way to the cluster, taken one at a time, in order.
-#[derive(Default)]
-struct Line {
-    waiting: VecDeque<Waiting>,
-    /// The topic's last event as this node last saw it taken.
-    last: Option<Position>,
+    /// Set by the connection: whether NATS can be reached now.
+    connected: watch::Receiver<bool>,
+    /// Written on every message, so that a node knows its own.
+    node_id: String,
 }
 
 struct Waiting {
@@ -106,11 +112,28 @@ struct Waiting {
     numbered: oneshot::Sender<Result<u64, Refused>>,
 }
 
-/// A topic's last event: its number, and its sequence in the JetStream stream.
+/// A service's event that this node numbered and gave its own subscribers while the
+/// cluster could not take it, held for the cluster.
+struct HeldEvent {
+    seq: u64,
+    kind: Kind,
+    body: Bytes,
+}
+
+/// A topic's last event: its number, its sequence in the JetStream stream, and
+/// whether this node published it.
 #[derive(Clone, Copy, Debug, Default)]
 struct Position {
     seq: u64,
     stream_seq: u64,
+    ours: bool,
+}
+
+/// Why a message was not taken.
+enum Put {
+    /// Another node numbered the topic since the last position read.
+    Outnumbered,
+    Failed(Refused),
 }
 
 impl ClusterBus {
@@ -155,6 +178,8 @@ impl ClusterBus {
             latest,
             lines: Mutex::default(),
             waiting_bytes: AtomicUsize::new(0),
+            connected: connection.connected.clone(),
+            node_id: connection.node_id.clone(),
         });
         // Subscribers are served once the node knows where every topic stands: the
         // latest event of each, from the stream that keeps them, then those of the
@@ -195,13 +220,11 @@ impl EventBus for ClusterBus {
             let mut lines = lock(&self.shared.lines);
             match lines.get_mut(topic) {
                 Some(line) => {
-                    line.waiting.push_back(waiting);
+                    line.push_back(waiting);
                     false
                 }
                 None => {
-                    let mut line = Line::default();
-                    line.waiting.push_back(waiting);
-                    lines.insert(topic.into(), line);
+                    lines.insert(topic.into(), VecDeque::from([waiting]));
                     true
                 }
             }
@@ -237,44 +260,59 @@ impl Shared {
     /// Sends a topic's waiting events to the cluster until none waits, then lets the
     /// topic go. Those that wait together go in one message, under one check of the
     /// topic's last number, so that a topic's rate is not one event per round trip.
+    /// Events the cluster cannot take are held (see [`Shared::hold`]) and tried again
+    /// every so often, ahead of any newer.
     async fn send_line(self: Arc<Self>, topic: Arc<str>) {
         let subject = subject(&topic);
-        let mut last = None;
+        let mut known = None;
+        let mut held = VecDeque::new();
+        let mut next_release = Instant::now();
         loop {
-            let next = {
+            if !held.is_empty()
+                && Instant::now() >= next_release
+                && !self.release(&subject, &topic, &mut held, &mut known).await
+            {
+                next_release = Instant::now() + RELEASE_RETRY;
+            }
+            let batch = {
                 let mut lines = lock(&self.lines);
                 let Some(line) = lines.get_mut(&topic) else {
                     return;
                 };
-                if let Some(position) = last {
-                    line.last = Some(position);
-                }
-                if line.waiting.is_empty() {
+                if line.is_empty() && held.is_empty() {
                     lines.remove(&topic);
                     return;
                 }
-                (take_batch(&mut line.waiting), line.last)
+                take_batch(line)
             };
-            let (batch, known) = next;
+            if batch.is_empty() {
+                // Only held events are left: new ones are looked for now and then.
+                tokio::time::sleep(HOLD_POLL).await;
+                continue;
+            }
             let bytes: usize = batch.iter().map(|w| w.body.len()).sum();
             self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            let sent = self.send(&subject, &batch, known).await;
-            if let Err(e) = &sent {
-                // A service does not wait for its events' numbers: this is where it shows.
-                tracing::warn!("{} event(s) of {topic} not published: {e}", batch.len());
-            }
-            last = sent.as_ref().ok().copied();
-            let first = sent.map(|position| position.seq + 1 - batch.len() as u64);
-            for (i, waiting) in batch.into_iter().enumerate() {
-                let _ = waiting
-                    .numbered
-                    .send(first.clone().map(|first| first + i as u64));
-            }
-            if last.is_none() {
-                // Read the topic's last event again before the next.
-                let mut lines = lock(&self.lines);
-                if let Some(line) = lines.get_mut(&topic) {
-                    line.last = None;
+            let sent = if !held.is_empty() {
+                Err(Refused::Unavailable(
+                    "earlier events of the topic wait for the cluster".into(),
+                ))
+            } else if self.connected() {
+                self.send(&subject, &batch, &mut known).await
+            } else {
+                Err(Refused::Unavailable("not connected to NATS".into()))
+            };
+            match sent {
+                Ok(last) => {
+                    let first = last.seq + 1 - batch.len() as u64;
+                    for (seq, waiting) in (first..).zip(batch) {
+                        let _ = waiting.numbered.send(Ok(seq));
+                    }
+                    known = Some(last);
+                }
+                Err(e) => {
+                    self.hold(&topic, batch, known, &mut held, &e);
+                    // Read the topic's last event again before the next.
+                    known = None;
                 }
             }
         }
@@ -282,66 +320,218 @@ impl Shared {
 
     /// Numbers a batch of events after the topic's last and has the stream take them
     /// in one message, reading the last again whenever another node numbered one
-    /// meanwhile. Gives the position of the batch's last event.
+    /// meanwhile. Gives the position of the batch's last event; `known` is the last
+    /// position read.
     async fn send(
         &self,
         subject: &str,
         batch: &[Waiting],
-        known: Option<Position>,
+        known: &mut Option<Position>,
     ) -> Result<Position, Refused> {
-        let body = encode_batch(batch);
-        let mut last = match known {
-            Some(position) => position,
-            None => self.last_of(subject).await?,
-        };
+        let body = encode_batch(batch.iter().map(|w| (w.kind, &w.body[..])));
         loop {
-            let first = last.seq + 1;
-            let mut headers = HeaderMap::new();
-            headers.insert(SEQ_HEADER, first.to_string().as_str());
-            let message = PublishMessage::build()
-                .payload(body.clone())
-                .headers(headers)
-                .expected_last_subject_sequence(last.stream_seq);
-            let ack = async {
-                self.jetstream
-                    .publish_message(message.outbound_message(subject.to_owned()))
-                    .await?
-                    .await
+            let last = match *known {
+                Some(position) => position,
+                None => *known.insert(self.last_of(subject).await?),
             };
-            match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
-                Ok(Ok(ack)) => {
+            match self.put(subject, last, body.clone()).await {
+                Ok(stream_seq) => {
                     return Ok(Position {
-                        seq: first + batch.len() as u64 - 1,
-                        stream_seq: ack.sequence,
+                        seq: last.seq + batch.len() as u64,
+                        stream_seq,
+                        ours: true,
                     });
                 }
-                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    last = self.last_of(subject).await?;
-                }
-                Ok(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
-                Err(_) => {
-                    return Err(Refused::Unavailable(format!(
-                        "NATS did not take the event within {PUBLISH_TIMEOUT:?}"
-                    )));
-                }
+                Err(Put::Outnumbered) => *known = None,
+                Err(Put::Failed(e)) => return Err(e),
             }
         }
+    }
+
+    /// Has the stream take one message of events numbered from after `last`, if the
+    /// topic's last message is still the one `last` names; gives its stream sequence.
+    async fn put(&self, subject: &str, last: Position, body: Bytes) -> Result<u64, Put> {
+        let mut headers = HeaderMap::new();
+        headers.insert(SEQ_HEADER, (last.seq + 1).to_string().as_str());
+        headers.insert(NODE_HEADER, self.node_id.as_str());
+        let message = PublishMessage::build()
+            .payload(body)
+            .headers(headers)
+            .expected_last_subject_sequence(last.stream_seq);
+        let ack = async {
+            self.jetstream
+                .publish_message(message.outbound_message(subject.to_owned()))
+                .await?
+                .await
+        };
+        let mut connection = self.connected.clone();
+        tokio::select! {
+            acked = tokio::time::timeout(PUBLISH_TIMEOUT, ack) => match acked {
+                Ok(Ok(ack)) => Ok(ack.sequence),
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    Err(Put::Outnumbered)
+                }
+                Ok(Err(e)) => Err(Put::Failed(Refused::Unavailable(e.to_string()))),
+                Err(_) => Err(Put::Failed(Refused::Unavailable(format!(
+                    "NATS did not take the event within {PUBLISH_TIMEOUT:?}"
+                )))),
+            },
+            // Whether it was taken is known when the connection is back (see release).
+            _ = connection.wait_for(|connected| !connected) => Err(Put::Failed(
+                Refused::Unavailable("the connection to NATS was lost".into()),
+            )),
+        }
+    }
+
+    /// What becomes of events the cluster could not take. A service's events are this
+    /// node's own: it numbers them on from the topic's last, hands them to its own
+    /// subscribers at once and holds them for the cluster. Clients' are refused.
+    fn hold(
+        &self,
+        topic: &str,
+        batch: Vec<Waiting>,
+        known: Option<Position>,
+        held: &mut VecDeque<HeldEvent>,
+        why: &Refused,
+    ) {
+        let holding = held.is_empty();
+        let mut seq = match held.back() {
+            Some(last) => last.seq,
+            None => known.map_or(0, |p| p.seq).max(self.local.last_seq(topic)),
+        };
+        let mut refused = 0;
+        for waiting in batch {
+            if !waiting.kind.service() {
+                refused += 1;
+                let _ = waiting.numbered.send(Err(why.clone()));
+                continue;
+            }
+            seq += 1;
+            if let Some(draft) = Draft::from_unnumbered(&waiting.body) {
+                let _ = self.local.deliver(topic, seq, draft, waiting.kind);
+            }
+            let _ = waiting.numbered.send(Ok(seq));
+            self.waiting_bytes
+                .fetch_add(waiting.body.len(), Ordering::Relaxed);
+            held.push_back(HeldEvent {
+                seq,
+                kind: waiting.kind,
+                body: waiting.body,
+            });
+        }
+        if refused > 0 {
+            tracing::warn!("{refused} event(s) of {topic} not published: {why}");
+        }
+        if holding && !held.is_empty() {
+            tracing::warn!(
+                "the cluster cannot take the events of {topic} ({why}): this node's \
+                 subscribers get them now, the cluster once it is back"
+            );
+        }
+    }
+
+    /// Gives the cluster the events held while it could not take them, with the
+    /// numbers they were given, if no other node numbered the topic meanwhile. If one
+    /// did (it took the service over), its numbers stand: the held events are let go,
+    /// and this node's subscribers are told that they miss the cluster's events under
+    /// those numbers. Says whether the held events are settled.
+    async fn release(
+        &self,
+        subject: &str,
+        topic: &str,
+        held: &mut VecDeque<HeldEvent>,
+        known: &mut Option<Position>,
+    ) -> bool {
+        let (Some(first), Some(last_held)) = (held.front(), held.back()) else {
+            return true;
+        };
+        let (first, last_held) = (first.seq, last_held.seq);
+        if !self.connected() {
+            return false;
+        }
+        let Ok(mut last) = self.last_of(subject).await else {
+            return false;
+        };
+        // The topic's last message may be held events of this node's, sent as the
+        // connection went and taken after all.
+        let taken_after_all = last.ours && (first..=last_held).contains(&last.seq);
+        if last.seq != first - 1 && !taken_after_all {
+            tracing::warn!(
+                "{} event(s) of {topic} that this node gave its subscribers while cut off \
+                 from the cluster were not taken: another node numbered the topic \
+                 meanwhile (its last is {}); this node's subscribers are told they miss \
+                 the cluster's events {first} to {last_held}",
+                held.len(),
+                last.seq
+            );
+            self.local.missed(topic, first, last_held);
+            self.let_go(held, usize::MAX);
+            *known = None;
+            return true;
+        }
+        let taken = held.iter().take_while(|e| e.seq <= last.seq).count();
+        self.let_go(held, taken);
+        while !held.is_empty() {
+            let mut count = 0;
+            let mut bytes = 0;
+            for event in held.iter() {
+                if count > 0 && bytes + event.body.len() > MAX_BATCH_BYTES {
+                    break;
+                }
+                count += 1;
+                bytes += event.body.len();
+            }
+            let body = encode_batch(held.iter().take(count).map(|e| (e.kind, &e.body[..])));
+            // Another node numbering the topic now, or the connection lost again: the
+            // next try reads the topic's last anew.
+            let Ok(stream_seq) = self.put(subject, last, body).await else {
+                return false;
+            };
+            last = Position {
+                seq: last.seq + count as u64,
+                stream_seq,
+                ours: true,
+            };
+            self.let_go(held, count);
+        }
+        tracing::info!("the cluster took the events of {topic} held while it was away");
+        *known = Some(last);
+        true
+    }
+
+    /// Lets the oldest `count` held events go.
+    fn let_go(&self, held: &mut VecDeque<HeldEvent>, count: usize) {
+        let count = count.min(held.len());
+        let bytes: usize = held.drain(..count).map(|e| e.body.len()).sum();
+        self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn connected(&self) -> bool {
+        *self.connected.borrow()
     }
 
     /// The topic's last event: its number, and its sequence in the events stream to
     /// number the next against (0 when that stream no longer holds one, and the number
     /// comes from the latest kept); the start for a topic without any.
     async fn last_of(&self, subject: &str) -> Result<Position, Refused> {
+        let ours = |message: &jetstream::message::StreamMessage| {
+            message
+                .headers
+                .get(NODE_HEADER)
+                .is_some_and(|node| node.as_str() == self.node_id)
+        };
         if let Some(message) = last_message(&self.events, subject).await? {
             return Ok(Position {
                 seq: last_seq_of(&message),
                 stream_seq: message.sequence,
+                ours: ours(&message),
             });
         }
         let kept = last_message(&self.latest, subject).await?;
         Ok(Position {
             seq: kept.as_ref().map_or(0, last_seq_of),
             stream_seq: 0,
+            ours: kept.as_ref().is_some_and(ours),
         })
     }
 
@@ -449,13 +639,13 @@ fn take_batch(waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
 
 /// A message's body: for each event, its kind's byte, its length as a varint, then the
 /// event without its number.
-fn encode_batch(batch: &[Waiting]) -> Bytes {
-    let len: usize = batch.iter().map(|w| 1 + 10 + w.body.len()).sum();
+fn encode_batch<'a>(events: impl Iterator<Item = (Kind, &'a [u8])> + Clone) -> Bytes {
+    let len: usize = events.clone().map(|(_, event)| 1 + 10 + event.len()).sum();
     let mut body = Vec::with_capacity(len);
-    for waiting in batch {
-        body.push(kind_byte(waiting.kind));
-        prost::encoding::encode_varint(waiting.body.len() as u64, &mut body);
-        body.extend_from_slice(&waiting.body);
+    for (kind, event) in events {
+        body.push(kind_byte(kind));
+        prost::encoding::encode_varint(event.len() as u64, &mut body);
+        body.extend_from_slice(event);
     }
     body.into()
 }
@@ -579,7 +769,7 @@ mod tests {
                 numbered: oneshot::channel().0,
             })
             .collect();
-        let body = encode_batch(&batch);
+        let body = encode_batch(batch.iter().map(|w| (w.kind, &w.body[..])));
         let events = decode_batch(&body).unwrap();
         let kinds: Vec<Kind> = events.iter().map(|(kind, _)| *kind).collect();
         assert_eq!(

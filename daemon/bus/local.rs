@@ -233,6 +233,25 @@ impl LocalBus {
             .map(drop)
     }
 
+    /// The number of a topic's last event here; 0 for a topic it does not have.
+    pub fn last_seq(&self, topic: &str) -> u64 {
+        self.shared
+            .find(topic)
+            .map_or(0, |topic| lock(&topic.state).seq)
+    }
+
+    /// Tells a topic's subscribers that they miss its events `first` to `last`: events
+    /// numbered elsewhere that they will not be given, as they had others under those
+    /// numbers.
+    pub fn missed(&self, topic: &str, first: u64, last: u64) {
+        if let Some(topic) = self.shared.find(topic) {
+            let missed = gap(&topic.name, first, last);
+            for follower in &lock(&topic.state).followers {
+                follower.inbox.push(&missed);
+            }
+        }
+    }
+
     /// Forgets clients' topics past their retention every so often, until `stop`.
     pub async fn sweep_until(self, stop: CancellationToken) {
         let period = (self.shared.settings.topic_retention / 10)
@@ -268,7 +287,8 @@ impl Kind {
         }
     }
 
-    fn service(self) -> bool {
+    /// A service's event, not a client's.
+    pub fn service(self) -> bool {
         self != Self::Client
     }
 

@@ -5,9 +5,10 @@
 mod members;
 mod placement;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, kv};
+use tokio::sync::watch;
 
 pub use self::{
     members::{Member, Membership},
@@ -36,15 +37,29 @@ pub struct Connection {
     pub client: async_nats::Client,
     pub jetstream: jetstream::Context,
     pub node_id: String,
+    /// Whether the client is connected now, and a way to wait for it to change: the
+    /// client's own state can be read but not waited on.
+    pub connected: watch::Receiver<bool>,
 }
 
 impl Connection {
     /// Connects to the cluster's NATS; an unreachable server is an error, not a retry.
     pub async fn open(settings: &ClusterSettings) -> Result<Self, String> {
         let shown = crate::secret::redact(&settings.nats);
+        let (connection_changed, connected) = watch::channel(false);
+        let connection_changed = Arc::new(connection_changed);
+        let changes = connection_changed.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("streamd {}", settings.node_id))
-            .connection_timeout(Duration::from_secs(5));
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                match event {
+                    async_nats::Event::Connected => changes.send_replace(true),
+                    async_nats::Event::Disconnected => changes.send_replace(false),
+                    _ => false,
+                };
+                std::future::ready(())
+            });
         // The client does not read a password from the URL by itself.
         if let Some((user, password)) = url_login(&settings.nats) {
             options = options.user_and_password(user, password);
@@ -67,10 +82,15 @@ impl Connection {
             .connect(settings.nats.as_str())
             .await
             .map_err(|e| format!("cannot reach the cluster's NATS at {shown}: {e}"))?;
+        // The callback hears of the first connection a moment after it is made.
+        if client.connection_state() == async_nats::connection::State::Connected {
+            connection_changed.send_replace(true);
+        }
         Ok(Self {
             jetstream: jetstream::new(client.clone()),
             client,
             node_id: settings.node_id.clone(),
+            connected,
         })
     }
 
