@@ -12,7 +12,8 @@
 //! Each node takes every event the stream took, its own included, from one ordered
 //! JetStream consumer and hands it to an in-process [`LocalBus`] with its number, so
 //! that subscribers on every node see the same events in the same order, under the
-//! same buffers and Lagged rules. The events stream holds events for a while; a second
+//! same buffers and Lagged rules. (A node hands its services' events to its own bus
+//! as soon as the stream took them; their copies from the consumer are then dropped.) The events stream holds events for a while; a second
 //! stream, sourced from it, keeps each topic's latest ones for as long as the topic is
 //! kept. A node reads that one, then the events stream's latest of each topic, before
 //! it serves anyone, so that `last` and the Subscribed positions cover events published
@@ -98,6 +99,11 @@ struct Shared {
     /// Each topic with events waiting to be numbered, in order; a topic leaves when it
     /// has none. One task per topic sends them.
     lines: Mutex<HashMap<Arc<str>, VecDeque<Waiting>>>,
+    /// The last position this node knows of each topic it published services' events
+    /// to (a few: one per service), kept between its bursts of events, so that a node
+    /// cut off from NATS numbers on from its own last event even if that one has not
+    /// yet come back to it.
+    services_last: Mutex<HashMap<Arc<str>, Position>>,
     /// Bytes of events waiting, or held while the cluster cannot take them.
     waiting_bytes: AtomicUsize,
     /// Set by the connection: whether NATS can be reached now.
@@ -177,6 +183,7 @@ impl ClusterBus {
             events,
             latest,
             lines: Mutex::default(),
+            services_last: Mutex::default(),
             waiting_bytes: AtomicUsize::new(0),
             connected: connection.connected.clone(),
             node_id: connection.node_id.clone(),
@@ -264,7 +271,8 @@ impl Shared {
     /// every so often, ahead of any newer.
     async fn send_line(self: Arc<Self>, topic: Arc<str>) {
         let subject = subject(&topic);
-        let mut known = None;
+        let mut known = lock(&self.services_last).get(&topic).copied();
+        let mut service = known.is_some();
         let mut held = VecDeque::new();
         let mut next_release = Instant::now();
         loop {
@@ -281,10 +289,19 @@ impl Shared {
                 };
                 if line.is_empty() && held.is_empty() {
                     lines.remove(&topic);
+                    if service {
+                        let mut services_last = lock(&self.services_last);
+                        match known {
+                            Some(position) => services_last.insert(topic, position),
+                            None => services_last.remove(&topic),
+                        };
+                    }
                     return;
                 }
                 take_batch(line)
             };
+            let services_events = batch.iter().any(|w| w.kind.service());
+            service |= services_events;
             if batch.is_empty() {
                 // Only held events are left: new ones are looked for now and then.
                 tokio::time::sleep(HOLD_POLL).await;
@@ -304,7 +321,13 @@ impl Shared {
             match sent {
                 Ok(last) => {
                     let first = last.seq + 1 - batch.len() as u64;
+                    // A service's own subscribers need not wait for its events to come
+                    // back from the cluster; if NATS goes now, they have them.
+                    let here = services_events && self.local.last_seq(&topic) + 1 == first;
                     for (seq, waiting) in (first..).zip(batch) {
+                        if here {
+                            self.deliver_here(&topic, seq, &waiting);
+                        }
                         let _ = waiting.numbered.send(Ok(seq));
                     }
                     known = Some(last);
@@ -407,9 +430,7 @@ impl Shared {
                 continue;
             }
             seq += 1;
-            if let Some(draft) = Draft::from_unnumbered(&waiting.body) {
-                let _ = self.local.deliver(topic, seq, draft, waiting.kind);
-            }
+            self.deliver_here(topic, seq, &waiting);
             let _ = waiting.numbered.send(Ok(seq));
             self.waiting_bytes
                 .fetch_add(waiting.body.len(), Ordering::Relaxed);
@@ -497,6 +518,13 @@ impl Shared {
         tracing::info!("the cluster took the events of {topic} held while it was away");
         *known = Some(last);
         true
+    }
+
+    /// Gives this node's subscribers one of its own events.
+    fn deliver_here(&self, topic: &str, seq: u64, waiting: &Waiting) {
+        if let Some(draft) = Draft::from_unnumbered(&waiting.body) {
+            let _ = self.local.deliver(topic, seq, draft, waiting.kind);
+        }
     }
 
     /// Lets the oldest `count` held events go.
