@@ -13,11 +13,19 @@
 //! JetStream consumer and hands it to an in-process [`LocalBus`] with its number, so
 //! that subscribers on every node see the same events in the same order, under the
 //! same buffers and Lagged rules. (A node hands its services' events to its own bus
-//! as soon as the stream took them; their copies from the consumer are then dropped.) The events stream holds events for a while; a second
-//! stream, sourced from it, keeps each topic's latest ones for as long as the topic is
-//! kept. A node reads that one, then the events stream's latest of each topic, before
-//! it serves anyone, so that `last` and the Subscribed positions cover events published
-//! before it joined.
+//! as soon as the stream took them; their copies from the consumer are then dropped.)
+//! The events stream holds events for a while; a second stream, sourced from it, keeps
+//! each topic's latest ones for as long as the topic is kept. A node reads that one,
+//! then the events stream's latest of each topic, before it serves anyone, so that
+//! `last` and the Subscribed positions cover events published before it joined.
+//!
+//! A node cut off from NATS goes on giving its own services' events to its own
+//! subscribers: it numbers them on from the topic's last, and holds them for the
+//! cluster. When NATS is back it gives them to the cluster under those numbers, unless
+//! another node numbered the topic meanwhile (it took the service over, the lease
+//! having run out): then the cluster's numbers stand, and the node's subscribers are
+//! told which of the cluster's events they miss. Either way no subscriber anywhere
+//! gets a number twice. Clients' events are refused while NATS is away.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -445,8 +453,8 @@ impl Shared {
         }
         if holding && !held.is_empty() {
             tracing::warn!(
-                "the cluster cannot take the events of {topic} ({why}): this node's \
-                 subscribers get them now, the cluster once it is back"
+                "events of {topic} held for the cluster ({why}): this node's subscribers \
+                 get them now, the cluster once it is back"
             );
         }
     }
