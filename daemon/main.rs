@@ -308,8 +308,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|cluster| cluster.node_id);
     // A reload waits while the daemon starts; more than one waiting adds nothing.
     let (reloads_in, reloads) = tokio::sync::mpsc::channel(1);
-    // Installed before the daemon says it listens, so that no SIGHUP finds the default
+    // Installed before the daemon says it listens, so that no signal finds the default
     // action, which ends the process.
+    let shutdown = shutdown_signal()?;
     #[cfg(unix)]
     {
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -360,7 +361,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         env,
         resume,
         reloads,
-        shutdown_signal(),
+        shutdown,
     )
     .await
 }
@@ -420,19 +421,26 @@ async fn reload_on_hangup(
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Installs the SIGINT and SIGTERM handlers now (a signal that finds the default
+/// action ends the process at once, with no clean shutdown) and resolves on the first.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler succeeds on unix");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let handle = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| anyhow::anyhow!("cannot handle {name}: {e}"))
+        };
+        let mut interrupt = handle(SignalKind::interrupt(), "SIGINT")?;
+        let mut terminate = handle(SignalKind::terminate(), "SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

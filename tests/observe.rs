@@ -576,6 +576,10 @@ async fn spans_of_services_and_rpcs_reach_an_otlp_collector() {
         "StartService",
         "step failed",
     ] {
-        assert!(has(text), "no {text:?} in what the collector received");
+        assert!(
+            has(text),
+            "no {text:?} in what the collector received; the daemon said:\n{}",
+            daemon.log()
+        );
     }
 }

@@ -61,6 +61,14 @@ async fn sigint_does_the_same() {
 }
 
 #[tokio::test]
+async fn a_sigterm_the_moment_the_daemon_listens_still_ends_it_cleanly() {
+    let mut daemon = Daemon::start();
+    kill(daemon.pid(), Signal::SIGTERM).unwrap();
+    let status = daemon.wait().await;
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", daemon.log());
+}
+
+#[tokio::test]
 async fn streamctl_subscribe_reconnects_when_the_daemon_comes_back() {
     let mut first = Daemon::start();
     let addr = first.addr.to_string();
