@@ -3,7 +3,7 @@
 
 use std::{future::Future, pin::Pin, time::Instant};
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::{
     auth::{Access, RequireToken},
-    bus::{Overflow, Published, SubscribeOptions, WakeLater},
+    bus::{Overflow, Published, SubscribeOptions},
     cluster::Placement,
     connection::{self, LimitRequestRate},
     duration,
@@ -472,29 +472,15 @@ impl StreamHandler for ControlPlane {
             // In a cluster, events are numbered after they are taken: the stream answers
             // once every one has been, or says which was not.
             let mut pending = std::collections::VecDeque::new();
-            while let Some(first) = events.message().await? {
-                // The events that came together are published together, up to a
-                // burst: each subscriber is woken once for all of them.
-                let wake_later = WakeLater::begin();
-                let mut event = first;
-                for burst in 1.. {
-                    let index = published;
-                    match self.publish_one(event, &mut topic) {
-                        Ok(Published::Numbered(_)) => {}
-                        Ok(later) => pending.push_back((index, later)),
-                        Err(e) => return Err(e.in_message(index).into()),
-                    }
-                    published += 1;
-                    if burst == MAX_BURST || pending.len() > MAX_PENDING_PUBLISHES {
-                        break;
-                    }
-                    match events.message().now_or_never().transpose()?.flatten() {
-                        Some(more) => event = more,
-                        None => break,
-                    }
+            while let Some(event) = events.message().await? {
+                let index = published;
+                match self.publish_one(event, &mut topic) {
+                    Ok(Published::Numbered(_)) => {}
+                    Ok(later) => pending.push_back((index, later)),
+                    Err(e) => return Err(e.in_message(index).into()),
                 }
-                drop(wake_later);
-                while pending.len() > MAX_PENDING_PUBLISHES {
+                published += 1;
+                if pending.len() > MAX_PENDING_PUBLISHES {
                     let (index, later) = pending.pop_front().expect("more than the limit");
                     settle(index, later).await?;
                 }
@@ -510,10 +496,6 @@ impl StreamHandler for ControlPlane {
 
 /// The StartService parameter that pins a service to a node of a cluster.
 pub const NODE_PARAM: &str = "node";
-
-/// The most events of one PublishStream published before its subscribers are woken:
-/// enough to send each several in one write, few enough to keep their latency low.
-const MAX_BURST: usize = 128;
 
 /// Events of one PublishStream a cluster may have yet to number: beyond, the stream
 /// waits for the oldest, so that a client cannot queue without bound.

@@ -650,8 +650,6 @@ impl Shared {
             tracing::warn!("dropped a message on {subject} that is not streamd's events");
             return;
         };
-        // A message's events reach each subscriber in one go.
-        let _wake_later = super::WakeLater::begin();
         for (seq, (kind, draft)) in (first..).zip(events) {
             if let Err(e) = self.local.deliver(&topic, seq, draft, kind) {
                 tracing::debug!("event {seq} of {topic} not delivered: {e}");

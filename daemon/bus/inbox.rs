@@ -15,9 +15,7 @@
 //! who stopped reading cannot take the memory of those who read.
 
 use std::{
-    cell::RefCell,
     collections::{BTreeMap, VecDeque},
-    marker::PhantomData,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -226,7 +224,7 @@ impl Inbox {
             queue.waker.take()
         };
         if let Some(waker) = waker {
-            wake(waker);
+            waker.wake();
         }
     }
 
@@ -401,60 +399,6 @@ impl Drop for Inbox {
         let queue = self.queue.get_mut().unwrap_or_else(|e| e.into_inner());
         self.pool.drawn.fetch_sub(queue.drawn, Ordering::Relaxed);
         self.pool.inboxes.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-thread_local! {
-    /// Readers to wake when the [`WakeLater`] alive on this thread ends; None when
-    /// there is none.
-    static WAKE_LATER: RefCell<Option<Vec<Waker>>> = const { RefCell::new(None) };
-}
-
-/// While it lives, inboxes filled on this thread wake their readers only when it ends:
-/// a publisher handing over several events in one go wakes each subscriber once for
-/// all of them, which then sends them in one write, as a broker flushes a client's
-/// messages once per read rather than once per message. Not Send, so that it cannot
-/// be held across an await (the task may go on on another thread).
-pub struct WakeLater {
-    /// The outermost of guards nested on a thread: it wakes the readers.
-    outermost: bool,
-    _not_send: PhantomData<*const ()>,
-}
-
-impl WakeLater {
-    pub fn begin() -> Self {
-        let outermost = WAKE_LATER.with(|later| {
-            let mut later = later.borrow_mut();
-            later.is_none() && later.insert(Vec::new()).is_empty()
-        });
-        Self {
-            outermost,
-            _not_send: PhantomData,
-        }
-    }
-}
-
-impl Drop for WakeLater {
-    fn drop(&mut self) {
-        if self.outermost
-            && let Some(wakers) = WAKE_LATER.with(|later| later.borrow_mut().take())
-        {
-            wakers.into_iter().for_each(Waker::wake);
-        }
-    }
-}
-
-/// Wakes a reader now, or when the thread's [`WakeLater`] ends.
-fn wake(waker: Waker) {
-    let now = WAKE_LATER.with(|later| match later.borrow_mut().as_mut() {
-        Some(wakers) => {
-            wakers.push(waker);
-            None
-        }
-        None => Some(waker),
-    });
-    if let Some(waker) = now {
-        waker.wake();
     }
 }
 

@@ -826,37 +826,6 @@ mod tests {
     }
 
     #[test]
-    fn events_published_under_wake_later_wake_their_subscriber_once_when_it_ends() {
-        struct Counted(AtomicUsize);
-        impl std::task::Wake for Counted {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let (_, bus) = bus_with(Settings::default());
-        let mut events = subscribe(&bus, &["a"], Default::default());
-        let wakes = Arc::new(Counted(AtomicUsize::new(0)));
-        let waker = std::task::Waker::from(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        assert!(events.as_mut().poll_next(&mut cx).is_pending());
-        let wake_later = super::super::WakeLater::begin();
-        for n in 1..=3 {
-            bus.publish("a", text(n)).unwrap();
-        }
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
-        drop(wake_later);
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            topics_and_seqs(&arrived(&mut events)),
-            [("a", 1), ("a", 2), ("a", 3)]
-        );
-        // Without one, the subscriber is woken at once.
-        assert!(events.as_mut().poll_next(&mut cx).is_pending());
-        bus.publish("a", text(4)).unwrap();
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
-    }
-
-    #[test]
     fn names_and_patterns_that_overlap_deliver_each_event_once() {
         let (_, bus) = bus_with(Settings::default());
         let mut events = subscribe(&bus, &["a1", "a*", "*1"], Default::default());

@@ -34,7 +34,7 @@ use futures::Stream;
 
 pub use self::{
     cluster::ClusterBus,
-    inbox::{Overflows, WakeLater},
+    inbox::Overflows,
     local::{Kind, LocalBus},
 };
 use crate::{
