@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::Access,
     bus::{Bus, ClusterBus, LocalBus},
-    cluster::{Connection, Membership, Placement},
+    cluster::{Connection, Membership, Placement, Services},
     config::Config,
     resume::Recorder,
     server::{ControlPlane, Listeners},
@@ -122,19 +122,21 @@ pub async fn run(
             let membership = Membership::join(connection, address)
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let running = {
+            let services = {
                 let supervisor = supervisor.clone();
-                move || {
-                    let services = supervisor.services().into_iter();
-                    services
+                move || Services {
+                    active: supervisor
+                        .services()
+                        .into_iter()
                         .filter(|s| s.state() != pb::ServiceState::Stopped)
-                        .collect()
+                        .collect(),
+                    configured: supervisor.names(),
                 }
             };
             tokio::spawn(
                 membership
                     .clone()
-                    .report_until(running, stop_following.clone()),
+                    .report_until(services, stop_following.clone()),
             );
             let placement = Placement::open(connection, membership, supervisor.clone())
                 .await

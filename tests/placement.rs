@@ -151,6 +151,52 @@ async fn a_start_on_any_node_places_the_service_once_and_a_stop_on_any_node_ends
 }
 
 #[tokio::test]
+async fn a_service_goes_only_to_a_node_that_has_it_configured() {
+    let Some(nats) = Nats::start() else { return };
+    let config = tempfile::tempdir().unwrap();
+    let extra = crate::harness::write(
+        config.path(),
+        "streamd.toml",
+        "[services.extra]\nkind = \"streamer\"\n",
+    );
+    let with_it = node(&nats.url, "a", &["--config", extra.to_str().unwrap()]);
+    let without = node(&nats.url, "b", &[]);
+    until_members(&with_it, 2).await;
+    // Node a runs one service and b none: b is the least loaded, but lacks the service.
+    start(&with_it, start_request("system", 500, &[("node", "a")])).await;
+    let asked = Instant::now();
+    let placed = start(&with_it, start_request("extra", 200, &[])).await;
+    assert_eq!(placed.service.unwrap().node, "a");
+    // At once, not after a service left vacant is offered to any node.
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    let mut client = with_it.client().await;
+    client
+        .stop_service(pb::StopServiceRequest {
+            name: "extra".into(),
+        })
+        .await
+        .unwrap();
+    let refused = client
+        .start_service(start_request("extra", 200, &[("node", "b")]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains("node \"b\" has no service \"extra\""),
+        "{}",
+        refused.message()
+    );
+    drop(without);
+}
+
+#[tokio::test]
 async fn when_its_node_is_killed_another_takes_the_service_over_and_the_node_does_not_take_it_back()
 {
     let Some(nats) = Nats::start() else { return };

@@ -1,5 +1,5 @@
 //! The members list: each node puts a record of itself (address, start time, the
-//! services it runs) under its id in a JetStream key/value bucket every [`HEARTBEAT`],
+//! services it runs and those it has configured) under its id in a JetStream key/value bucket every [`HEARTBEAT`],
 //! and at once when its services change; the bucket forgets records older than
 //! [`NODE_TTL`]. The members are the records it holds.
 
@@ -42,6 +42,18 @@ struct Record {
     /// Its services that are not stopped.
     #[prost(message, repeated, tag = "4")]
     services: Vec<pb::ServiceInfo>,
+    /// The names of the services it has configured, sorted.
+    #[prost(string, repeated, tag = "5")]
+    configured: Vec<String>,
+}
+
+/// What a node says of its services when it reports itself.
+#[derive(Default)]
+pub struct Services {
+    /// Those that are not stopped.
+    pub active: Vec<pb::ServiceInfo>,
+    /// The names of those it has configured: the services it may be given.
+    pub configured: Vec<String>,
 }
 
 /// A member as it last reported itself.
@@ -50,6 +62,8 @@ pub struct Member {
     pub node: pb::Node,
     /// Its services that are not stopped, as it saw them then.
     pub services: Vec<pb::ServiceInfo>,
+    /// The names of the services it has configured, sorted.
+    configured: Vec<String>,
     seen_at: u64,
 }
 
@@ -58,6 +72,16 @@ impl Member {
     pub fn is_live(&self) -> bool {
         let age = unix_millis(SystemTime::now()).saturating_sub(self.seen_at);
         Duration::from_millis(age) < LIVE_WITHIN
+    }
+
+    /// Whether it has the service configured, and so may be given it. A record that
+    /// names none (a node that has just joined) is taken to have every service.
+    pub fn has(&self, name: &str) -> bool {
+        self.configured.is_empty()
+            || self
+                .configured
+                .binary_search_by(|n| n.as_str().cmp(name))
+                .is_ok()
     }
 }
 
@@ -92,7 +116,7 @@ impl Membership {
                 other.address
             );
         }
-        membership.report(Vec::new()).await?;
+        membership.report(Services::default()).await?;
         Ok(membership)
     }
 
@@ -107,13 +131,9 @@ impl Membership {
     }
 
     /// Reports this node every [`HEARTBEAT`], and when asked to, until `stop`, with
-    /// the services `running` gives at the time; a report that fails is logged and
+    /// the services `services` gives at the time; a report that fails is logged and
     /// tried again at the next.
-    pub async fn report_until(
-        self,
-        running: impl Fn() -> Vec<pb::ServiceInfo>,
-        stop: CancellationToken,
-    ) {
+    pub async fn report_until(self, services: impl Fn() -> Services, stop: CancellationToken) {
         let mut ticks = tokio::time::interval(HEARTBEAT);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -122,7 +142,7 @@ impl Membership {
                 _ = ticks.tick() => {}
                 _ = self.report_now.notified() => {}
             }
-            if let Err(e) = self.report(running()).await {
+            if let Err(e) = self.report(services()).await {
                 tracing::warn!("{e}");
             }
         }
@@ -132,12 +152,15 @@ impl Membership {
         }
     }
 
-    async fn report(&self, services: Vec<pb::ServiceInfo>) -> Result<(), String> {
+    async fn report(&self, services: Services) -> Result<(), String> {
+        let mut configured = services.configured;
+        configured.sort();
         let record = Record {
             address: self.address.clone(),
             started_at: self.started_at,
             seen_at: unix_millis(SystemTime::now()),
-            services,
+            services: services.active,
+            configured,
         };
         self.nodes
             .put(&self.node_id, record.encode_to_vec().into())
@@ -198,6 +221,7 @@ impl Membership {
                         services: running.count() as u32,
                     },
                     services: record.services,
+                    configured: record.configured,
                     seen_at: record.seen_at,
                 });
             }

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, kv};
 use tokio::sync::watch;
 
 pub use self::{
-    members::{Member, Membership},
+    members::{Member, Membership, Services},
     placement::{Listing, Placement},
 };
 

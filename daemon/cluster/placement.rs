@@ -14,8 +14,8 @@
 //! Every node makes the same pass every [`PASS_EVERY`], and at once when a wish
 //! changes: a service wanted and unleased goes to the live node running the fewest
 //! (the pinned one, if any), which takes its lease and starts it; a service no longer
-//! wanted stops where it runs and its lease is given back. All nodes are expected to
-//! have the same services configured.
+//! wanted stops where it runs and its lease is given back. A service goes only to a
+//! node that has it configured (each node lists its services in the members list).
 
 use std::{
     collections::BTreeMap,
@@ -213,7 +213,14 @@ impl Placement {
                 .members()
                 .await
                 .map_err(Error::Unavailable)?;
-            if !members.iter().any(|m| &m.node.id == pin && m.is_live()) {
+            let pinned = members.iter().find(|m| &m.node.id == pin && m.is_live());
+            if pinned.is_some_and(|member| !member.has(name)) {
+                return Err(Error::invalid(
+                    "params.node",
+                    format!("node {pin:?} has no service {name:?} configured"),
+                ));
+            }
+            if pinned.is_none() {
                 let live: Vec<_> = members
                     .iter()
                     .filter(|m| m.is_live())
@@ -415,7 +422,15 @@ impl Placement {
                     let since = *seen.vacant.entry(name.clone()).or_insert_with(Instant::now);
                     let ours = match &wish.node {
                         Some(pin) => pin == me,
-                        None => least_loaded(&load) == Some(me) || since.elapsed() >= VACANT_FOR,
+                        None => {
+                            let may_run = |node: &str| {
+                                members
+                                    .iter()
+                                    .any(|m| m.node.id == node && m.is_live() && m.has(&name))
+                            };
+                            least_loaded(&load, may_run) == Some(me)
+                                || since.elapsed() >= VACANT_FOR
+                        }
                     };
                     let failed_before = lock(&shared.failed).get(&name) == Some(&revision);
                     if ours && !failed_before {
@@ -732,9 +747,11 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!("cannot reach the cluster's NATS: {e}"))
 }
 
-/// The live node running the fewest services, the first by id among equals.
-fn least_loaded(load: &BTreeMap<String, usize>) -> Option<&str> {
+/// Of the nodes that `may_run` the service, the one running the fewest services, the
+/// first by id among equals.
+fn least_loaded(load: &BTreeMap<String, usize>, may_run: impl Fn(&str) -> bool) -> Option<&str> {
     load.iter()
+        .filter(|(id, _)| may_run(id))
         .min_by_key(|(id, count)| (**count, *id))
         .map(|(id, _)| id.as_str())
 }
@@ -778,9 +795,12 @@ mod tests {
     }
 
     #[test]
-    fn the_least_loaded_node_is_chosen_by_id_among_equals() {
+    fn the_least_loaded_node_that_may_run_it_is_chosen_by_id_among_equals() {
         let load = BTreeMap::from([("c".into(), 0), ("a".into(), 1), ("b".into(), 0)]);
-        assert_eq!(least_loaded(&load), Some("b"));
-        assert_eq!(least_loaded(&BTreeMap::new()), None);
+        assert_eq!(least_loaded(&load, |_| true), Some("b"));
+        assert_eq!(least_loaded(&load, |id| id != "b"), Some("c"));
+        assert_eq!(least_loaded(&load, |id| id == "a"), Some("a"));
+        assert_eq!(least_loaded(&load, |_| false), None);
+        assert_eq!(least_loaded(&BTreeMap::new(), |_| true), None);
     }
 }
