@@ -75,6 +75,14 @@ async fn start(daemon: &Daemon, request: pb::StartServiceRequest) -> pb::StartSe
     reply.unwrap().into_inner()
 }
 
+/// A StartService that must be refused as an invalid argument; its message.
+async fn start_refused(daemon: &Daemon, request: pb::StartServiceRequest) -> String {
+    let reply = daemon.client().await.start_service(request).await;
+    let refused = reply.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    refused.message().to_owned()
+}
+
 #[tokio::test]
 async fn a_start_on_any_node_places_the_service_once_and_a_stop_on_any_node_ends_it() {
     let Some(nats) = Nats::start() else { return };
@@ -137,17 +145,8 @@ async fn a_start_on_any_node_places_the_service_once_and_a_stop_on_any_node_ends
     }
 
     // Pinned to a node that is not there.
-    let mut client = nodes[0].client().await;
-    let refused = client
-        .start_service(start_request("streamer", 200, &[("node", "z")]))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-    assert!(
-        refused.message().contains("params.node"),
-        "{}",
-        refused.message()
-    );
+    let refused = start_refused(&nodes[0], start_request("streamer", 200, &[("node", "z")])).await;
+    assert!(refused.contains("params.node"), "{refused}");
 }
 
 #[tokio::test]
@@ -181,17 +180,10 @@ async fn a_service_goes_only_to_a_node_that_has_it_configured() {
         })
         .await
         .unwrap();
-    let refused = client
-        .start_service(start_request("extra", 200, &[("node", "b")]))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let refused = start_refused(&with_it, start_request("extra", 200, &[("node", "b")])).await;
     assert!(
-        refused
-            .message()
-            .contains("node \"b\" has no service \"extra\""),
-        "{}",
-        refused.message()
+        refused.contains("node \"b\" has no service \"extra\""),
+        "{refused}"
     );
     drop(without);
 }
