@@ -10,7 +10,8 @@ use nix::sys::signal::{Signal, kill};
 use streamhandler::pb::{self, event::Payload, lifecycle::Kind};
 
 use crate::harness::{
-    Daemon, Events, Nats, PATIENCE, PgSchema, Proxy, is_data, is_lifecycle, start_request,
+    Daemon, Events, Nats, PATIENCE, PgSchema, Proxy, crashing_feed, is_data, is_lifecycle,
+    start_request,
 };
 
 /// A lease outlives its last renewal by 5 s and every node looks for vacant services
@@ -186,6 +187,33 @@ async fn a_service_goes_only_to_a_node_that_has_it_configured() {
         "{refused}"
     );
     drop(without);
+}
+
+#[tokio::test]
+async fn a_service_that_failed_where_it_ran_starts_again_there_when_asked_on_any_node() {
+    let Some(nats) = Nats::start() else { return };
+    let config = tempfile::tempdir().unwrap();
+    let feed = crashing_feed(config.path()).await;
+    let nodes = ["a", "b"].map(|id| node(&nats.url, id, &["--config", feed.to_str().unwrap()]));
+    until_members(&nodes[1], 2).await;
+    let mut events = Events::open(&mut nodes[1].client().await, &["feed"], false).await;
+    let placed = start(&nodes[0], start_request("feed", 100, &[])).await;
+    let owner = placed.service.unwrap().node;
+    until_listed(&nodes[1], "feed", pb::ServiceState::Failed, &owner).await;
+    events.next_where(|e| is_lifecycle(e, Kind::Failed)).await;
+
+    // Asked for again on the other node: no longer "already running" while failed.
+    let other = if owner == "a" { &nodes[1] } else { &nodes[0] };
+    let again = start(other, start_request("feed", 100, &[])).await;
+    assert!(!again.already_running, "{again:?}");
+    let service = again.service.unwrap();
+    assert_eq!(service.node, owner);
+    assert_ne!(service.state(), pb::ServiceState::Failed, "{service:?}");
+    let started = events.next_where(|e| is_lifecycle(e, Kind::Started)).await;
+    assert_eq!(lifecycle(&started).node, owner);
+    // It fails again as it did, and stays where it was.
+    events.next_where(|e| is_lifecycle(e, Kind::Failed)).await;
+    until_listed(&nodes[1], "feed", pb::ServiceState::Failed, &owner).await;
 }
 
 #[tokio::test]

@@ -103,6 +103,10 @@ struct Held {
     /// The revision of this node's latest write of it, which the next renewal names.
     revision: u64,
     renewed: Instant,
+    /// The revision that created it: the service's fence.
+    fence: u64,
+    /// The revision of the wish the service last started for.
+    wish: u64,
 }
 
 /// Every service as the cluster runs it, for ListServices.
@@ -235,18 +239,26 @@ impl Placement {
                 ));
             }
         }
-        if let Some(lease) = self.lease(name).await? {
-            return Ok(Started {
-                already_running: true,
-                service: self.info_on(name, &lease.node).await,
-            });
-        }
         let wish = Wish {
             running: true,
             interval_ms: overrides.interval.map(|d| d.as_millis() as u64),
             params: overrides.params,
             node,
         };
+        if let Some(lease) = self.lease(name).await? {
+            let service = self.info_on(name, &lease.node).await;
+            if service.state() != pb::ServiceState::Failed {
+                return Ok(Started {
+                    already_running: true,
+                    service,
+                });
+            }
+            // It crashed past its restarts where it runs: asked for again, it starts
+            // again there, as on a daemon that runs alone.
+            self.put_wish(name, &wish).await?;
+            shared.wake.notify_one();
+            return self.until_started_again(name, &lease.node).await;
+        }
         self.put_wish(name, &wish).await?;
         shared.wake.notify_one();
         let deadline = Instant::now() + PLACE_WITHIN;
@@ -261,6 +273,27 @@ impl Placement {
                 return Err(Error::Unavailable(format!(
                     "no node has taken {name} within {PLACE_WITHIN:?}; it stays wanted and \
                      starts when a node can run it (the nodes' logs say why none did)"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until `node` reports a service that had failed there as started again.
+    async fn until_started_again(&self, name: &str, node: &str) -> Result<Started, Error> {
+        let deadline = Instant::now() + PLACE_WITHIN;
+        loop {
+            let service = self.info_on(name, node).await;
+            if service.state() != pb::ServiceState::Failed {
+                return Ok(Started {
+                    already_running: false,
+                    service,
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "node {node} has not started {name} again within {PLACE_WITHIN:?}; it \
+                     stays wanted (the node's log says why)"
                 )));
             }
             tokio::time::sleep(POLL).await;
@@ -447,7 +480,9 @@ impl Placement {
                     if wanted.is_none() {
                         self.stop_here(&name, "no longer wanted").await;
                         self.release(&name).await;
-                    } else if !held {
+                    } else if let Some((wish, revision)) = wanted.filter(|_| held) {
+                        self.start_again_if_failed(&name, &wish, revision).await;
+                    } else {
                         // Written by this node before it restarted: given back, and
                         // taken again by whichever node the next pass chooses.
                         self.release_stale(&name, &lease).await;
@@ -486,6 +521,8 @@ impl Placement {
             Held {
                 revision: token,
                 renewed: asked,
+                fence: token,
+                wish: revision,
             },
         );
         let note = match previous {
@@ -516,6 +553,38 @@ impl Placement {
                 self.release(name).await;
                 false
             }
+        }
+    }
+
+    /// Starts a service whose lease this node holds again if it failed here (crashed
+    /// past its restarts) and has been asked for since, under the same lease.
+    async fn start_again_if_failed(&self, name: &str, wish: &Wish, revision: u64) {
+        let shared = &self.shared;
+        let failed = shared
+            .supervisor
+            .service(name)
+            .is_some_and(|s| s.state() == pb::ServiceState::Failed);
+        let fence = match lock(&shared.held).get_mut(name) {
+            Some(held) if failed && held.wish < revision => {
+                held.wish = revision;
+                held.fence
+            }
+            _ => return,
+        };
+        let placed = Placed {
+            fence: Fence {
+                service: name.to_owned(),
+                token: fence,
+            },
+            note: format!("on node {}, again", shared.node_id),
+        };
+        match shared
+            .supervisor
+            .start_placed(name, wish.overrides(), placed)
+            .await
+        {
+            Ok(_) => shared.membership.report_soon(),
+            Err(e) => tracing::warn!(service = %name, "cannot start it again here: {e}"),
         }
     }
 

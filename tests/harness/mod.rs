@@ -402,6 +402,28 @@ pub fn is_data(event: &pb::Event) -> bool {
     )
 }
 
+/// A config file with a service, `feed`, that crashes: its websocket server refuses
+/// every upgrade with 404, for good. It restarts twice, quickly, then fails.
+pub async fn crashing_feed(dir: &std::path::Path) -> std::path::PathBuf {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut request).await;
+                let refusal = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut socket, refusal).await;
+            });
+        }
+    });
+    let config = format!(
+        "[supervisor]\nmax_restarts = 2\ninitial_backoff = \"20ms\"\nmax_backoff = \"50ms\"\n\n\
+         [services.feed]\nkind = \"websocket\"\nparams = {{ url = \"ws://127.0.0.1:{port}/\" }}\n"
+    );
+    write(dir, "streamd.toml", &config)
+}
+
 /// Writes a file into `dir` and returns its path.
 pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
