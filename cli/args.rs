@@ -277,9 +277,14 @@ pub struct BenchArgs {
     pub nats_server_bin: Option<PathBuf>,
 
     /// A ladder of rates, climbed in order with fresh servers per run until a system
-    /// no longer sustains a rate (any loss, p99 of 100 ms or more, or an incomplete run).
+    /// no longer sustains a rate (any loss, a p99 at --sustained-p99 or more, or an
+    /// incomplete run).
     #[arg(long, value_name = "R1,R2,...", value_delimiter = ',', num_args = 1.., requires = "spawn", conflicts_with_all = ["rate", "msgs"])]
     pub rates: Vec<u64>,
+
+    /// The p99 latency under which a ladder's run sustains its rate.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration, requires = "spawn")]
+    pub sustained_p99: Duration,
 
     /// Runs of each system at each rate, alternating which goes first [default: 2 in a
     /// ladder]. Without --rates: the one workload N times each, as a ladder of one step.

@@ -7,12 +7,25 @@
 //! line; the summary gives each system's highest sustained rate and, per rate, the
 //! median and range of the paired per-run ratios.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::report::{Report, System, rate_name, ratio};
 
-/// A run at a rate is sustained below this p99 latency.
-const SUSTAINED_P99_US: f64 = 100_000.0;
+/// What sustaining a rate takes: the run complete, nothing lost, and a p99 latency
+/// under a bar (100 ms unless --sustained-p99 says).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sustained {
+    pub p99_under: Duration,
+}
+
+impl Sustained {
+    /// Whether a run sustained its rate.
+    pub fn by(&self, report: &Report) -> bool {
+        report.ok && report.lost == 0 && report.latency.p99_us < self.p99_under.as_secs_f64() * 1e6
+    }
+}
 
 /// One run of the ladder, as its JSON line shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -37,17 +50,13 @@ pub fn order(rep: usize, systems: &[System]) -> Vec<System> {
     systems
 }
 
-/// Whether a run sustained its rate: nothing lost, p99 under 100 ms, and complete.
-pub fn sustained(report: &Report) -> bool {
-    report.ok && report.lost == 0 && report.latency.p99_us < SUSTAINED_P99_US
-}
-
 /// Climbs `rates` with `systems`, `repeat` runs of each at each rate, calling `run`
 /// for each run and `emit` with its record as soon as it is done.
 pub async fn climb<R, F, E>(
     rates: &[u64],
     repeat: usize,
     systems: &[System],
+    sustained: Sustained,
     mut run: R,
     mut emit: E,
 ) -> Result<Vec<Record>, crate::error::Error>
@@ -66,7 +75,7 @@ where
         for rep in 0..repeat {
             for (position, system) in order(rep, &climbing).into_iter().enumerate() {
                 let report = run(system, rate).await;
-                if !sustained(&report) && !failed.contains(&system) {
+                if !sustained.by(&report) && !failed.contains(&system) {
                     failed.push(system);
                 }
                 let record = Record {
@@ -160,10 +169,12 @@ pub struct Summary {
     /// streamd's highest sustained rate over nats's.
     pub ratio: Option<f64>,
     pub rates: Vec<Rung>,
+    /// The p99 latency a sustained run stayed under.
+    pub sustained_p99_ms: f64,
 }
 
 impl Summary {
-    pub fn of(rates: &[u64], systems: &[System], records: &[Record]) -> Self {
+    pub fn of(rates: &[u64], systems: &[System], records: &[Record], sustained: Sustained) -> Self {
         let runs_of = |system: System, rate: u64| -> Vec<&Report> {
             records
                 .iter()
@@ -177,7 +188,7 @@ impl Summary {
                 .copied()
                 .filter(|&rate| {
                     let runs = runs_of(system, rate);
-                    !runs.is_empty() && runs.iter().all(|r| sustained(r))
+                    !runs.is_empty() && runs.iter().all(|r| sustained.by(r))
                 })
                 .max();
             Highest {
@@ -193,7 +204,7 @@ impl Summary {
                     let runs = runs_of(system, rate);
                     (!runs.is_empty()).then(|| Runs {
                         runs: runs.len(),
-                        sustained: runs.iter().filter(|r| sustained(r)).count(),
+                        sustained: runs.iter().filter(|r| sustained.by(r)).count(),
                         lost: runs.iter().map(|r| r.lost).collect(),
                         ok: runs.iter().map(|r| r.ok).collect(),
                     })
@@ -220,6 +231,7 @@ impl Summary {
             nats,
             ratio,
             rates: rungs,
+            sustained_p99_ms: sustained.p99_under.as_secs_f64() * 1e3,
         }
     }
 
@@ -242,7 +254,10 @@ impl Summary {
                     out.push_str(&format!(", streamd/nats {ratio:.2}×"));
                 }
             }
-            out.push_str("\n(sustained: every run complete, nothing lost, p99 < 100 ms)\n\n");
+            out.push_str(&format!(
+                "\n(sustained: every run complete, nothing lost, p99 < {} ms)\n\n",
+                self.sustained_p99_ms
+            ));
         }
         let runs = |runs: &Option<Runs>| match runs {
             Some(r) => format!(
@@ -352,14 +367,22 @@ mod tests {
         assert_eq!(order(3, &[System::Nats]), [System::Nats]);
     }
 
+    const BAR: Sustained = Sustained {
+        p99_under: Duration::from_millis(100),
+    };
+
     #[test]
-    fn sustained_means_no_loss_p99_under_100ms_and_complete() {
-        assert!(sustained(&report(System::Nats, 1, 0, 99.9, 1.0)));
-        assert!(!sustained(&report(System::Nats, 1, 1, 1.0, 1.0)));
-        assert!(!sustained(&report(System::Nats, 1, 0, 100.0, 1.0)));
+    fn sustained_means_no_loss_p99_under_the_bar_and_complete() {
+        assert!(BAR.by(&report(System::Nats, 1, 0, 99.9, 1.0)));
+        assert!(!BAR.by(&report(System::Nats, 1, 1, 1.0, 1.0)));
+        assert!(!BAR.by(&report(System::Nats, 1, 0, 100.0, 1.0)));
         let mut incomplete = report(System::Nats, 1, 0, 1.0, 1.0);
         incomplete.ok = false;
-        assert!(!sustained(&incomplete));
+        assert!(!BAR.by(&incomplete));
+        let lenient = Sustained {
+            p99_under: Duration::from_secs(1),
+        };
+        assert!(lenient.by(&report(System::Nats, 1, 0, 100.0, 1.0)));
     }
 
     /// Runs a ladder where streamd fails from 300/s and nats from 200/s (in its second
@@ -372,6 +395,7 @@ mod tests {
             &rates,
             2,
             &systems,
+            BAR,
             |system, rate| {
                 let lost = match system {
                     System::Streamd => u64::from(rate >= 300),
@@ -391,7 +415,7 @@ mod tests {
             .iter()
             .map(|r| (r.report.system, r.report.rate, r.rep, r.order))
             .collect();
-        (seen, Summary::of(&rates, &systems, &records))
+        (seen, Summary::of(&rates, &systems, &records, BAR))
     }
 
     #[test]

@@ -443,10 +443,14 @@ async fn climb(args: &BenchArgs, plan: &Plan, bins: &Binaries) -> Result<(), Err
         true => vec![plan.rate],
         false => args.rates.clone(),
     };
+    let sustained = ladder::Sustained {
+        p99_under: args.sustained_p99,
+    };
     let records = ladder::climb(
         &rates,
         args.repeat.unwrap_or(LADDER_REPEAT),
         &systems,
+        sustained,
         |system, rate| {
             let plan = plan.at_rate(rate);
             async move {
@@ -462,7 +466,7 @@ async fn climb(args: &BenchArgs, plan: &Plan, bins: &Binaries) -> Result<(), Err
                 report::rate_name(r.rate),
                 record.rep,
                 r.system,
-                match (&r.error, ladder::sustained(r)) {
+                match (&r.error, sustained.by(r)) {
                     (Some(error), _) => format!("failed ({error})"),
                     (None, true) => "sustained".into(),
                     (None, false) => "not sustained".into(),
@@ -479,7 +483,7 @@ async fn climb(args: &BenchArgs, plan: &Plan, bins: &Binaries) -> Result<(), Err
         },
     )
     .await?;
-    let summary = ladder::Summary::of(&rates, &systems, &records);
+    let summary = ladder::Summary::of(&rates, &systems, &records, sustained);
     term::emit(&if args.json {
         serde_json::to_string(&serde_json::json!({ "summary": summary })).expect("plain data")
     } else {
