@@ -410,11 +410,7 @@ async fn a_database_url_s_password_is_never_shown() {
 #[tokio::test]
 async fn a_websocket_url_s_token_never_shows_in_its_status_or_errors() {
     // A port that was free a moment ago: connecting is refused, and reported.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let token = "ws-t0ken-in-query";
     let url = format!("ws://127.0.0.1:{port}/?token={token}");
     let config = format!("[services.feed]\nkind = \"websocket\"\nparams = {{ url = {url:?} }}\n");

@@ -38,6 +38,19 @@ async fn start_failing_slugs(daemon: &Daemon) {
     }
 }
 
+/// On a daemon with the crashing feed: `feed` failed, `streamer` running every
+/// `streamer_ms`, and `slugs` running with every step failing.
+async fn one_failed_one_running_one_failing_steps(daemon: &Daemon, streamer_ms: u64) {
+    until_failed(daemon).await;
+    daemon
+        .client()
+        .await
+        .start_service(start_request("streamer", streamer_ms, &[]))
+        .await
+        .unwrap();
+    start_failing_slugs(daemon).await;
+}
+
 /// The daemon's log lines, each parsed as a JSON object.
 fn json_lines(daemon: &Daemon) -> Vec<Value> {
     let log = daemon.log();
@@ -201,13 +214,8 @@ async fn metrics_follow_services_as_they_run_fail_and_stop() {
     let config = config.to_str().unwrap();
     let daemon = Daemon::start_with(&["--http", "127.0.0.1:0", "--config", config]);
     let url = daemon.dashboard();
-    until_failed(&daemon).await;
+    one_failed_one_running_one_failing_steps(&daemon, 50).await;
     let mut client = daemon.client().await;
-    client
-        .start_service(start_request("streamer", 50, &[]))
-        .await
-        .unwrap();
-    start_failing_slugs(&daemon).await;
     let unknown = client
         .start_service(start_request("nonesuch", 50, &[]))
         .await
@@ -422,23 +430,13 @@ fn top_row(screen: &str, service: &str) -> Option<Vec<String>> {
 #[tokio::test]
 async fn top_shows_services_live_starts_and_stops_them_and_outlives_a_daemon_restart() {
     let Some(tmux) = Tmux::start() else { return };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let listen = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let config = crashing_feed(dir.path()).await;
     let config = ["--config", config.to_str().unwrap()];
     let mut daemon = Daemon::try_start(&config, &listen).unwrap();
-    until_failed(&daemon).await;
-    let mut client = daemon.client().await;
-    client
-        .start_service(start_request("streamer", 100, &[]))
-        .await
-        .unwrap();
-    start_failing_slugs(&daemon).await;
+    one_failed_one_running_one_failing_steps(&daemon, 100).await;
 
     tmux.type_line(&format!(
         "{} --addr {listen} top",

@@ -392,15 +392,6 @@ impl Conversation {
     }
 }
 
-/// A loopback port free now, for a daemon that must come back on the same one.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_chromium_drives_every_card() {
     let (Some(node), Some(chromium)) = (tool(WEB_NODE), tool(CHROMIUM)) else {
@@ -426,7 +417,7 @@ async fn the_dashboard_in_chromium_drives_every_card() {
             kraken::feed().await,
         ),
     );
-    let http = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", crate::harness::free_port());
     let args = [
         "--http",
         http.as_str(),

@@ -262,11 +262,7 @@ async fn websocket_needs_a_websocket_url() {
 #[tokio::test]
 async fn websocket_reports_a_server_that_is_not_there_and_retries() {
     // A port that was free a moment ago: connecting is refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let url = format!("ws://127.0.0.1:{port}");
     let daemon = daemon_with_feed(&url);
     let mut events = start(&daemon, "feed", &[]).await;

@@ -317,11 +317,8 @@ impl Shared {
             }
             let bytes: usize = batch.iter().map(|w| w.body.len()).sum();
             self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            let sent = if !held.is_empty() {
-                Err(Refused::Unavailable(
-                    "earlier events of the topic wait for the cluster".into(),
-                ))
-            } else if self.connected() {
+            // Behind held events, a service's events are held too, in order.
+            let sent = if held.is_empty() && self.connected() {
                 self.send(&subject, &batch, &mut known).await
             } else {
                 Err(Refused::Unavailable("not connected to NATS".into()))

@@ -424,6 +424,16 @@ pub async fn crashing_feed(dir: &std::path::Path) -> std::path::PathBuf {
     write(dir, "streamd.toml", &config)
 }
 
+/// A loopback port free now: for a daemon that must come back on the same one, or a
+/// server that is not there.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Writes a file into `dir` and returns its path.
 pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
