@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BIN=${BIN:-target/release}
-OUT=bench/results
+OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
 bench() { "$BIN/streamctl" bench --spawn --size 128 "$@"; }
 
