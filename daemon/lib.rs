@@ -6,6 +6,7 @@
 //! of service, the [`supervisor`] runs them, the [`bus`] fans their events out, and the
 //! [`server`] is the gRPC control plane in front of it all.
 
+pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod cluster;
@@ -36,12 +37,13 @@ use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    api::ControlPlane,
     auth::Access,
     bus::{Bus, ClusterBus, LocalBus},
     cluster::{Connection, Membership, Placement, Services},
     config::Config,
     resume::Recorder,
-    server::{ControlPlane, Listeners},
+    server::Listeners,
     services::Environment,
     supervisor::{Supervisor, WishRecorder},
 };

@@ -23,8 +23,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use self::guard::AllowedHosts;
 use crate::{
+    api::{self, ControlPlane},
     auth::{Access, Token},
-    connection, metrics, server,
+    connection, metrics,
     supervisor::Supervisor,
 };
 
@@ -93,11 +94,11 @@ async fn metrics(
 pub async fn serve(
     http: HttpListener,
     access: &Access,
-    control: server::ControlPlane,
+    control: ControlPlane,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let supervisor = control.supervisor().clone();
-    let router = server::browser_api(control, access)
+    let router = api::browser_api(control, access)
         .route("/", get(|| async { dashboard::INDEX.response() }))
         .route("/app.js", get(|| async { dashboard::SCRIPT.response() }))
         .route("/app.css", get(|| async { dashboard::STYLES.response() }))
@@ -116,13 +117,13 @@ pub async fn serve(
             Arc::new(http.allowed),
             guard::refuse_foreign,
         ));
-    let server = server::builder()
+    let server = connection::builder()
         .accept_http1(true)
-        .layer(CatchPanicLayer::custom(server::internal_error))
+        .layer(CatchPanicLayer::custom(api::internal_error))
         .add_routes(Routes::from(router));
     let incoming = TcpIncoming::from(http.listener)
         .with_nodelay(Some(true))
-        .with_keepalive(Some(server::KEEPALIVE));
+        .with_keepalive(Some(connection::KEEPALIVE));
     let incoming = connection::admit(incoming, access.limits);
     match &access.tls {
         None => server.serve_with_incoming_shutdown(incoming, stop).await,
