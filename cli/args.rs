@@ -1,11 +1,13 @@
 //! The command line: streamctl's subcommands and options, and the parsers for the
-//! values that need more than clap's defaults (address, interval, `KEY=VALUE`).
+//! values that need more than clap's defaults (interval, `KEY=VALUE`).
 
-use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 // Durations follow the daemon's rules: one parser, at most a year.
 use streamhandler::duration::{parse_any as parse_duration, parse_positive as parse_interval};
+
+use crate::client::{AccessArgs, Addr};
 
 /// Drive streamd from a shell: start, stop and list its services, publish events and
 /// follow the live event stream.
@@ -28,28 +30,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How streamctl proves itself to a daemon that asks: TLS and a bearer token.
-#[derive(Debug, Args)]
-pub struct AccessArgs {
-    /// PEM certificate of the CA to trust for an `https://` address, e.g. a private
-    /// one [default: the public web's CAs].
-    #[arg(long, global = true, env = "STREAMD_TLS_CA", value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
-
-    /// PEM client certificate, for a daemon that requires one (mutual TLS).
-    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key of --tls-cert.
-    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// File holding the daemon's bearer token [default: the STREAMD_TOKEN variable's
-    /// value].
-    #[arg(long, global = true, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
 }
 
 /// What to do.
@@ -361,65 +341,6 @@ pub fn targets(names: &[String]) -> Result<Targets<'_>, String> {
             Err("`all` cannot be combined with service names".into())
         }
         _ => Ok(Targets::Names(names)),
-    }
-}
-
-/// Where streamd listens, and what to show it when connecting.
-#[derive(Debug, Clone)]
-pub struct Addr {
-    /// The URI to connect to: `http://…`, `https://…` or `unix:/path`.
-    pub uri: String,
-    /// The address as the user wrote it, for messages.
-    pub display: String,
-    /// TLS settings and bearer token, from [`AccessArgs`].
-    pub access: crate::client::Access,
-}
-
-impl FromStr for Addr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let display = s.trim().trim_end_matches('/').to_string();
-        if display.is_empty() {
-            return Err("the address is empty".into());
-        }
-        if let Some(path) = display.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err("`unix:` needs the socket's path, e.g. unix:/run/streamd.sock".into());
-            }
-            return Ok(Addr {
-                uri: display.clone(),
-                display,
-                access: Default::default(),
-            });
-        }
-        let uri = if display.starts_with("http://") || display.starts_with("https://") {
-            display.clone()
-        } else if display.contains("://") {
-            return Err(format!(
-                "unsupported address `{display}`: use host:port, an http:// or https:// URL, \
-                 or unix:/path"
-            ));
-        } else {
-            format!("http://{display}")
-        };
-        let parsed: tonic::transport::Uri = uri
-            .parse()
-            .map_err(|err| format!("invalid address `{display}`: {err}"))?;
-        if parsed.host().is_none_or(str::is_empty) {
-            return Err(format!("invalid address `{display}`: no host"));
-        }
-        Ok(Addr {
-            uri,
-            display,
-            access: Default::default(),
-        })
-    }
-}
-
-impl fmt::Display for Addr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.display)
     }
 }
 

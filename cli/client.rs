@@ -1,8 +1,14 @@
-//! Connecting to streamd: over TCP, TLS or a Unix socket, with a bearer token when the
-//! daemon asks for one.
+//! Connecting to streamd: its address (TCP, TLS or a Unix socket), the flags that say
+//! how to prove oneself to it (TLS files, a bearer token), and the errors that name it.
 
-use std::{path::Path, time::Duration};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
+use clap::Args;
 use streamhandler::pb::stream_handler_client::StreamHandlerClient;
 use tonic::{
     Request, Status,
@@ -11,10 +17,88 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
-use crate::{
-    args::{AccessArgs, Addr},
-    error::{Error, describe_error},
-};
+use crate::error::{Error, describe_error, transport_reason};
+
+/// How streamctl proves itself to a daemon that asks: TLS and a bearer token.
+#[derive(Debug, Args)]
+pub struct AccessArgs {
+    /// PEM certificate of the CA to trust for an `https://` address, e.g. a private
+    /// one [default: the public web's CAs].
+    #[arg(long, global = true, env = "STREAMD_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate, for a daemon that requires one (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// File holding the daemon's bearer token [default: the STREAMD_TOKEN variable's
+    /// value].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Where streamd listens, and what to show it when connecting.
+#[derive(Debug, Clone)]
+pub struct Addr {
+    /// The URI to connect to: `http://…`, `https://…` or `unix:/path`.
+    pub uri: String,
+    /// The address as the user wrote it, for messages.
+    pub display: String,
+    /// TLS settings and bearer token, from [`AccessArgs`].
+    pub access: Access,
+}
+
+impl FromStr for Addr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let display = s.trim().trim_end_matches('/').to_string();
+        if display.is_empty() {
+            return Err("the address is empty".into());
+        }
+        if let Some(path) = display.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs the socket's path, e.g. unix:/run/streamd.sock".into());
+            }
+            return Ok(Addr {
+                uri: display.clone(),
+                display,
+                access: Default::default(),
+            });
+        }
+        let uri = if display.starts_with("http://") || display.starts_with("https://") {
+            display.clone()
+        } else if display.contains("://") {
+            return Err(format!(
+                "unsupported address `{display}`: use host:port, an http:// or https:// URL, \
+                 or unix:/path"
+            ));
+        } else {
+            format!("http://{display}")
+        };
+        let parsed: tonic::transport::Uri = uri
+            .parse()
+            .map_err(|err| format!("invalid address `{display}`: {err}"))?;
+        if parsed.host().is_none_or(str::is_empty) {
+            return Err(format!("invalid address `{display}`: no host"));
+        }
+        Ok(Addr {
+            uri,
+            display,
+            access: Default::default(),
+        })
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
 
 /// A connected client of the StreamHandler API.
 pub type Client = StreamHandlerClient<InterceptedService<Channel, SendToken>>;
@@ -157,6 +241,33 @@ pub fn endpoint(addr: &Addr) -> Result<Endpoint, Error> {
     Ok(endpoint)
 }
 
+// The errors that name the daemon's address.
+impl Error {
+    /// Classifies an RPC failure: a transport failure means the daemon went away (or
+    /// was never there), anything else is the server's own answer.
+    pub fn from_status(status: Status, addr: &Addr) -> Self {
+        match transport_reason(&status) {
+            Some(reason) => Error::not_running(addr, reason),
+            None => Error::Server(status),
+        }
+    }
+
+    /// The daemon at `addr` could not be reached, for `reason`.
+    pub fn not_running(addr: &Addr, mut reason: String) -> Self {
+        // Under TLS 1.3 a refused client certificate shows only as a connection
+        // that fails, in any of several ways.
+        if addr.access.tls_without_certificate() {
+            reason.push_str(
+                "; if the daemon requires a client certificate, give --tls-cert and --tls-key",
+            );
+        }
+        Error::NotRunning {
+            addr: addr.display.clone(),
+            reason,
+        }
+    }
+}
+
 /// The daemon could not be reached, and why.
 pub fn not_running(addr: &Addr, err: &(dyn std::error::Error + 'static)) -> Error {
     Error::not_running(addr, describe_error(err))
@@ -166,5 +277,29 @@ impl Access {
     /// Whether the connection is TLS and streamctl shows no certificate of its own.
     pub fn tls_without_certificate(&self) -> bool {
         self.tls.is_some() && !self.client_certificate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::error::transport_reason;
+
+    #[test]
+    fn transport_failures_mean_the_daemon_is_gone() {
+        let addr: Addr = "127.0.0.1:1".parse().unwrap();
+        let io = io::Error::from(io::ErrorKind::ConnectionReset);
+        let status = Status::from_error(Box::new(io));
+        assert_eq!(
+            transport_reason(&status).as_deref(),
+            Some("connection reset")
+        );
+        assert!(matches!(
+            Error::from_status(status, &addr),
+            Error::NotRunning { reason, .. } if reason == "connection reset"
+        ));
+        assert_eq!(transport_reason(&Status::internal("bug")), None);
     }
 }

@@ -10,7 +10,8 @@ use streamhandler::pb::{
 use tonic::{Code, Status};
 
 use crate::{
-    args::{self, Addr, PublishArgs, StartArgs, StopArgs, Targets},
+    args::{self, PublishArgs, StartArgs, StopArgs, Targets},
+    client::Addr,
     client::{self, Client},
     error::{Error, status_message},
     json, table,

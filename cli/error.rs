@@ -5,8 +5,6 @@ use std::{error::Error as _, fmt, io};
 use streamhandler::topic;
 use tonic::Status;
 
-use crate::args::Addr;
-
 /// A failed command. `Display` gives the line printed after `streamctl: `.
 #[derive(Debug)]
 pub enum Error {
@@ -31,30 +29,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies an RPC failure: a transport failure means the daemon went away (or
-    /// was never there), anything else is the server's own answer.
-    pub fn from_status(status: Status, addr: &Addr) -> Self {
-        match transport_reason(&status) {
-            Some(reason) => Error::not_running(addr, reason),
-            None => Error::Server(status),
-        }
-    }
-
-    /// The daemon at `addr` could not be reached, for `reason`.
-    pub fn not_running(addr: &Addr, mut reason: String) -> Self {
-        // Under TLS 1.3 a refused client certificate shows only as a connection
-        // that fails, in any of several ways.
-        if addr.access.tls_without_certificate() {
-            reason.push_str(
-                "; if the daemon requires a client certificate, give --tls-cert and --tls-key",
-            );
-        }
-        Error::NotRunning {
-            addr: addr.display.clone(),
-            reason,
-        }
-    }
-
     /// Maps a failed write to stdout: a closed pipe is a quiet end, not an error.
     pub fn from_stdout(err: io::Error) -> Self {
         if err.kind() == io::ErrorKind::BrokenPipe {
@@ -184,18 +158,16 @@ mod tests {
 
     #[test]
     fn server_statuses_keep_their_message() {
-        let addr: Addr = "127.0.0.1:1".parse().unwrap();
-        let err = Error::from_status(Status::invalid_argument("interval: too long"), &addr);
+        let err = Error::Server(Status::invalid_argument("interval: too long"));
         assert_eq!(err.to_string(), "interval: too long");
-        let err = Error::from_status(Status::unavailable(""), &addr);
+        let err = Error::Server(Status::unavailable(""));
         assert_eq!(err.to_string(), "the service is currently unavailable");
     }
 
     #[test]
     fn unknown_services_point_at_list() {
-        let addr: Addr = "127.0.0.1:1".parse().unwrap();
         let message = "no service named \"x\"; ListServices shows every service";
-        let err = Error::from_status(Status::not_found(message), &addr);
+        let err = Error::Server(Status::not_found(message));
         assert_eq!(
             err.to_string(),
             format!("{message} (`streamctl list` shows them)")
@@ -205,22 +177,6 @@ mod tests {
             err.to_string(),
             "no services named \"a\", \"b\" (`streamctl list` shows them)"
         );
-    }
-
-    #[test]
-    fn transport_failures_mean_the_daemon_is_gone() {
-        let addr: Addr = "127.0.0.1:1".parse().unwrap();
-        let io = io::Error::from(io::ErrorKind::ConnectionReset);
-        let status = Status::from_error(Box::new(io));
-        assert_eq!(
-            transport_reason(&status).as_deref(),
-            Some("connection reset")
-        );
-        assert!(matches!(
-            Error::from_status(status, &addr),
-            Error::NotRunning { reason, .. } if reason == "connection reset"
-        ));
-        assert_eq!(transport_reason(&Status::internal("bug")), None);
     }
 
     #[test]

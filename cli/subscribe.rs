@@ -8,8 +8,9 @@ use streamhandler::pb::{Event, SubscribeRequest, event::Payload};
 use tonic::{Code, Streaming};
 
 use crate::{
-    args::{Addr, Output, SubscribeArgs},
+    args::{Output, SubscribeArgs},
     client,
+    client::Addr,
     error::{Error, status_message, transport_reason},
     json::EventEncoder,
     render::EventPrinter,

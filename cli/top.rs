@@ -24,7 +24,7 @@ use streamhandler::pb::{
 use tokio::sync::mpsc;
 
 use crate::{
-    args::Addr,
+    client::Addr,
     client::{self, Client},
     error::Error,
     format, table,

@@ -12,7 +12,10 @@ use streamhandler::pb::{
 use tokio::time::Instant;
 
 use super::report::{self, Latency, align, us_text};
-use crate::{args::Addr, client, error::Error};
+use crate::{
+    client::{self, Addr},
+    error::Error,
+};
 
 /// How long a start may wait for its first event before the bench gives up.
 const FIRST_EVENT_TIMEOUT: Duration = Duration::from_secs(10);

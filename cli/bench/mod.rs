@@ -32,7 +32,8 @@ use std::{
 };
 
 use crate::{
-    args::{Addr, BenchArgs, StallLevel},
+    args::{BenchArgs, StallLevel},
+    client::Addr,
     error::Error,
     term,
 };

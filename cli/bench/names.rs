@@ -14,7 +14,10 @@ use streamhandler::pb::{
 use tokio::{sync::watch, time::Instant};
 
 use super::{report::align, server};
-use crate::{args::Addr, client, error::Error};
+use crate::{
+    client::{self, Addr},
+    error::Error,
+};
 
 /// How often the daemon's memory is read while publishing.
 const SAMPLE: Duration = Duration::from_millis(200);

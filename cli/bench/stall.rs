@@ -22,7 +22,7 @@ use tokio::{
 use tonic::transport::{Channel, Uri};
 
 use crate::{
-    args::Addr,
+    client::Addr,
     client::{endpoint, not_running},
     error::Error,
 };

@@ -22,7 +22,8 @@ use super::{
     stall::{self, Switch},
 };
 use crate::{
-    args::{Addr, StallLevel},
+    args::StallLevel,
+    client::Addr,
     client::{self, not_running},
     error::Error,
 };
