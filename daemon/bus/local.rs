@@ -329,7 +329,7 @@ impl EventBus for LocalBus {
             follower: follower.clone(),
             shared: shared.clone(),
             subscribed: None,
-            reader: Reader::default(),
+            reader: Reader::new(),
         };
         let filter = &follower.filter;
         if filter.has_patterns() {
@@ -961,6 +961,57 @@ mod tests {
                 Overflow::Close => assert!(next.is_ok(), "the snapshots held come first"),
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_subscriber_takes_its_events_after_a_pause_and_a_quiet_one_at_once() {
+        struct Counted(AtomicUsize);
+        impl std::task::Wake for Counted {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (_, bus) = bus_with(Settings::default());
+        let mut events = subscribe(&bus, &["a"], Default::default());
+        let wakes = Arc::new(Counted(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || wakes.0.load(Ordering::SeqCst);
+        let mut taken = |events: &mut Events| {
+            std::iter::from_fn(|| match events.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(event))) => Some(event),
+                Poll::Pending => None,
+                other => panic!("the stream gave {other:?}"),
+            })
+            .count()
+        };
+        let tick = Duration::from_micros(100);
+
+        // Quiet: woken by its first event, and by the next, a while later.
+        assert_eq!(taken(&mut events), 0);
+        bus.publish("a", text(1)).unwrap();
+        assert_eq!((woken(), taken(&mut events)), (1, 1));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        bus.publish("a", text(1)).unwrap();
+        assert_eq!((woken(), taken(&mut events)), (2, 1));
+
+        // An event soon after the last makes it busy: those that follow do not wake it.
+        tokio::time::advance(tick).await;
+        bus.publish("a", text(1)).unwrap();
+        assert_eq!((woken(), taken(&mut events)), (3, 1));
+        for _ in 0..3 {
+            bus.publish("a", text(1)).unwrap();
+        }
+        assert_eq!(woken(), 3);
+        // The pause's end wakes it once, for all three.
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert_eq!((woken(), taken(&mut events)), (4, 3));
+
+        // A pause with nothing in it: quiet again, woken by the next event at once.
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert_eq!((woken(), taken(&mut events)), (5, 0));
+        bus.publish("a", text(1)).unwrap();
+        assert_eq!((woken(), taken(&mut events)), (6, 1));
     }
 
     #[test]
