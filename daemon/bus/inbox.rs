@@ -115,10 +115,9 @@ struct Queue {
     drawn: usize,
     /// Events skipped since the reader last took any: they came before `events`.
     skipped: Option<Box<Skipped>>,
-    /// The reader, when it waits for events.
+    /// The reader, when it waits to be woken by the next event; None while it waits
+    /// out a pause, which its timer ends.
     waker: Option<Waker>,
-    /// The reader waits out a pause: events do not wake it.
-    pausing: bool,
     state: State,
     /// The limit that overflowed under [`Overflow::Close`].
     full: Option<BufferFull>,
@@ -204,7 +203,6 @@ impl Inbox {
                 drawn: 0,
                 skipped: None,
                 waker: None,
-                pausing: false,
                 state: State::Open,
                 full: None,
             }),
@@ -239,11 +237,7 @@ impl Inbox {
                 queue.held += cost;
                 queue.events.push_back(event.clone());
             }
-            if queue.pausing {
-                None
-            } else {
-                queue.waker.take()
-            }
+            queue.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -296,7 +290,8 @@ impl Inbox {
         }
     }
 
-    /// No more events: the reader ends once it has those waiting.
+    /// No more events: the reader ends once it has those waiting (a reader in a pause,
+    /// when the pause ends).
     pub(super) fn close(&self) {
         let waker = {
             let mut queue = lock(&self.queue);
@@ -342,13 +337,13 @@ impl Inbox {
             let skipped = queue.skipped.take();
             if !queue.events.is_empty() {
                 reader.held = queue.take_batch(&mut reader.batch);
-                queue.pausing = false;
                 reader.took();
             } else if skipped.is_none() {
                 return match queue.state {
                     State::Open => {
-                        queue.pausing = reader.pauses(cx);
-                        if !queue
+                        if reader.pauses(cx) {
+                            queue.waker = None;
+                        } else if !queue
                             .waker
                             .as_ref()
                             .is_some_and(|w| w.will_wake(cx.waker()))
