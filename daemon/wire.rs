@@ -43,6 +43,11 @@ impl EncodedEvent {
         Some((topic, seq))
     }
 
+    /// An encoded `Event` message, as [`EncodedEvent::bytes`] gave it.
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        Self(bytes)
+    }
+
     /// The encoded `Event` message.
     pub fn bytes(&self) -> &Bytes {
         &self.0

@@ -32,6 +32,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use bytes::BytesMut;
 use tokio::time::{Instant, Sleep};
 
 use super::{BufferFull, Overflow, cost, lock};
@@ -108,7 +109,7 @@ pub(super) struct Inbox {
 }
 
 struct Queue {
-    events: VecDeque<EncodedEvent>,
+    events: Waiting,
     /// What the events waiting and those handed to the reader but not yet sent cost.
     held: usize,
     /// What this inbox has drawn from the pool: `held` and some room.
@@ -198,7 +199,7 @@ impl Inbox {
             overflow,
             pool,
             queue: Mutex::new(Queue {
-                events: VecDeque::new(),
+                events: Waiting::default(),
                 held: 0,
                 drawn: 0,
                 skipped: None,
@@ -235,7 +236,7 @@ impl Inbox {
                 }
             } else {
                 queue.held += cost;
-                queue.events.push_back(event.clone());
+                queue.events.push_back(event);
             }
             queue.waker.take()
         };
@@ -309,7 +310,7 @@ impl Inbox {
     pub(super) fn abandon(&self) {
         let mut queue = lock(&self.queue);
         queue.state = State::Abandoned;
-        queue.events = VecDeque::new();
+        queue.events = Waiting::default();
         queue.skipped = None;
         queue.waker = None;
         queue.held = 0;
@@ -343,7 +344,10 @@ impl Inbox {
                     State::Open => {
                         if reader.pauses(cx) {
                             queue.waker = None;
-                        } else if !queue
+                            return Poll::Pending;
+                        }
+                        queue.events.release();
+                        if !queue
                             .waker
                             .as_ref()
                             .is_some_and(|w| w.will_wake(cx.waker()))
@@ -375,19 +379,15 @@ impl Queue {
     /// leaves room for new events while it is sent, so that the newest are kept.
     fn take_batch(&mut self, batch: &mut VecDeque<EncodedEvent>) -> usize {
         let mut taken = 0;
-        while let Some(event) = self.events.front() {
-            let cost = super::cost(event);
+        while let Some(len) = self.events.front_len() {
+            let cost = len + super::EVENT_OVERHEAD;
             if taken > 0 && taken + cost > BATCH {
                 break;
             }
             taken += cost;
             batch.extend(self.events.pop_front());
         }
-        // Given back only when well past what steady traffic uses, so that a queue
-        // that keeps filling is not reallocated every time.
-        if self.events.is_empty() && self.events.capacity() > 4 * KEPT_ROOM {
-            self.events.shrink_to(KEPT_ROOM);
-        }
+        self.events.shrink();
         taken
     }
 
@@ -408,9 +408,109 @@ impl Queue {
             skipped.add(event);
         } else {
             self.held += cost;
-            self.events.push_back(event.clone());
+            self.events.push_back(event);
         }
         skipped.total - before
+    }
+}
+
+/// The events waiting in a queue. Small ones are copied into chunks of the inbox's
+/// own, so that handing one to a reader on another thread touches nothing that other
+/// threads touch: a shared event's reference count, taken by the publisher and dropped
+/// by each subscriber's stream, is a cache line that every delivery moves between
+/// cores. Large events are shared rather than copied once per subscriber.
+#[derive(Default)]
+struct Waiting {
+    entries: VecDeque<Entry>,
+    /// Copies, oldest first. A chunk is filled and never grown: however far behind
+    /// the reader is, what waits is never copied to a larger allocation.
+    chunks: VecDeque<BytesMut>,
+    /// A chunk the reader has emptied, written again once the reader has sent all it
+    /// took from it: memory still in the caches rather than new.
+    spare: Option<BytesMut>,
+}
+
+enum Entry {
+    /// This many bytes at the front of the first chunk that holds any.
+    Copied(usize),
+    Shared(EncodedEvent),
+}
+
+/// The largest event copied into an inbox; larger ones are shared. An eighth of a
+/// chunk, so that the room a chunk leaves unused stays within what the buffer counts
+/// for each event beyond its bytes.
+const COPIED_MAX: usize = COPY_CHUNK / 8;
+
+/// The size of a chunk of copies.
+const COPY_CHUNK: usize = 4 * 1024;
+
+impl Waiting {
+    fn push_back(&mut self, event: &EncodedEvent) {
+        let len = event.len();
+        if len > COPIED_MAX {
+            self.entries.push_back(Entry::Shared(event.clone()));
+            return;
+        }
+        // `try_reclaim` takes back the room of what the reader has sent, when it has
+        // sent all it took from the chunk.
+        if !self
+            .chunks
+            .back_mut()
+            .is_some_and(|chunk| chunk.try_reclaim(len))
+        {
+            let chunk = self
+                .spare
+                .take()
+                .and_then(|mut spare| spare.try_reclaim(COPY_CHUNK).then_some(spare))
+                .unwrap_or_else(|| BytesMut::with_capacity(COPY_CHUNK));
+            self.chunks.push_back(chunk);
+        }
+        let back = self.chunks.back_mut().expect("a chunk with room");
+        back.extend_from_slice(event.bytes());
+        self.entries.push_back(Entry::Copied(len));
+    }
+
+    fn front_len(&self) -> Option<usize> {
+        self.entries.front().map(|entry| match entry {
+            Entry::Copied(len) => *len,
+            Entry::Shared(event) => event.len(),
+        })
+    }
+
+    fn pop_front(&mut self) -> Option<EncodedEvent> {
+        Some(match self.entries.pop_front()? {
+            Entry::Copied(len) => {
+                // A chunk is left only when full, so the oldest copy is in the first
+                // chunk that holds any.
+                while self.chunks.front().is_some_and(BytesMut::is_empty) {
+                    self.spare = self.chunks.pop_front();
+                }
+                let chunk = self.chunks.front_mut()?;
+                EncodedEvent::from_bytes(chunk.split_to(len).freeze())
+            }
+            Entry::Shared(event) => event,
+        })
+    }
+
+    /// Once empty, keeps no more room for entries than steady traffic uses, so that a
+    /// queue that keeps filling is not reallocated every time.
+    fn shrink(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 4 * KEPT_ROOM {
+            self.entries.shrink_to(KEPT_ROOM);
+        }
+    }
+
+    /// Gives back the chunks, once empty: for a reader that waits to be woken, not
+    /// one that pauses between events that keep coming.
+    fn release(&mut self) {
+        if self.entries.is_empty() {
+            self.chunks = VecDeque::new();
+            self.spare = None;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -491,5 +591,89 @@ impl Reader {
         };
         self.pausing = pause.as_mut().poll(cx).is_pending();
         self.pausing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize, len: usize) -> EncodedEvent {
+        EncodedEvent::new(&pb::Event {
+            topic: format!("t{n}"),
+            seq: n as u64,
+            time: None,
+            payload: Some(Payload::Text(pb::Text {
+                body: "x".repeat(len),
+                ..Default::default()
+            })),
+        })
+    }
+
+    #[test]
+    fn copied_and_shared_events_come_out_whole_and_in_order() {
+        let mut waiting = Waiting::default();
+        // Sizes on both sides of COPIED_MAX, enough to span many chunks.
+        let events: Vec<_> = (0..500).map(|n| event(n, (n * 37) % 1500)).collect();
+        assert!(events.iter().any(|e| e.len() > COPIED_MAX));
+        for event in &events {
+            waiting.push_back(event);
+        }
+        assert!(waiting.chunks.len() > 10);
+        for event in &events {
+            assert_eq!(waiting.front_len(), Some(event.len()));
+            assert_eq!(waiting.pop_front().as_ref(), Some(event));
+        }
+        assert!(waiting.is_empty());
+        assert_eq!(waiting.pop_front(), None);
+    }
+
+    #[test]
+    fn a_reader_that_keeps_up_holds_the_queue_to_two_chunks() {
+        let mut waiting = Waiting::default();
+        let mut taken = Vec::new();
+        for n in 0..10_000 {
+            waiting.push_back(&event(n, 100));
+            // The reader takes events in batches and sends them before the next.
+            if n % 10 == 9 {
+                taken.clear();
+                while let Some(event) = waiting.pop_front() {
+                    taken.push(event);
+                }
+            }
+            assert!(waiting.chunks.len() <= 2, "{} chunks", waiting.chunks.len());
+        }
+    }
+
+    #[test]
+    fn copies_the_reader_still_holds_are_not_written_over() {
+        let mut waiting = Waiting::default();
+        let first: Vec<_> = (0..100).map(|n| event(n, 100)).collect();
+        for event in &first {
+            waiting.push_back(event);
+        }
+        let held: Vec<_> = std::iter::from_fn(|| waiting.pop_front()).collect();
+        for n in 100..200 {
+            waiting.push_back(&event(n, 100));
+        }
+        assert_eq!(held, first);
+        for n in 100..200 {
+            assert_eq!(waiting.pop_front(), Some(event(n, 100)));
+        }
+    }
+
+    #[test]
+    fn a_quiet_reader_keeps_no_chunks() {
+        let mut waiting = Waiting::default();
+        waiting.push_back(&event(0, 100));
+        waiting.release();
+        assert_eq!(
+            waiting.chunks.len(),
+            1,
+            "nothing is given back while events wait"
+        );
+        waiting.pop_front();
+        waiting.release();
+        assert!(waiting.chunks.is_empty() && waiting.spare.is_none());
     }
 }
