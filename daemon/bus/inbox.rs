@@ -35,7 +35,7 @@ use std::{
 use bytes::BytesMut;
 use tokio::time::{Instant, Sleep};
 
-use super::{BufferFull, Overflow, cost, lock};
+use super::{BufferFull, Overflow, cost, cost_of, lock};
 use crate::{
     pb::{self, event::Payload},
     wire::EncodedEvent,
@@ -380,7 +380,7 @@ impl Queue {
     fn take_batch(&mut self, batch: &mut VecDeque<EncodedEvent>) -> usize {
         let mut taken = 0;
         while let Some(len) = self.events.front_len() {
-            let cost = len + super::EVENT_OVERHEAD;
+            let cost = cost_of(len);
             if taken > 0 && taken + cost > BATCH {
                 break;
             }

@@ -56,7 +56,12 @@ pub const MIN_BUFFER: usize = MAX_EVENT_BYTES + EVENT_OVERHEAD;
 
 /// What a subscriber's buffer counts for one event.
 pub fn cost(event: &EncodedEvent) -> usize {
-    event.len() + EVENT_OVERHEAD
+    cost_of(event.len())
+}
+
+/// What a subscriber's buffer counts for an event of `len` encoded bytes.
+pub fn cost_of(len: usize) -> usize {
+    len + EVENT_OVERHEAD
 }
 
 /// An event on its way in.
