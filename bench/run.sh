@@ -16,10 +16,11 @@ mkdir -p "$OUT"
 bench() { "$BIN/streamctl" bench --spawn --size 128 "$@"; }
 
 ladders() {
-    bench --against-nats --subs 1 --rates 200000,300000,400000,500000,600000,700000,800000 \
+    bench --against-nats --subs 1 \
+        --rates 200000,300000,400000,500000,600000,700000,800000,900000,1000000,1100000,1200000 \
         --json-lines "$OUT/ladder-k1.jsonl"
     bench --against-nats --subs 10 \
-        --rates 100000,125000,150000,175000,200000,225000,250000,275000,300000 \
+        --rates 100000,125000,150000,175000,200000,225000,250000,275000,300000,325000,350000 \
         --json-lines "$OUT/ladder-k10.jsonl"
     bench --against-nats --subs 100 --rates 10000,15000,20000,25000,30000,35000,40000 \
         --json-lines "$OUT/ladder-k100.jsonl"
