@@ -211,8 +211,9 @@ impl Inbox {
     }
 
     /// Adds an event for the subscriber, making room by the overflow policy when the
-    /// buffer is full. Never waits for the reader.
-    pub(super) fn push(&self, event: &EncodedEvent) {
+    /// buffer is full. Never waits for the reader. `fan_out`: how many inboxes the
+    /// event goes to (see [`Waiting`]).
+    pub(super) fn push(&self, event: &EncodedEvent, fan_out: usize) {
         let cost = cost(event);
         let waker = {
             let mut queue = lock(&self.queue);
@@ -229,14 +230,14 @@ impl Inbox {
                         self.pool.closed.fetch_add(1, Ordering::Relaxed);
                     }
                     Overflow::Skip => {
-                        let skipped = queue.skip_for(cost, limit.buffer, event);
+                        let skipped = queue.skip_for(cost, limit.buffer, event, fan_out);
                         self.pool.skipped.fetch_add(skipped, Ordering::Relaxed);
                         self.give_back_spare(&mut queue);
                     }
                 }
             } else {
                 queue.held += cost;
-                queue.events.push_back(event);
+                queue.events.push_back(event, fan_out);
             }
             queue.waker.take()
         };
@@ -394,7 +395,13 @@ impl Queue {
     /// Drops the oldest events waiting until `cost` fits, then adds the event; drops
     /// the event itself when what the reader already took leaves no room. Gives how
     /// many it dropped.
-    fn skip_for(&mut self, cost: usize, buffer: usize, event: &EncodedEvent) -> u64 {
+    fn skip_for(
+        &mut self,
+        cost: usize,
+        buffer: usize,
+        event: &EncodedEvent,
+        fan_out: usize,
+    ) -> u64 {
         let skipped = self.skipped.get_or_insert_default();
         let before = skipped.total;
         while self.held + cost > buffer {
@@ -408,17 +415,19 @@ impl Queue {
             skipped.add(event);
         } else {
             self.held += cost;
-            self.events.push_back(event);
+            self.events.push_back(event, fan_out);
         }
         skipped.total - before
     }
 }
 
-/// The events waiting in a queue. Small ones are copied into chunks of the inbox's
-/// own, so that handing one to a reader on another thread touches nothing that other
-/// threads touch: a shared event's reference count, taken by the publisher and dropped
-/// by each subscriber's stream, is a cache line that every delivery moves between
-/// cores. Large events are shared rather than copied once per subscriber.
+/// The events waiting in a queue. A small event for a few subscribers is copied into
+/// chunks of each inbox's own, so that handing it to a reader on another thread
+/// touches nothing that other threads touch: a shared event's reference count, taken
+/// by the publisher and dropped by each subscriber's stream, is a cache line that every
+/// delivery moves between cores, and the event's memory is freed on another thread
+/// than took it. A large event, or one for many subscribers, is shared: copies would
+/// cost each subscriber a copy and, for a burst to many idle ones, a chunk each.
 #[derive(Default)]
 struct Waiting {
     entries: VecDeque<Entry>,
@@ -441,13 +450,16 @@ enum Entry {
 /// for each event beyond its bytes.
 const COPIED_MAX: usize = COPY_CHUNK / 8;
 
+/// The most inboxes an event is copied into; for more it is shared.
+const COPIED_FAN_OUT: usize = 10;
+
 /// The size of a chunk of copies.
 const COPY_CHUNK: usize = 4 * 1024;
 
 impl Waiting {
-    fn push_back(&mut self, event: &EncodedEvent) {
+    fn push_back(&mut self, event: &EncodedEvent, fan_out: usize) {
         let len = event.len();
-        if len > COPIED_MAX {
+        if len > COPIED_MAX || fan_out > COPIED_FAN_OUT {
             self.entries.push_back(Entry::Shared(event.clone()));
             return;
         }
@@ -617,7 +629,7 @@ mod tests {
         let events: Vec<_> = (0..500).map(|n| event(n, (n * 37) % 1500)).collect();
         assert!(events.iter().any(|e| e.len() > COPIED_MAX));
         for event in &events {
-            waiting.push_back(event);
+            waiting.push_back(event, 1);
         }
         assert!(waiting.chunks.len() > 10);
         for event in &events {
@@ -633,7 +645,7 @@ mod tests {
         let mut waiting = Waiting::default();
         let mut taken = Vec::new();
         for n in 0..10_000 {
-            waiting.push_back(&event(n, 100));
+            waiting.push_back(&event(n, 100), 1);
             // The reader takes events in batches and sends them before the next.
             if n % 10 == 9 {
                 taken.clear();
@@ -650,11 +662,11 @@ mod tests {
         let mut waiting = Waiting::default();
         let first: Vec<_> = (0..100).map(|n| event(n, 100)).collect();
         for event in &first {
-            waiting.push_back(event);
+            waiting.push_back(event, 1);
         }
         let held: Vec<_> = std::iter::from_fn(|| waiting.pop_front()).collect();
         for n in 100..200 {
-            waiting.push_back(&event(n, 100));
+            waiting.push_back(&event(n, 100), 1);
         }
         assert_eq!(held, first);
         for n in 100..200 {
@@ -663,9 +675,21 @@ mod tests {
     }
 
     #[test]
+    fn an_event_for_many_subscribers_is_shared() {
+        let mut waiting = Waiting::default();
+        let event = event(0, 100);
+        waiting.push_back(&event, COPIED_FAN_OUT + 1);
+        assert!(waiting.chunks.is_empty());
+        waiting.push_back(&event, COPIED_FAN_OUT);
+        assert_eq!(waiting.chunks.len(), 1);
+        assert_eq!(waiting.pop_front(), Some(event.clone()));
+        assert_eq!(waiting.pop_front(), Some(event));
+    }
+
+    #[test]
     fn a_quiet_reader_keeps_no_chunks() {
         let mut waiting = Waiting::default();
-        waiting.push_back(&event(0, 100));
+        waiting.push_back(&event(0, 100), 1);
         waiting.release();
         assert_eq!(
             waiting.chunks.len(),

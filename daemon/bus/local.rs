@@ -197,7 +197,7 @@ impl TopicState {
         }
         self.followers.push(follower.clone());
         if let (true, Some(latest)) = (last, &self.latest) {
-            follower.inbox.push(latest);
+            follower.inbox.push(latest, 1);
         }
         Some(self.seq)
     }
@@ -246,8 +246,9 @@ impl LocalBus {
     pub fn missed(&self, topic: &str, first: u64, last: u64) {
         if let Some(topic) = self.shared.find(topic) {
             let missed = gap(&topic.name, first, last);
-            for follower in &lock(&topic.state).followers {
-                follower.inbox.push(&missed);
+            let followers = &lock(&topic.state).followers;
+            for follower in followers {
+                follower.inbox.push(&missed, followers.len());
             }
         }
     }
@@ -455,13 +456,13 @@ impl Shared {
                 // behind than the cluster holds): its followers are told which.
                 let missed = gap(topic, state.seq + 1, seq - 1);
                 for follower in &state.followers {
-                    follower.inbox.push(&missed);
+                    follower.inbox.push(&missed, state.followers.len());
                 }
             }
             state.seq = seq;
             let event = draft.finish(seq);
             for follower in &state.followers {
-                follower.inbox.push(&event);
+                follower.inbox.push(&event, state.followers.len());
             }
             if kind.retained() {
                 let before = state.latest_bytes();
