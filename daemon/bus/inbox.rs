@@ -437,6 +437,9 @@ struct Waiting {
     /// A chunk the reader has emptied, written again once the reader has sent all it
     /// took from it: memory still in the caches rather than new.
     spare: Option<BytesMut>,
+    /// Chunks allocated, rather than written again.
+    #[cfg(test)]
+    chunks_made: usize,
 }
 
 enum Entry {
@@ -474,7 +477,13 @@ impl Waiting {
                 .spare
                 .take()
                 .and_then(|mut spare| spare.try_reclaim(COPY_CHUNK).then_some(spare))
-                .unwrap_or_else(|| BytesMut::with_capacity(COPY_CHUNK));
+                .unwrap_or_else(|| {
+                    #[cfg(test)]
+                    {
+                        self.chunks_made += 1;
+                    }
+                    BytesMut::with_capacity(COPY_CHUNK)
+                });
             self.chunks.push_back(chunk);
         }
         let back = self.chunks.back_mut().expect("a chunk with room");
@@ -523,6 +532,14 @@ impl Waiting {
 
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+impl Inbox {
+    /// How many chunks of copies the queue holds.
+    pub(super) fn chunks(&self) -> usize {
+        lock(&self.queue).events.chunks.len()
     }
 }
 
@@ -655,6 +672,27 @@ mod tests {
             }
             assert!(waiting.chunks.len() <= 2, "{} chunks", waiting.chunks.len());
         }
+    }
+
+    #[test]
+    fn chunks_whose_copies_were_sent_are_written_again() {
+        let mut waiting = Waiting::default();
+        let event = event(0, 100);
+        // A hundred chunks' worth, the reader taking ten events at a time and sending
+        // them while the next ten come.
+        let mut sending = Vec::new();
+        for n in 1..=100 * COPY_CHUNK / event.len() {
+            waiting.push_back(&event, 1);
+            if n % 10 == 0 {
+                sending = std::iter::from_fn(|| waiting.pop_front()).collect();
+            }
+        }
+        drop(sending);
+        assert!(
+            waiting.chunks_made <= 2,
+            "{} chunks made",
+            waiting.chunks_made
+        );
     }
 
     #[test]

@@ -1335,6 +1335,30 @@ mod tests {
     }
 
     #[test]
+    fn events_for_a_few_subscribers_are_copied_and_for_many_shared() {
+        let (local, bus) = bus_with(Settings::default());
+        let _few: Vec<_> = (0..2)
+            .map(|_| subscribe(&bus, &["few"], Default::default()))
+            .collect();
+        let _many: Vec<_> = (0..50)
+            .map(|_| subscribe(&bus, &["many"], Default::default()))
+            .collect();
+        for topic in ["few", "many"] {
+            bus.publish(topic, text(10)).unwrap();
+        }
+        let chunks = |name| {
+            let topic = local.shared.find(name).unwrap();
+            let state = lock(&topic.state);
+            state
+                .followers
+                .iter()
+                .map(|f| f.inbox.chunks())
+                .sum::<usize>()
+        };
+        assert_eq!((chunks("few"), chunks("many")), (2, 0));
+    }
+
+    #[test]
     fn leaving_takes_a_follower_off_every_topic() {
         let (local, bus) = bus_with(Settings::default());
         let events = subscribe(&bus, &["a", "b*"], Default::default());
