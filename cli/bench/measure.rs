@@ -81,6 +81,51 @@ pub struct Schedule {
     msgs: u64,
     /// Measured messages handed to the client so far, over all publishers.
     published: Arc<AtomicU64>,
+    /// How this publisher waits for a message's time.
+    timer: Timer,
+}
+
+/// tokio's timer wakes on whole milliseconds, up to about 2 ms after the time asked: for
+/// messages that far apart, that error would be counted as the server's latency. So
+/// where this publisher's messages are at least `FINE_INTERVAL` apart it waits on a
+/// timerfd, good to some microseconds; closer ones go out in batches as tokio's timer
+/// ticks, each carrying the time it was due.
+enum Timer {
+    Coarse,
+    /// Made on first use, in the runtime the publisher runs on, whose reactor then
+    /// watches it.
+    Fine(Option<tokio_timerfd::Delay>),
+}
+
+const FINE_INTERVAL: Duration = Duration::from_millis(1);
+
+impl Timer {
+    fn for_interval(rate: u64, step: u64) -> Self {
+        let fine = rate > 0
+            && Duration::from_nanos(step.saturating_mul(1_000_000_000) / rate) >= FINE_INTERVAL;
+        if fine { Self::Fine(None) } else { Self::Coarse }
+    }
+
+    async fn sleep_until(&mut self, at: Instant) {
+        if let Self::Fine(delay) = self {
+            let delay = match delay {
+                Some(delay) => {
+                    delay.reset(at.into_std());
+                    Some(delay)
+                }
+                None => tokio_timerfd::Delay::new(at.into_std())
+                    .ok()
+                    .map(|made| delay.insert(made)),
+            };
+            // Without a timerfd (out of descriptors), tokio's timer does.
+            if let Some(delay) = delay
+                && delay.await.is_ok()
+            {
+                return;
+            }
+        }
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 impl Schedule {
@@ -96,6 +141,7 @@ impl Schedule {
             next: p as u64,
             msgs: plan.msgs,
             published,
+            timer: Timer::for_interval(plan.rate, plan.pubs as u64),
         }
     }
 
@@ -112,6 +158,7 @@ impl Schedule {
             next: 0,
             msgs: u64::MAX,
             published,
+            timer: Timer::for_interval(plan.quiet_rate, 1),
         }
     }
 
@@ -158,10 +205,10 @@ impl Schedule {
         Duration::from_secs_f64(number as f64 / self.rate as f64)
     }
 
-    async fn wait(&self, due: Duration) {
+    async fn wait(&mut self, due: Duration) {
         let at = self.clock.start + due;
         if at > Instant::now() {
-            tokio::time::sleep_until(at).await;
+            self.timer.sleep_until(at).await;
         }
     }
 }
@@ -680,5 +727,32 @@ impl Reader {
     /// Waits until the run lets its streams go.
     pub async fn released(mut self) {
         let _ = self.release.wait_for(|released| *released).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishers_whose_messages_are_a_millisecond_apart_wait_on_the_fine_timer() {
+        assert!(matches!(Timer::for_interval(500, 1), Timer::Fine(None)));
+        assert!(matches!(Timer::for_interval(1000, 1), Timer::Fine(None)));
+        // Four publishers sharing 4,000/s: each sends one a millisecond.
+        assert!(matches!(Timer::for_interval(4000, 4), Timer::Fine(None)));
+        assert!(matches!(Timer::for_interval(1001, 1), Timer::Coarse));
+        // Flat out: nothing to wait for.
+        assert!(matches!(Timer::for_interval(0, 1), Timer::Coarse));
+    }
+
+    #[tokio::test]
+    async fn the_fine_timer_never_wakes_early_and_keeps_its_timerfd() {
+        let mut timer = Timer::for_interval(500, 1);
+        for n in 1..=20 {
+            let at = Instant::now() + Duration::from_micros(300 * n);
+            timer.sleep_until(at).await;
+            assert!(Instant::now() >= at, "woke before the time asked");
+        }
+        assert!(matches!(timer, Timer::Fine(Some(_))));
     }
 }
