@@ -301,6 +301,10 @@ impl StreamHandler for ControlPlane {
             // once every one has been, or says which was not.
             let mut pending = std::collections::VecDeque::new();
             while let Some(event) = events.message().await? {
+                // Reading a stream's buffered events never waits, so without this one
+                // flat-out stream would hold its worker for milliseconds at a time and
+                // every other connection on it would wait that long.
+                tokio::task::consume_budget().await;
                 let index = published;
                 match self.publish_one(event, &mut topic) {
                     Ok(Published::Numbered(_)) => {}
@@ -391,6 +395,47 @@ mod tests {
         _: Request<tonic::body::Body>,
     ) -> Result<Response<tonic::body::Body>, std::convert::Infallible> {
         panic!("a handler's bug")
+    }
+
+    /// A flat-out client's PublishStream: its events all there at once.
+    fn publish_stream_request(events: usize) -> tonic::Request<Streaming<RawPublish>> {
+        use bytes::BufMut;
+        use prost::Message;
+        use tonic::codec::Codec;
+
+        let event = RawPublish {
+            topic: "t".into(),
+            data: Some(prost_types::Struct::default().encode_to_vec().into()),
+        }
+        .encode_to_vec();
+        let mut frames = bytes::BytesMut::new();
+        for _ in 0..events {
+            frames.put_u8(0);
+            frames.put_u32(event.len() as u32);
+            frames.put_slice(&event);
+        }
+        let decoder = tonic_prost::ProstCodec::<RawPublish, RawPublish>::default().decoder();
+        let body = http_body_util::Full::new(frames.freeze());
+        tonic::Request::new(Streaming::new_request(decoder, body, None, None))
+    }
+
+    #[tokio::test]
+    async fn a_publish_stream_with_events_waiting_lets_other_tasks_run_between_them() {
+        let env = crate::services::Environment::new("/nonexistent".into(), None).unwrap();
+        let supervisor = Supervisor::new(
+            crate::bus::Bus::local(),
+            env,
+            Default::default(),
+            Vec::new(),
+            None,
+        );
+        let control = ControlPlane::new(supervisor, None);
+        let mut call = std::pin::pin!(control.publish_stream(publish_stream_request(1000)));
+        assert!(
+            futures::poll!(&mut call).is_pending(),
+            "a thousand ready events taken in one poll of the task"
+        );
+        assert_eq!(call.await.unwrap().into_inner().published, 1000);
     }
 
     #[test]
