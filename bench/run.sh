@@ -5,8 +5,8 @@
 #
 #   cargo build --release --bins && bench/run.sh [STEP...]
 #
-# STEP is any of: ladders maxrate quiet stalls names idle threads control (default:
-# all). Run it on a machine with nothing else busy; it takes about an hour on two cores.
+# STEP is any of: ladders maxrate quiet quiet_pinned stalls names idle threads control
+# (default: all). Run it on a machine with nothing else busy; it takes about an hour on two cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,9 +38,28 @@ maxrate() {
 # A quiet topic at 500/s beside a main topic published flat out.
 quiet() {
     for k in 1 10; do
-        bench --against-nats --subs $k --msgs 1000000 --quiet-rate 500 --repeat 4 \
+        bench --against-nats --subs $k --msgs 4000000 --quiet-rate 500 --repeat 4 \
             --json-lines "$OUT/quiet-k$k.jsonl"
     done
+}
+
+# The same with the server on a core of its own: the server under test (one runtime
+# thread; nats-server with GOMAXPROCS=1) pinned to CPU 0, the bench client to CPU 1, so
+# that the flood's client cannot take the server's core.
+quiet_pinned() {
+    local wrappers
+    wrappers=$(mktemp -d)
+    printf '#!/bin/sh\nexec taskset -c 0 %s "$@"\n' "$(realpath "$BIN/streamd")" >"$wrappers/streamd"
+    printf '#!/bin/sh\nGOMAXPROCS=1 exec taskset -c 0 %s "$@"\n' \
+        "$(command -v nats-server || echo /usr/sbin/nats-server)" >"$wrappers/nats-server"
+    chmod +x "$wrappers/streamd" "$wrappers/nats-server"
+    for k in 1 10; do
+        STREAMD_WORKER_THREADS=1 taskset -c 1 "$BIN/streamctl" bench --spawn --size 128 \
+            --streamd-bin "$wrappers/streamd" --nats-server-bin "$wrappers/nats-server" \
+            --against-nats --subs $k --msgs 4000000 --quiet-rate 500 --repeat 4 \
+            --json-lines "$OUT/quiet-pinned-k$k.jsonl"
+    done
+    rm -r "$wrappers"
 }
 
 # One stalled subscriber beside 10 live ones at 100,000 events/s.
@@ -118,7 +137,7 @@ control() {
 }
 
 steps=("$@")
-[[ ${#steps[@]} -gt 0 ]] || steps=(ladders maxrate quiet stalls names idle threads control)
+[[ ${#steps[@]} -gt 0 ]] || steps=(ladders maxrate quiet quiet_pinned stalls names idle threads control)
 for step in "${steps[@]}"; do
     echo "bench/run.sh: $step ($(date -u +%H:%M:%S))" >&2
     "$step"

@@ -8,6 +8,7 @@ range of the per-repetition ratios (streamd over nats) from pairs in which both 
 were complete. Loss is printed beside every rate. Standard library only.
 """
 
+import itertools
 import json
 import statistics
 import sys
@@ -193,18 +194,19 @@ def maxrate_table():
 def quiet_table():
     print("### A quiet topic (500/s) while another runs flat out\n")
     rows = []
-    for k in (1, 10):
-        runs = lines(f"quiet-k{k}.jsonl")
+    placements = (("shared", "quiet"), ("server on CPU 0, client on CPU 1", "quiet-pinned"))
+    for (cores, name), k in itertools.product(placements, (1, 10)):
+        runs = lines(f"{name}-k{k}.jsonl")
         for system in ("streamd", "nats"):
             mine = [x for x in runs if x["system"] == system and x.get("quiet")]
             if not mine:
                 continue
             q = lambda key: spread([x["quiet"]["latency"][key] / 1000 for x in mine], "{:.2f}")
-            rows.append([k, system, q("p50_us"), q("p99_us"), q("max_us"),
+            rows.append([cores, k, system, q("p50_us"), q("p99_us"), q("max_us"),
                          ", ".join(str(x["quiet"]["lost"]) for x in mine),
                          ", ".join(str(x["quiet"]["lagged"]) for x in mine),
                          runs_with_loss(mine)])
-    print(table(["main K", "system", "quiet p50 ms", "quiet p99 ms", "quiet max ms",
+    print(table(["cores", "main K", "system", "quiet p50 ms", "quiet p99 ms", "quiet max ms",
                  "quiet lost per run", "quiet lagged", "main: each run delivered/s (lost)"],
                 rows))
 
