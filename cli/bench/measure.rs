@@ -162,6 +162,14 @@ impl Schedule {
         }
     }
 
+    /// Waits on tokio's timer whatever the rate, for tests on tokio's paused clock,
+    /// which drives no timer but its own.
+    #[cfg(test)]
+    pub fn on_tokio_timer(mut self) -> Self {
+        self.timer = Timer::Coarse;
+        self
+    }
+
     /// The next payload, once it is due; `None` when this publisher is done.
     pub async fn next(&mut self) -> Option<Bytes> {
         let number = self.next_warmup;

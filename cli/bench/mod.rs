@@ -553,7 +553,8 @@ pub(crate) mod tests {
             start_ns: 1_000_000_000,
             warmup: plan.warmup,
         };
-        let mut schedule = measure::Schedule::main(plan, p, clock, Arc::new(AtomicU64::new(0)));
+        let mut schedule =
+            measure::Schedule::main(plan, p, clock, Arc::new(AtomicU64::new(0))).on_tokio_timer();
         let mut sent = Vec::new();
         while let Some(bytes) = schedule.next().await {
             sent.push(match payload::read(&bytes).unwrap() {
@@ -598,7 +599,8 @@ pub(crate) mod tests {
             start_ns: 1_000_000_000,
             warmup: p.warmup,
         };
-        let mut schedule = measure::Schedule::main(&p, 2, late, Arc::new(AtomicU64::new(0)));
+        let mut schedule =
+            measure::Schedule::main(&p, 2, late, Arc::new(AtomicU64::new(0))).on_tokio_timer();
         schedule.next().await; // warm-up
         let stamp = payload::read(&schedule.next().await.unwrap()).unwrap();
         assert_eq!(
