@@ -35,13 +35,18 @@ maxrate() {
     done
 }
 
-# A quiet topic at 500/s beside a main topic published flat out.
-quiet() {
+# A quiet topic at 500/s beside a main topic published flat out, into NAME-kK.jsonl;
+# ARGS go to every run.
+quiet_runs() {
+    local name=$1 k
+    shift
     for k in 1 10; do
-        bench --against-nats --subs $k --msgs 4000000 --quiet-rate 500 --repeat 4 \
-            --json-lines "$OUT/quiet-k$k.jsonl"
+        bench "$@" --against-nats --subs $k --msgs 4000000 --quiet-rate 500 --repeat 4 \
+            --json-lines "$OUT/$name-k$k.jsonl"
     done
 }
+
+quiet() { quiet_runs quiet; }
 
 # The same with the server on a core of its own: the server under test (one runtime
 # thread; nats-server with GOMAXPROCS=1) pinned to CPU 0, the bench client to CPU 1, so
@@ -53,12 +58,11 @@ quiet_pinned() {
     printf '#!/bin/sh\nGOMAXPROCS=1 exec taskset -c 0 %s "$@"\n' \
         "$(command -v nats-server || echo /usr/sbin/nats-server)" >"$wrappers/nats-server"
     chmod +x "$wrappers/streamd" "$wrappers/nats-server"
-    for k in 1 10; do
-        STREAMD_WORKER_THREADS=1 taskset -c 1 "$BIN/streamctl" bench --spawn --size 128 \
-            --streamd-bin "$wrappers/streamd" --nats-server-bin "$wrappers/nats-server" \
-            --against-nats --subs $k --msgs 4000000 --quiet-rate 500 --repeat 4 \
-            --json-lines "$OUT/quiet-pinned-k$k.jsonl"
-    done
+    (
+        taskset -pc 1 $BASHPID >/dev/null
+        STREAMD_WORKER_THREADS=1 quiet_runs quiet-pinned \
+            --streamd-bin "$wrappers/streamd" --nats-server-bin "$wrappers/nats-server"
+    )
     rm -r "$wrappers"
 }
 
