@@ -31,6 +31,22 @@ pub struct ClusterSettings {
     pub client_certificate: Option<(PathBuf, PathBuf)>,
 }
 
+/// The longest a node waits between its tries to reach NATS again. A node that cannot
+/// renew its leases for 2.5 s (`placement::GIVE_UP_AFTER`) stops their services, so it
+/// must be back well within that after a blip; the client's own default waits up to
+/// 4 s between tries.
+const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(250);
+
+/// The wait before the `attempts`-th try to reconnect: none for the first, then
+/// doubling from 2 ms up to [`RECONNECT_DELAY_MAX`].
+fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let doublings = (attempts - 1).min(16) as u32;
+    Duration::from_millis(1 << doublings).min(RECONNECT_DELAY_MAX)
+}
+
 /// A node's connection to its cluster.
 #[derive(Clone)]
 pub struct Connection {
@@ -52,6 +68,7 @@ impl Connection {
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("streamd {}", settings.node_id))
             .connection_timeout(Duration::from_secs(5))
+            .reconnect_delay_callback(reconnect_delay)
             .event_callback(move |event| {
                 match event {
                     async_nats::Event::Connected => changes.send_replace(true),
@@ -167,5 +184,12 @@ mod tests {
         );
         assert_eq!(url_login("nats://h:4222"), None);
         assert_eq!(url_login("tls://token@h:4222"), None);
+    }
+
+    #[test]
+    fn reconnects_come_at_once_then_doubling_up_to_a_quarter_second() {
+        let delays: Vec<u128> = (1..=10).map(|n| reconnect_delay(n).as_millis()).collect();
+        assert_eq!(delays, [0, 2, 4, 8, 16, 32, 64, 128, 250, 250]);
+        assert_eq!(reconnect_delay(usize::MAX), RECONNECT_DELAY_MAX);
     }
 }
