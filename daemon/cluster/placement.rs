@@ -26,7 +26,7 @@ use std::{
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Connection, Member, Membership};
@@ -127,6 +127,8 @@ struct Shared {
     supervisor: Supervisor,
     membership: Membership,
     client: async_nats::Client,
+    /// Whether NATS can be reached now, as the connection tells it.
+    connected: watch::Receiver<bool>,
     node_id: String,
     wishes: kv::Store,
     leases: kv::Store,
@@ -168,6 +170,7 @@ impl Placement {
                 supervisor,
                 membership,
                 client: connection.client.clone(),
+                connected: connection.connected.clone(),
                 node_id: connection.node_id.clone(),
                 wishes,
                 leases,
@@ -357,22 +360,34 @@ impl Placement {
             .into_iter()
             .map(|s| (s.name.clone(), s))
             .collect();
-        let mut warning = String::new();
-        let state = shared.client.connection_state();
-        if state != async_nats::connection::State::Connected {
-            warning = format!(
+        let not_connected = |state: &dyn std::fmt::Display| {
+            format!(
                 "node {} is not connected to the cluster's NATS ({state}): only its own \
                  services are shown",
                 shared.node_id
-            );
+            )
+        };
+        let mut warning = String::new();
+        let state = shared.client.connection_state();
+        if state != async_nats::connection::State::Connected {
+            warning = not_connected(&state);
         }
         let members = if !warning.is_empty() {
             Vec::new()
         } else {
-            shared.membership.members().await.unwrap_or_else(|e| {
-                warning = format!("{e}: only this node's services are shown");
-                Vec::new()
-            })
+            // A connection lost while the members are read would leave the listing
+            // waiting for their timeout.
+            let mut connection = shared.connected.clone();
+            tokio::select! {
+                members = shared.membership.members() => members.unwrap_or_else(|e| {
+                    warning = format!("{e}: only this node's services are shown");
+                    Vec::new()
+                }),
+                _ = connection.wait_for(|connected| !connected) => {
+                    warning = not_connected(&"lost while listing");
+                    Vec::new()
+                }
+            }
         };
         for member in members.iter().filter(|m| m.node.id != shared.node_id) {
             for service in &member.services {
@@ -745,21 +760,30 @@ impl Placement {
         }
     }
 
-    /// The service as its node last reported it.
+    /// The service as its node last reported it (this node: as it is now).
     async fn info_on(&self, name: &str, node: &str) -> pb::ServiceInfo {
         let shared = &self.shared;
         let local = || shared.supervisor.service(name).unwrap_or_default();
-        if node == shared.node_id {
-            return local();
-        }
-        // The node reports a service it started at once; a report may be a beat late.
+        let here = node == shared.node_id;
+        // A node starts a service a beat after it takes the lease, and reports it a beat
+        // after that.
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
-            let members = shared.membership.members().await.unwrap_or_default();
-            if let Some(info) = reported(&members, node, name) {
-                return info;
+            if here {
+                let service = local();
+                if service.state() != pb::ServiceState::Stopped {
+                    return service;
+                }
+            } else {
+                let members = shared.membership.members().await.unwrap_or_default();
+                if let Some(info) = reported(&members, node, name) {
+                    return info;
+                }
             }
             tokio::time::sleep(POLL).await;
+        }
+        if here {
+            return local();
         }
         pb::ServiceInfo {
             state: pb::ServiceState::Running.into(),
