@@ -257,11 +257,34 @@ pub fn quiet_apart(plan: &Plan) -> Result<Option<(String, Apart)>, Error> {
 
 /// A runtime on a thread of its own, for the quiet topic's publisher and subscriber:
 /// apart from the flood's tasks, as separate clients would be, so that this client's
-/// busy tasks do not delay their timers and reads and the figure is the server's. It
-/// stops when dropped.
+/// busy tasks do not delay their timers and reads and the figure is the server's. The
+/// thread asks for real-time scheduling, for the same reason: the flood's client keeps
+/// every core it may use busy, and a thread of normal priority waits its turn for one
+/// (milliseconds). It stops when dropped.
 pub struct Apart {
     handle: tokio::runtime::Handle,
+    /// Why the thread runs at normal priority, if it does.
+    not_realtime: Option<String>,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The quiet thread's real-time priority (SCHED_FIFO, 1 to 99): above every thread of
+/// normal priority, below the kernel's own real-time threads.
+const QUIET_PRIORITY: u8 = 50;
+
+/// Gives the calling thread real-time scheduling, if the system allows it (root, or
+/// CAP_SYS_NICE, or an RLIMIT_RTPRIO of at least [`QUIET_PRIORITY`]).
+fn realtime() -> Result<(), String> {
+    use thread_priority::{
+        RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    };
+    let priority = ThreadPriorityValue::try_from(QUIET_PRIORITY).map_err(|e| e.to_owned())?;
+    thread_priority::set_thread_priority_and_policy(
+        thread_priority::thread_native_id(),
+        ThreadPriority::Crossplatform(priority),
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+    )
+    .map_err(|e| e.to_string())
 }
 
 impl Apart {
@@ -274,14 +297,37 @@ impl Apart {
             })?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (scheduled, scheduling) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("bench-quiet".into())
-            .spawn(move || runtime.block_on(async { stopped.await.ok() }))
+            .spawn(move || {
+                let _ = scheduled.send(realtime());
+                runtime.block_on(async { stopped.await.ok() })
+            })
             .map_err(|err| Error::Other(format!("cannot start the quiet topic's thread: {err}")))?;
+        let not_realtime = match scheduling.recv() {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(why),
+            Err(_) => Some("the thread ended before it was scheduled".into()),
+        };
         Ok(Self {
             handle,
+            not_realtime,
             _stop: stop,
         })
+    }
+
+    /// Says in the report how the quiet thread was scheduled.
+    pub fn mark(&self, report: &mut Report) {
+        if let Some(quiet) = &mut report.quiet {
+            quiet.probe_realtime = self.not_realtime.is_none();
+        }
+        if let Some(why) = &self.not_realtime {
+            report.notes.push(format!(
+                "the quiet topic's clients ran at normal priority (real-time scheduling was \
+                 refused: {why}): their figures include this client's own wait for a core"
+            ));
+        }
     }
 
     /// Runs `future` there; its handle can be awaited from any runtime.
@@ -762,5 +808,38 @@ mod tests {
             assert!(Instant::now() >= at, "woke before the time asked");
         }
         assert!(matches!(timer, Timer::Fine(Some(_))));
+    }
+
+    #[tokio::test]
+    async fn the_quiet_thread_runs_real_time_where_allowed_and_the_report_says_which() {
+        use thread_priority::{RealtimeThreadSchedulePolicy, ThreadSchedulePolicy};
+        let apart = Apart::start().unwrap();
+        let policy = apart
+            .run(async { Ok(thread_priority::thread_schedule_policy()) })
+            .await
+            .unwrap()
+            .unwrap();
+        let plan = crate::bench::tests::plan(&["--msgs", "10", "--quiet-rate", "5"]).unwrap();
+        let mut report = Report::failed(System::Streamd, &plan, "not run".into());
+        report.quiet = Some(report::Quiet::new(5, 0, None, &Histogram::new(3).unwrap()));
+        apart.mark(&mut report);
+        let realtime = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
+        let quiet = report.quiet.unwrap();
+        match &apart.not_realtime {
+            None => {
+                assert_eq!(policy, realtime);
+                assert!(quiet.probe_realtime && report.notes.is_empty());
+            }
+            Some(why) => {
+                println!("real-time scheduling refused here ({why}): the note is checked");
+                assert_ne!(policy, realtime);
+                assert!(!quiet.probe_realtime);
+                assert!(
+                    report.notes[0].contains("normal priority"),
+                    "{:?}",
+                    report.notes
+                );
+            }
+        }
     }
 }

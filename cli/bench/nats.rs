@@ -214,6 +214,9 @@ pub async fn run(url: &str, plan: &Plan, server: &Processes) -> Result<Report, E
         )
         .await?;
     let mut report = finished.release(plan).await;
+    if let Some((_, apart)) = &quiet {
+        apart.mark(&mut report);
+    }
     let mut taken = 0;
     for reader in readers {
         taken += reader.await.unwrap_or(0);

@@ -165,6 +165,8 @@ pub struct Quiet {
     pub out_of_order: u64,
     pub ok: bool,
     pub latency: Latency,
+    /// Whether its publisher and subscriber ran at real-time priority in the client.
+    pub probe_realtime: bool,
 }
 
 impl Quiet {
@@ -182,6 +184,7 @@ impl Quiet {
             out_of_order: t.out_of_order,
             ok: tally.is_some() && t.ok(published),
             latency: Latency::of(latency),
+            probe_realtime: false,
         }
     }
 }

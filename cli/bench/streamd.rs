@@ -134,6 +134,9 @@ pub async fn run(
         )
         .await?;
     let mut report = finished.release(plan).await;
+    if let Some((_, apart)) = &quiet {
+        apart.mark(&mut report);
+    }
     for task in tasks {
         let _ = task.await;
     }
