@@ -284,7 +284,11 @@ fn realtime() -> Result<(), String> {
         ThreadPriority::Crossplatform(priority),
         ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| match e {
+        // errno, as the system words it ("Operation not permitted").
+        thread_priority::Error::OS(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        other => other.to_string(),
+    })
 }
 
 impl Apart {
