@@ -157,6 +157,10 @@ struct Greeting {
 const GREETING_BYTES: usize = 24;
 
 impl<IO> Admitted<IO> {
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
     fn new(io: IO, slot: OwnedSemaphorePermit, limits: &Limits) -> Self {
         let quota = Quota::per_second(limits.request_rate);
         Self {
@@ -272,7 +276,21 @@ impl Interceptor for LimitRequestRate {
     }
 }
 
-/// A server with the HTTP/2 settings both listeners share.
+/// HTTP/2 as the gRPC listener serves it, with `executor` running each connection's
+/// streams: the settings of [`builder`].
+pub(crate) fn http2<E>(executor: E) -> hyper::server::conn::http2::Builder<E> {
+    let mut http2 = hyper::server::conn::http2::Builder::new(executor);
+    http2
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(KEEPALIVE))
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    http2
+}
+
+/// A tonic server with the HTTP/2 settings of [`http2`], for the dashboard's listener.
 pub(crate) fn builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))

@@ -15,6 +15,7 @@ pub mod connection;
 pub mod duration;
 pub mod error;
 pub mod json;
+pub mod lanes;
 pub mod listen;
 pub mod lock;
 pub mod metrics;
@@ -186,7 +187,7 @@ pub async fn run(
              services were running may not be saved"
         );
     }
-    Ok(served?)
+    served
 }
 
 /// Applies each reloaded configuration's services in turn; settings of the bus and the

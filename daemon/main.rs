@@ -8,6 +8,7 @@ use streamhandler::{
     auth::{Access, TlsFiles, Token, load_tls},
     config::{Config, check_host_name, check_nats_url, check_node_id, parse_size},
     connection::Limits,
+    lanes::QuietLane,
     listen::{ListenAddr, Listener},
     lock::DataDirLock,
     server::Listeners,
@@ -124,6 +125,12 @@ struct Args {
     #[arg(long, env = "STREAMD_WORKER_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// How the gRPC listener's quiet connections are served: a connection starts on
+    /// a thread of its own, raised above the daemon's others where the host allows,
+    /// and moves to the other threads once it moves more than 1 MiB in a second. off
+    /// serves every connection on the same threads.
+    #[arg(long, env = "STREAMD_QUIET_LANE", value_enum, default_value_t = QuietLane::Raised)]
+    quiet_lane: QuietLane,
     /// How log lines are written to stderr: text, or json (one object per line, with
     /// the service or RPC each came from). RUST_LOG filters them either way.
     #[arg(long, env = "STREAMD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -355,6 +362,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Listeners {
             grpc: listener,
             http,
+            quiet_lane: args.quiet_lane,
         },
         access,
         config,

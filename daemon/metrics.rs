@@ -101,6 +101,11 @@ impl EncodeLabelValue for CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabel {
+    lane: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -120,6 +125,7 @@ pub struct Metrics {
     flushes: Family<OutcomeLabel, Counter>,
     flush_seconds: Histogram,
     pending_changes: Gauge,
+    connections: Family<LaneLabel, Gauge>,
 }
 
 /// From a millisecond to about a minute.
@@ -140,6 +146,7 @@ impl Default for Metrics {
             flushes: Family::default(),
             flush_seconds: latency(),
             pending_changes: Gauge::default(),
+            connections: Family::default(),
         }
     }
 }
@@ -188,6 +195,11 @@ impl Metrics {
         self.flush_seconds.observe(took.as_secs_f64());
         self.pending_changes
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// The gauge of the gRPC listener's connections open on `lane` (daemon/lanes.rs).
+    pub fn connections(&self, lane: &'static str) -> Gauge {
+        self.connections.get_or_create(&LaneLabel { lane }).clone()
     }
 
     /// Every metric, with the daemon as it stands `now`, in the OpenMetrics text
@@ -279,6 +291,11 @@ impl Metrics {
             "store_pending_changes",
             "Changed scores not yet written, after the latest write",
             self.pending_changes.clone(),
+        );
+        registry.register(
+            "connections",
+            "Connections open on the gRPC listener, by lane: quiet, or busy once loud",
+            self.connections.clone(),
         );
     }
 }

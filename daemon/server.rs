@@ -1,27 +1,41 @@
 //! The listeners: the gRPC control plane (the StreamHandler API, gRPC health and server
 //! reflection) and the dashboard's, served until shutdown and drained after it.
 
-use std::future::Future;
+use std::{fmt::Display, future::Future, pin::pin, sync::Arc};
 
-use tokio::sync::oneshot;
+use futures::{Stream, StreamExt, TryStreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::{oneshot, watch},
+};
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{service::InterceptorLayer, transport::server::TcpIncoming};
+use tonic::{
+    body::Body,
+    service::{InterceptorLayer, Routes},
+    transport::server::{Connected, TcpIncoming},
+};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
     api::{ControlPlane, StreamHandlerServer, internal_error},
     auth::{Access, RequireToken},
-    connection::{self, KEEPALIVE, LimitRequestRate, builder},
+    connection::{self, Admitted, KEEPALIVE, LimitRequestRate, RequestBudget},
+    lanes::{ConnectionLane, LaneExecutor, LaneIo, Lanes, QuietLane, Started},
     listen::Listener,
     pb,
     web::{self, HttpListener},
 };
 
-/// Where the daemon is reached: the gRPC control plane, and the dashboard if asked for.
+/// Where the daemon is reached: the gRPC control plane, and the dashboard if asked for;
+/// and how the control plane's quiet connections are served.
 pub struct Listeners {
     pub grpc: Listener,
     pub http: Option<HttpListener>,
+    pub quiet_lane: QuietLane,
 }
 
 /// Serves the control plane, and the dashboard when asked for, to the clients `access`
@@ -31,12 +45,26 @@ pub async fn serve(
     Listeners {
         grpc: listener,
         http,
+        quiet_lane,
     }: Listeners,
     access: Access,
     control: ControlPlane,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let supervisor = control.supervisor().clone();
+    let metrics = &supervisor.environment().metrics;
+    let (lanes, _quiet_thread) = Lanes::start(
+        quiet_lane,
+        metrics.connections("quiet"),
+        metrics.connections("busy"),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start the quiet lane: {e}"))?;
+    if let Some((_, Started::Refused(why))) = &_quiet_thread {
+        tracing::info!(
+            "the quiet lane runs at the daemon's priority: {quiet_lane:?} scheduling was \
+             refused ({why})"
+        );
+    }
     let dashboard_api = control.clone();
     let control = StreamHandlerServer::new(control);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -83,17 +111,20 @@ pub async fn serve(
         let _ = closed.send(());
     };
     let limits = access.limits;
-    let router = builder()
+    let service = ServiceBuilder::new()
         // Outermost, so that a panic anywhere below, the token check included, is
         // caught and answered.
         .layer(CatchPanicLayer::custom(internal_error))
         // Before the token check, so that guessing tokens is paced too.
         .layer(InterceptorLayer::new(LimitRequestRate(limits.request_rate)))
         .layer(InterceptorLayer::new(RequireToken(access.token.clone())))
-        .add_service(control)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+        .service(
+            Routes::new(control)
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .prepare(),
+        );
     let tls = access.tls.clone();
     let grpc = async move {
         match listener {
@@ -102,14 +133,15 @@ pub async fn serve(
             Listener::Tcp(listener) => {
                 let incoming = TcpIncoming::from(listener)
                     .with_nodelay(Some(true))
-                    .with_keepalive(Some(KEEPALIVE));
+                    .with_keepalive(Some(KEEPALIVE))
+                    .map_ok(|socket| LaneIo::new(socket, lanes.connection()));
                 let incoming = connection::admit(incoming, limits);
                 match tls {
-                    None => router.serve_with_incoming_shutdown(incoming, stop).await,
+                    None => serve_connections(incoming, service, stop).await,
                     Some(tls) => {
                         let incoming =
                             connection::handshakes(incoming, tls.acceptor(&[b"h2"]), limits);
-                        router.serve_with_incoming_shutdown(incoming, stop).await
+                        serve_connections(incoming, service, stop).await
                     }
                 }
             }
@@ -118,10 +150,13 @@ pub async fn serve(
                 listener,
                 file: _file,
             } => {
-                let incoming = connection::admit(UnixListenerStream::new(listener), limits);
-                router.serve_with_incoming_shutdown(incoming, stop).await
+                let incoming = UnixListenerStream::new(listener)
+                    .map_ok(|socket| LaneIo::new(socket, lanes.connection()));
+                let incoming = connection::admit(incoming, limits);
+                serve_connections(incoming, service, stop).await
             }
         }
+        Ok(())
     };
     let servers = async move {
         match dashboard {
@@ -140,7 +175,7 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        result = servers => result,
+        result = servers => Ok(result?),
         () = drain_deadline => {
             tracing::warn!("subscribers still connected {DRAIN_TIMEOUT:?} after shutdown; closing");
             Ok(())
@@ -150,3 +185,96 @@ pub async fn serve(
 
 /// How long subscribers get to receive the last events at shutdown.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves gRPC on the connections `incoming` yields, each on its lane, until `stop`
+/// resolves; then stops listening, asks each connection to finish its streams, and
+/// returns once all have closed.
+async fn serve_connections<IO, E, S, B>(
+    incoming: impl Stream<Item = Result<IO, E>>,
+    service: S,
+    stop: impl Future<Output = ()>,
+) where
+    IO: Client + AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    E: Display,
+    S: tower::Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (closing, open) = watch::channel(());
+    {
+        // Dropped as soon as the loop ends: the listening socket closes with it.
+        let mut incoming = pin!(incoming);
+        let mut stop = pin!(stop);
+        loop {
+            let io = tokio::select! {
+                () = &mut stop => break,
+                accepted = incoming.next() => match accepted {
+                    Some(Ok(io)) => io,
+                    Some(Err(e)) => {
+                        tracing::debug!("accepting a connection failed: {e}");
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            let lane = io.lane().clone();
+            let budget = io.budget();
+            let service = service.clone();
+            let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                let mut request = request.map(Body::new);
+                // The request-rate check finds the connection's budget here.
+                request.extensions_mut().insert(budget.clone());
+                service.clone().oneshot(request)
+            });
+            let served = connection::http2(LaneExecutor(lane.clone()))
+                .serve_connection(TokioIo::new(io), service);
+            let mut closing = open.clone();
+            lane.spawn(async move {
+                let mut served = pin!(served);
+                tokio::select! {
+                    result = served.as_mut() => return log_end(result),
+                    _ = closing.changed() => served.as_mut().graceful_shutdown(),
+                }
+                log_end(served.await);
+            });
+        }
+    }
+    let _ = closing.send(());
+    drop(open);
+    closing.closed().await;
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        tracing::debug!("a connection ended: {e}");
+    }
+}
+
+/// What the server needs of an accepted connection, under whatever layers it has.
+trait Client {
+    fn lane(&self) -> &Arc<ConnectionLane>;
+    fn budget(&self) -> RequestBudget;
+}
+
+impl<S: crate::lanes::Rehome> Client for Admitted<LaneIo<S>> {
+    fn lane(&self) -> &Arc<ConnectionLane> {
+        self.get_ref().lane()
+    }
+
+    fn budget(&self) -> RequestBudget {
+        self.connect_info()
+    }
+}
+
+impl<IO: Client> Client for TlsStream<IO> {
+    fn lane(&self) -> &Arc<ConnectionLane> {
+        self.get_ref().0.lane()
+    }
+
+    fn budget(&self) -> RequestBudget {
+        self.get_ref().0.budget()
+    }
+}

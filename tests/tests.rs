@@ -16,6 +16,7 @@ mod health;
 mod http;
 mod hygiene;
 mod kraken;
+mod lanes;
 mod leaderboard;
 mod observe;
 mod placement;

@@ -15,6 +15,7 @@ use std::{
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
 use hdrhistogram::Histogram;
+use streamhandler::lanes::{Scheduling, schedule_current_thread};
 use tokio::{
     sync::{Notify, mpsc, watch},
     task::JoinHandle,
@@ -272,25 +273,6 @@ pub struct Apart {
 /// normal priority, below the kernel's own real-time threads.
 const QUIET_PRIORITY: u8 = 50;
 
-/// Gives the calling thread real-time scheduling, if the system allows it (root, or
-/// CAP_SYS_NICE, or an RLIMIT_RTPRIO of at least [`QUIET_PRIORITY`]).
-fn realtime() -> Result<(), String> {
-    use thread_priority::{
-        RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
-    };
-    let priority = ThreadPriorityValue::try_from(QUIET_PRIORITY).map_err(|e| e.to_owned())?;
-    thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        ThreadPriority::Crossplatform(priority),
-        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
-    )
-    .map_err(|e| match e {
-        // errno, as the system words it ("Operation not permitted").
-        thread_priority::Error::OS(code) => std::io::Error::from_raw_os_error(code).to_string(),
-        other => other.to_string(),
-    })
-}
-
 impl Apart {
     pub fn start() -> Result<Self, Error> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -305,7 +287,7 @@ impl Apart {
         std::thread::Builder::new()
             .name("bench-quiet".into())
             .spawn(move || {
-                let _ = scheduled.send(realtime());
+                let _ = scheduled.send(schedule_current_thread(Scheduling::Fifo(QUIET_PRIORITY)));
                 runtime.block_on(async { stopped.await.ok() })
             })
             .map_err(|err| Error::Other(format!("cannot start the quiet topic's thread: {err}")))?;

@@ -107,6 +107,9 @@ struct Shared {
     /// Each topic with events waiting to be numbered, in order; a topic leaves when it
     /// has none. One task per topic sends them.
     lines: Mutex<HashMap<Arc<str>, VecDeque<Waiting>>>,
+    /// Where the lines' tasks run: the runtime the bus was joined on, whichever one
+    /// the publishing RPC is served on (daemon/lanes.rs).
+    runtime: tokio::runtime::Handle,
     /// The last position this node knows of each topic it published services' events
     /// to (a few: one per service), kept between its bursts of events, so that a node
     /// cut off from NATS numbers on from its own last event even if that one has not
@@ -191,6 +194,7 @@ impl ClusterBus {
             events,
             latest,
             lines: Mutex::default(),
+            runtime: tokio::runtime::Handle::current(),
             services_last: Mutex::default(),
             waiting_bytes: AtomicUsize::new(0),
             connected: connection.connected.clone(),
@@ -245,7 +249,9 @@ impl EventBus for ClusterBus {
             }
         };
         if start {
-            tokio::spawn(self.shared.clone().send_line(topic.into()));
+            self.shared
+                .runtime
+                .spawn(self.shared.clone().send_line(topic.into()));
         }
         Ok(Published::Pending(rx))
     }

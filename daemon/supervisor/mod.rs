@@ -207,6 +207,9 @@ struct Shared {
     /// Parent of every service's token.
     root: CancellationToken,
     tracker: TaskTracker,
+    /// Where services run: the runtime the supervisor was made on, whichever one the
+    /// RPC that starts a service is served on (daemon/lanes.rs).
+    runtime: tokio::runtime::Handle,
     shutting_down: AtomicBool,
     started: Instant,
     /// Remembers what clients ask, for resuming after a restart.
@@ -259,6 +262,7 @@ pub struct Stopped {
 }
 
 impl Supervisor {
+    /// A supervisor whose services run on the runtime this is called on.
     pub fn new(
         bus: Bus,
         env: Environment,
@@ -282,6 +286,7 @@ impl Supervisor {
                 reloading: tokio::sync::Mutex::new(()),
                 root: CancellationToken::new(),
                 tracker: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::current(),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),
                 recorder,
@@ -397,10 +402,10 @@ impl Supervisor {
         };
         // Every line the service's steps log says which service it is.
         let span = tracing::info_span!("service", service = %spec.name);
-        let task = self
-            .shared
-            .tracker
-            .spawn(runner.supervise(worker, cancel.clone()).instrument(span));
+        let task = self.shared.tracker.spawn_on(
+            runner.supervise(worker, cancel.clone()).instrument(span),
+            &self.shared.runtime,
+        );
         *run = Some(Run {
             cancel,
             task,
