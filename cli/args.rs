@@ -271,7 +271,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", requires = "spawn")]
     pub repeat: Option<usize>,
 
-    /// Append each ladder or --repeat run to FILE as a JSON line (default: print them).
+    /// Append each run to FILE as a JSON line (default: print them).
     #[arg(long, value_name = "FILE", requires = "spawn")]
     pub json_lines: Option<PathBuf>,
 

@@ -38,10 +38,11 @@ pub enum QuietLane {
     Normal,
     /// A thread of its own at nice -15, where the host allows it (CAP_SYS_NICE, or an
     /// RLIMIT_NICE of 35); at the daemon's priority where not.
-    #[default]
     Raised,
     /// A thread of its own under SCHED_FIFO, where the host allows it (CAP_SYS_NICE,
-    /// or an RLIMIT_RTPRIO of 10); at the daemon's priority where not.
+    /// or an RLIMIT_RTPRIO of 10), so that it takes a core the moment it has work,
+    /// not at the end of another thread's time slice; as `Raised` where not.
+    #[default]
     Realtime,
 }
 
@@ -132,8 +133,7 @@ struct Shared {
 pub enum Started {
     /// Scheduled as asked.
     AsAsked,
-    /// Running at the daemon's priority: the host refused the raised one, for this
-    /// reason.
+    /// Scheduled otherwise: the host refused what was asked, as this says.
     Refused(String),
 }
 
@@ -192,16 +192,7 @@ fn start_quiet_thread(mode: QuietLane) -> io::Result<(Handle, QuietThread, Start
         .name("streamd-quiet".into())
         .spawn(move || {
             ON_QUIET_LANE.set(true);
-            let schedule = match mode {
-                QuietLane::Raised => Some(Scheduling::Nice(RAISED_NICE)),
-                QuietLane::Realtime => Some(Scheduling::Fifo(REALTIME_PRIORITY)),
-                QuietLane::Off | QuietLane::Normal => None,
-            };
-            let started = match schedule.map(schedule_current_thread) {
-                Some(Err(why)) => Started::Refused(why),
-                None | Some(Ok(())) => Started::AsAsked,
-            };
-            let _ = started_tx.send(started);
+            let _ = started_tx.send(schedule_quiet_thread(mode));
             // Returns when the lane is stopped; the runtime's tasks are dropped with it.
             runtime.block_on(async move {
                 let _ = stopped.await;
@@ -211,6 +202,32 @@ fn start_quiet_thread(mode: QuietLane) -> io::Result<(Handle, QuietThread, Start
         .recv()
         .map_err(|_| io::Error::other("the quiet lane's thread ended as it started"))?;
     Ok((handle, QuietThread { _stop: stop }, started))
+}
+
+/// Schedules the calling thread as `mode` asks, or as near to it as the host allows:
+/// real-time refused, at nice -15; that refused too, at the daemon's priority.
+fn schedule_quiet_thread(mode: QuietLane) -> Started {
+    let raise = || {
+        schedule_current_thread(Scheduling::Nice(RAISED_NICE)).map_err(|why| {
+            format!("nice {RAISED_NICE} was refused ({why}): at the daemon's priority")
+        })
+    };
+    let scheduled = match mode {
+        QuietLane::Off | QuietLane::Normal => Ok(()),
+        QuietLane::Raised => raise(),
+        QuietLane::Realtime => schedule_current_thread(Scheduling::Fifo(REALTIME_PRIORITY))
+            .map_err(|why| {
+                let fifo = format!("SCHED_FIFO was refused ({why})");
+                match raise() {
+                    Ok(()) => format!("{fifo}: at nice {RAISED_NICE}"),
+                    Err(nice) => format!("{fifo}; {nice}"),
+                }
+            }),
+    };
+    match scheduled {
+        Ok(()) => Started::AsAsked,
+        Err(why) => Started::Refused(why),
+    }
 }
 
 /// One connection's lane: quiet until its traffic makes it loud, then loud for good.
@@ -709,6 +726,29 @@ mod tests {
             Started::Refused(why) => {
                 assert_eq!(nice, 0);
                 assert!(!why.is_empty());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_realtime_quiet_lane_runs_under_sched_fifo_else_at_nice_minus_15_where_allowed() {
+        use thread_priority::{RealtimeThreadSchedulePolicy, ThreadSchedulePolicy};
+        let (lanes, thread) = start(QuietLane::Realtime);
+        let (report, reported) = oneshot::channel();
+        lanes.connection().spawn(async move {
+            let policy = thread_priority::thread_schedule_policy().unwrap();
+            report.send((policy, nice())).unwrap()
+        });
+        let (policy, nice) = reported.await.unwrap();
+        match thread.unwrap().1 {
+            Started::AsAsked => assert_eq!(
+                policy,
+                ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo)
+            ),
+            Started::Refused(why) if why.ends_with("at nice -15") => assert_eq!(nice, -15),
+            Started::Refused(why) => {
+                assert!(why.contains("SCHED_FIFO was refused"), "{why}");
+                assert_eq!(nice, 0);
             }
         }
     }

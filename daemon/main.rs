@@ -126,10 +126,10 @@ struct Args {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
     /// How the gRPC listener's quiet connections are served: a connection starts on
-    /// a thread of its own, raised above the daemon's others where the host allows,
-    /// and moves to the other threads once it moves more than 1 MiB in a second. off
-    /// serves every connection on the same threads.
-    #[arg(long, env = "STREAMD_QUIET_LANE", value_enum, default_value_t = QuietLane::Raised)]
+    /// a thread of its own, scheduled ahead of the daemon's others where the host
+    /// allows, and moves to the other threads once it moves more than 1 MiB in a
+    /// second. off serves every connection on the same threads.
+    #[arg(long, env = "STREAMD_QUIET_LANE", value_enum, default_value_t = QuietLane::Realtime)]
     quiet_lane: QuietLane,
     /// How log lines are written to stderr: text, or json (one object per line, with
     /// the service or RPC each came from). RUST_LOG filters them either way.

@@ -60,10 +60,7 @@ pub async fn serve(
     )
     .map_err(|e| anyhow::anyhow!("cannot start the quiet lane: {e}"))?;
     if let Some((_, Started::Refused(why))) = &_quiet_thread {
-        tracing::info!(
-            "the quiet lane runs at the daemon's priority: {quiet_lane:?} scheduling was \
-             refused ({why})"
-        );
+        tracing::info!("the quiet lane's thread: {why}");
     }
     let dashboard_api = control.clone();
     let control = StreamHandlerServer::new(control);

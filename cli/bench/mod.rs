@@ -267,7 +267,8 @@ pub async fn run(addr: &Addr, args: BenchArgs) -> Result<(), Error> {
     let plan = Plan::new(&args).map_err(Error::Other)?;
     let (ours, theirs) = if args.spawn {
         let bins = Binaries::new(&args)?;
-        if !args.rates.is_empty() || args.repeat.is_some() {
+        // A single run with --json-lines goes as a ladder of one rung, which writes it.
+        if !args.rates.is_empty() || args.repeat.is_some() || args.json_lines.is_some() {
             return climb(&args, &plan, &bins).await;
         }
         let ours = spawned(System::Streamd, &bins, &plan).await?;
