@@ -111,6 +111,24 @@ thread_local! {
     static ON_QUIET_LANE: Cell<bool> = const { Cell::new(false) };
 }
 
+/// A lane: which runtime serves a task, and keeps its sockets and timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Quiet,
+    Busy,
+}
+
+/// The lane of the calling thread: a socket registered or a timer made now belongs to
+/// its runtime, whose thread then hears of it. A task that keeps one across moves
+/// makes it again when the lane has changed.
+pub fn current() -> Lane {
+    if ON_QUIET_LANE.get() {
+        Lane::Quiet
+    } else {
+        Lane::Busy
+    }
+}
+
 /// The quiet lane's thread; dropping this stops it, and with it the connections still
 /// on it.
 pub struct QuietThread {
@@ -344,7 +362,7 @@ impl Rehome for tokio::net::UnixStream {
 /// the other lane, and metered while the connection is quiet.
 pub struct LaneIo<S> {
     socket: Option<S>,
-    on_quiet_lane: bool,
+    registered_on: Lane,
     lane: Arc<ConnectionLane>,
     meter: ConnectionMeter,
 }
@@ -355,7 +373,7 @@ impl<S: Rehome> LaneIo<S> {
     pub fn new(socket: S, lane: Arc<ConnectionLane>) -> Self {
         Self {
             socket: Some(socket),
-            on_quiet_lane: ON_QUIET_LANE.get(),
+            registered_on: current(),
             lane,
             meter: ConnectionMeter::new(),
         }
@@ -367,11 +385,11 @@ impl<S: Rehome> LaneIo<S> {
 
     /// The socket, registered with the runtime polling it now.
     fn socket(&mut self) -> io::Result<&mut S> {
-        let here = ON_QUIET_LANE.get();
-        if here != self.on_quiet_lane {
+        let here = current();
+        if here != self.registered_on {
             let socket = self.socket.take().ok_or_else(lost)?;
             self.socket = Some(socket.rehome()?);
-            self.on_quiet_lane = here;
+            self.registered_on = here;
         }
         self.socket.as_mut().ok_or_else(lost)
     }

@@ -53,13 +53,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let supervisor = control.supervisor().clone();
     let metrics = &supervisor.environment().metrics;
-    let (lanes, _quiet_thread) = Lanes::start(
+    // The quiet lane's thread stops as this returns, once the connections are closed.
+    let (lanes, quiet_thread) = Lanes::start(
         quiet_lane,
         metrics.connections("quiet"),
         metrics.connections("busy"),
     )
     .map_err(|e| anyhow::anyhow!("cannot start the quiet lane: {e}"))?;
-    if let Some((_, Started::Refused(why))) = &_quiet_thread {
+    if let Some((_, Started::Refused(why))) = &quiet_thread {
         tracing::info!("the quiet lane's thread: {why}");
     }
     let dashboard_api = control.clone();

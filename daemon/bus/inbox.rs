@@ -37,6 +37,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{BufferFull, Overflow, cost, cost_of, lock};
 use crate::{
+    lanes::{self, Lane},
     pb::{self, event::Payload},
     wire::EncodedEvent,
 };
@@ -560,8 +561,9 @@ pub(super) struct Reader {
     taken_at: Option<Instant>,
     /// Its events come less than a [`PAUSE`] apart: it pauses when it has none.
     busy: bool,
-    /// The timer of its pauses, kept from one to the next.
-    pause: Option<Pin<Box<Sleep>>>,
+    /// The timer of its pauses, kept from one to the next while the stream stays on
+    /// the lane it was made on (daemon/lanes.rs).
+    pause: Option<(Pin<Box<Sleep>>, Lane)>,
     /// The timer runs: the reader waits out a pause.
     pausing: bool,
     /// Timers need a runtime; a reader made outside one (the bus's own tests) is woken
@@ -598,7 +600,7 @@ impl Reader {
         if !self.can_pause {
             return false;
         }
-        if let Some(pause) = self.pause.as_mut().filter(|_| self.pausing) {
+        if let Some((pause, _)) = self.pause.as_mut().filter(|_| self.pausing) {
             if pause.as_mut().poll(cx).is_pending() {
                 return true;
             }
@@ -611,12 +613,20 @@ impl Reader {
             return false;
         }
         let end = Instant::now() + PAUSE;
+        let here = lanes::current();
         let pause = match &mut self.pause {
-            Some(pause) => {
+            Some((pause, made_on)) if *made_on == here => {
                 pause.as_mut().reset(end);
                 pause
             }
-            None => self.pause.insert(Box::pin(tokio::time::sleep_until(end))),
+            // A timer made on the quiet lane would go on being fired by its thread,
+            // a cross-thread wake for every pause, after the stream moved.
+            _ => {
+                &mut self
+                    .pause
+                    .insert((Box::pin(tokio::time::sleep_until(end)), here))
+                    .0
+            }
         };
         self.pausing = pause.as_mut().poll(cx).is_pending();
         self.pausing
