@@ -41,7 +41,7 @@ pub enum QuietLane {
     Raised,
     /// A thread of its own under SCHED_FIFO, where the host allows it (CAP_SYS_NICE,
     /// or an RLIMIT_RTPRIO of 10), so that it takes a core the moment it has work,
-    /// not at the end of another thread's time slice; as `Raised` where not.
+    /// not at the end of another thread's time slice; as `raised` where not.
     #[default]
     Realtime,
 }
