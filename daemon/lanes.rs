@@ -33,16 +33,16 @@ use tokio::{
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum QuietLane {
     /// No quiet lane: every connection is served on the main runtime.
+    #[default]
     Off,
     /// A thread of its own, at the daemon's priority.
     Normal,
-    /// A thread of its own at nice -15, where the host allows it (CAP_SYS_NICE, or an
-    /// RLIMIT_NICE of 35); at the daemon's priority where not.
+    /// A thread of its own at nice -15, which needs CAP_SYS_NICE or an RLIMIT_NICE of
+    /// 35: the daemon does not start where the host refuses it.
     Raised,
-    /// A thread of its own under SCHED_FIFO, where the host allows it (CAP_SYS_NICE,
-    /// or an RLIMIT_RTPRIO of 10), so that it takes a core the moment it has work,
-    /// not at the end of another thread's time slice; as `raised` where not.
-    #[default]
+    /// A thread of its own under SCHED_FIFO, so that it takes a core the moment it has
+    /// work, not at the end of another thread's time slice. Needs CAP_SYS_NICE or an
+    /// RLIMIT_RTPRIO of 10: the daemon does not start where the host refuses it.
     Realtime,
 }
 
@@ -147,27 +147,20 @@ struct Shared {
     busy_connections: Gauge,
 }
 
-/// Where the quiet lane stands after starting.
-pub enum Started {
-    /// Scheduled as asked.
-    AsAsked,
-    /// Scheduled otherwise: the host refused what was asked, as this says.
-    Refused(String),
-}
-
 impl Lanes {
     /// Starts the quiet lane as `mode` asks, beside the main runtime (the caller's),
-    /// counting the connections on each in the gauges given.
+    /// counting the connections on each in the gauges given. A scheduling the host
+    /// refuses is an error, never a quiet fallback: the operator asked for it.
     pub fn start(
         mode: QuietLane,
         quiet_connections: Gauge,
         busy_connections: Gauge,
-    ) -> io::Result<(Self, Option<(QuietThread, Started)>)> {
+    ) -> io::Result<(Self, Option<QuietThread>)> {
         let (quiet, thread) = match mode {
             QuietLane::Off => (None, None),
             _ => {
-                let (handle, thread, started) = start_quiet_thread(mode)?;
-                (Some(handle), Some((thread, started)))
+                let (handle, thread) = start_quiet_thread(mode)?;
+                (Some(handle), Some(thread))
             }
         };
         let shared = Shared {
@@ -199,7 +192,7 @@ impl Lanes {
     }
 }
 
-fn start_quiet_thread(mode: QuietLane) -> io::Result<(Handle, QuietThread, Started)> {
+fn start_quiet_thread(mode: QuietLane) -> io::Result<(Handle, QuietThread)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -216,35 +209,37 @@ fn start_quiet_thread(mode: QuietLane) -> io::Result<(Handle, QuietThread, Start
                 let _ = stopped.await;
             });
         })?;
-    let started = started
+    let scheduled = started
         .recv()
         .map_err(|_| io::Error::other("the quiet lane's thread ended as it started"))?;
-    Ok((handle, QuietThread { _stop: stop }, started))
+    // Dropping the runtime's stop ends the thread when the host refused its scheduling.
+    let thread = QuietThread { _stop: stop };
+    scheduled.map_err(io::Error::other)?;
+    Ok((handle, thread))
 }
 
-/// Schedules the calling thread as `mode` asks, or as near to it as the host allows:
-/// real-time refused, at nice -15; that refused too, at the daemon's priority.
-fn schedule_quiet_thread(mode: QuietLane) -> Started {
-    let raise = || {
-        schedule_current_thread(Scheduling::Nice(RAISED_NICE)).map_err(|why| {
-            format!("nice {RAISED_NICE} was refused ({why}): at the daemon's priority")
-        })
-    };
-    let scheduled = match mode {
+/// Schedules the calling thread as `mode` asks; the error says what the host refused
+/// and what would allow it.
+fn schedule_quiet_thread(mode: QuietLane) -> Result<(), String> {
+    match mode {
         QuietLane::Off | QuietLane::Normal => Ok(()),
-        QuietLane::Raised => raise(),
+        QuietLane::Raised => {
+            schedule_current_thread(Scheduling::Nice(RAISED_NICE)).map_err(|why| {
+                format!(
+                    "--quiet-lane raised: nice {RAISED_NICE} was refused ({why}); it needs \
+                     CAP_SYS_NICE or an RLIMIT_NICE of 35 (systemd: LimitNICE=-15), or \
+                     use --quiet-lane normal"
+                )
+            })
+        }
         QuietLane::Realtime => schedule_current_thread(Scheduling::Fifo(REALTIME_PRIORITY))
             .map_err(|why| {
-                let fifo = format!("SCHED_FIFO was refused ({why})");
-                match raise() {
-                    Ok(()) => format!("{fifo}: at nice {RAISED_NICE}"),
-                    Err(nice) => format!("{fifo}; {nice}"),
-                }
+                format!(
+                    "--quiet-lane realtime: SCHED_FIFO was refused ({why}); it needs \
+                     CAP_SYS_NICE or an RLIMIT_RTPRIO of {REALTIME_PRIORITY} (systemd: \
+                     LimitRTPRIO={REALTIME_PRIORITY}), or use --quiet-lane normal"
+                )
             }),
-    };
-    match scheduled {
-        Ok(()) => Started::AsAsked,
-        Err(why) => Started::Refused(why),
     }
 }
 
@@ -542,7 +537,7 @@ mod tests {
 
     use super::*;
 
-    fn start(mode: QuietLane) -> (Lanes, Option<(QuietThread, Started)>) {
+    fn start(mode: QuietLane) -> (Lanes, Option<QuietThread>) {
         Lanes::start(mode, Gauge::default(), Gauge::default()).unwrap()
     }
 
@@ -731,42 +726,48 @@ mod tests {
         fields[16].parse().unwrap()
     }
 
+    /// Where the host allows the scheduling asked for, the lane's thread has it;
+    /// where not, the lane does not start and says what it needs.
     #[tokio::test]
-    async fn the_raised_quiet_lane_runs_at_nice_minus_15_where_the_host_allows() {
-        let (lanes, thread) = start(QuietLane::Raised);
-        let (report, reported) = oneshot::channel();
-        lanes
-            .connection()
-            .spawn(async move { report.send(nice()).unwrap() });
-        let nice = reported.await.unwrap();
-        match thread.unwrap().1 {
-            Started::AsAsked => assert_eq!(nice, i64::from(RAISED_NICE)),
-            Started::Refused(why) => {
-                assert_eq!(nice, 0);
-                assert!(!why.is_empty());
+    async fn the_raised_quiet_lane_runs_at_nice_minus_15_or_does_not_start() {
+        match Lanes::start(QuietLane::Raised, Gauge::default(), Gauge::default()) {
+            Ok((lanes, _thread)) => {
+                let (report, reported) = oneshot::channel();
+                lanes
+                    .connection()
+                    .spawn(async move { report.send(nice()).unwrap() });
+                assert_eq!(reported.await.unwrap(), i64::from(RAISED_NICE));
+            }
+            Err(refused) => {
+                let why = refused.to_string();
+                assert!(
+                    why.contains("CAP_SYS_NICE") && why.contains("normal"),
+                    "{why}"
+                );
             }
         }
     }
 
     #[tokio::test]
-    async fn the_realtime_quiet_lane_runs_under_sched_fifo_else_at_nice_minus_15_where_allowed() {
+    async fn the_realtime_quiet_lane_runs_under_sched_fifo_or_does_not_start() {
         use thread_priority::{RealtimeThreadSchedulePolicy, ThreadSchedulePolicy};
-        let (lanes, thread) = start(QuietLane::Realtime);
-        let (report, reported) = oneshot::channel();
-        lanes.connection().spawn(async move {
-            let policy = thread_priority::thread_schedule_policy().unwrap();
-            report.send((policy, nice())).unwrap()
-        });
-        let (policy, nice) = reported.await.unwrap();
-        match thread.unwrap().1 {
-            Started::AsAsked => assert_eq!(
-                policy,
-                ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo)
-            ),
-            Started::Refused(why) if why.ends_with("at nice -15") => assert_eq!(nice, -15),
-            Started::Refused(why) => {
+        match Lanes::start(QuietLane::Realtime, Gauge::default(), Gauge::default()) {
+            Ok((lanes, _thread)) => {
+                let (report, reported) = oneshot::channel();
+                lanes.connection().spawn(async move {
+                    report
+                        .send(thread_priority::thread_schedule_policy().unwrap())
+                        .unwrap()
+                });
+                assert_eq!(
+                    reported.await.unwrap(),
+                    ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo)
+                );
+            }
+            Err(refused) => {
+                let why = refused.to_string();
                 assert!(why.contains("SCHED_FIFO was refused"), "{why}");
-                assert_eq!(nice, 0);
+                assert!(why.contains("RLIMIT_RTPRIO"), "{why}");
             }
         }
     }

@@ -125,11 +125,12 @@ struct Args {
     #[arg(long, env = "STREAMD_WORKER_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
-    /// How the gRPC listener's quiet connections are served: a connection starts on
-    /// a thread of its own, scheduled ahead of the daemon's others where the host
-    /// allows, and moves to the other threads once it moves more than 1 MiB in a
-    /// second. off serves every connection on the same threads.
-    #[arg(long, env = "STREAMD_QUIET_LANE", value_enum, default_value_t = QuietLane::Realtime)]
+    /// How the gRPC listener's quiet connections are served: off serves every
+    /// connection on the same threads; otherwise a connection starts on a thread of
+    /// its own (scheduled as asked: the daemon does not start where the host refuses
+    /// realtime or raised) and moves to the other threads once it moves more than
+    /// 1 MiB in a second.
+    #[arg(long, env = "STREAMD_QUIET_LANE", value_enum, default_value_t = QuietLane::Off)]
     quiet_lane: QuietLane,
     /// How log lines are written to stderr: text, or json (one object per line, with
     /// the service or RPC each came from). RUST_LOG filters them either way.

@@ -24,7 +24,7 @@ use crate::{
     api::{ControlPlane, StreamHandlerServer, internal_error},
     auth::{Access, RequireToken},
     connection::{self, Admitted, KEEPALIVE, LimitRequestRate, RequestBudget},
-    lanes::{ConnectionLane, LaneExecutor, LaneIo, Lanes, QuietLane, Started},
+    lanes::{ConnectionLane, LaneExecutor, LaneIo, Lanes, QuietLane},
     listen::Listener,
     pb,
     web::{self, HttpListener},
@@ -54,15 +54,12 @@ pub async fn serve(
     let supervisor = control.supervisor().clone();
     let metrics = &supervisor.environment().metrics;
     // The quiet lane's thread stops as this returns, once the connections are closed.
-    let (lanes, quiet_thread) = Lanes::start(
+    let (lanes, _quiet_thread) = Lanes::start(
         quiet_lane,
         metrics.connections("quiet"),
         metrics.connections("busy"),
     )
     .map_err(|e| anyhow::anyhow!("cannot start the quiet lane: {e}"))?;
-    if let Some((_, Started::Refused(why))) = &quiet_thread {
-        tracing::info!("the quiet lane's thread: {why}");
-    }
     let dashboard_api = control.clone();
     let control = StreamHandlerServer::new(control);
     let (health, health_service) = tonic_health::server::health_reporter();

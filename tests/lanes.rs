@@ -1,6 +1,7 @@
 //! The gRPC listener's two lanes through the real daemon: a connection that floods
-//! moves to the busy lane while a quiet one stays, both go on being served, and
-//! `--quiet-lane off` serves every connection on the busy lane.
+//! moves to the busy lane while a quiet one stays, both go on being served; by default
+//! (`--quiet-lane off`) every connection is on the busy lane; a raised scheduling the
+//! host refuses keeps the daemon from starting.
 
 use streamhandler::pb;
 
@@ -38,7 +39,7 @@ fn event(topic: &str) -> pb::PublishRequest {
 
 #[tokio::test]
 async fn a_flooding_connection_moves_to_the_busy_lane_and_a_quiet_one_stays() {
-    let daemon = Daemon::start_with(&["--http", "127.0.0.1:0"]);
+    let daemon = Daemon::start_with(&["--http", "127.0.0.1:0", "--quiet-lane", "normal"]);
     let mut quiet = daemon.client().await;
     let mut calm = Events::open(&mut quiet, &["calm"], false).await;
     quiet.publish(event("calm")).await.unwrap();
@@ -66,11 +67,44 @@ async fn a_flooding_connection_moves_to_the_busy_lane_and_a_quiet_one_stays() {
 }
 
 #[tokio::test]
-async fn with_the_quiet_lane_off_every_connection_is_on_the_busy_lane() {
-    let daemon = Daemon::start_with(&["--http", "127.0.0.1:0", "--quiet-lane", "off"]);
+async fn by_default_every_connection_is_on_the_busy_lane() {
+    let daemon = Daemon::start_with(&["--http", "127.0.0.1:0"]);
     let mut client = daemon.client().await;
     let mut calm = Events::open(&mut client, &["calm"], false).await;
     client.publish(event("calm")).await.unwrap();
     assert_eq!(calm.next().await.topic, "calm");
     assert_eq!(connections(&daemon).await, (0, 1));
+}
+
+/// As a user without CAP_SYS_NICE (root drops to `nobody` for it), realtime and raised
+/// are refused at start, saying what they need, rather than quietly run at the
+/// daemon's priority.
+#[test]
+fn a_refused_realtime_or_raised_lane_is_an_error_at_start() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let unprivileged = crate::harness::unprivileged_user();
+    if let Some((uid, _)) = unprivileged {
+        std::os::unix::fs::chown(data_dir.path(), Some(uid), None).unwrap();
+    }
+    for (mode, refused) in [
+        ("realtime", "SCHED_FIFO was refused"),
+        ("raised", "nice -15 was refused"),
+    ] {
+        let mut command = crate::harness::command_as(crate::harness::STREAMD, unprivileged);
+        let output = command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--quiet-lane",
+                mode,
+                "--data-dir",
+            ])
+            .arg(data_dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{mode}: started\n{stderr}");
+        assert!(stderr.contains(refused), "{mode}: {stderr}");
+        assert!(stderr.contains("CAP_SYS_NICE"), "{mode}: {stderr}");
+    }
 }

@@ -253,6 +253,30 @@ pub fn streamctl_at(addr: &str) -> Command {
     command
 }
 
+/// The user and group a test drops to for what an unprivileged user meets: `nobody`
+/// when the tests run as root, None when they already run unprivileged.
+pub fn unprivileged_user() -> Option<(u32, u32)> {
+    nix::unistd::geteuid().is_root().then(|| {
+        let nobody = nix::unistd::User::from_name("nobody")
+            .ok()
+            .flatten()
+            .expect("a root that runs the tests has a user nobody");
+        (nobody.uid.as_raw(), nobody.gid.as_raw())
+    })
+}
+
+/// `program`, to be run as `user` (see [`unprivileged_user`]) when one is given.
+pub fn command_as(program: &str, user: Option<(u32, u32)>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(program);
+    if let Some((uid, gid)) = user {
+        // Dropping from root to another uid drops root's capabilities with it.
+        command.uid(uid).gid(gid);
+    }
+    command.stdin(Stdio::null()).env("RUST_LOG", "info");
+    command
+}
+
 /// stdout and stderr of a finished command, for assertions and failure messages.
 pub fn text(output: &Output) -> (String, String) {
     (
