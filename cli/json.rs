@@ -51,7 +51,9 @@ pub fn parse_object(text: &str) -> Result<Struct, Error> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|err| Error::Other(format!("the data is not valid JSON: {err}")))?;
     match value {
-        serde_json::Value::Object(map) => Ok(to_struct(map)),
+        serde_json::Value::Object(map) => {
+            to_struct(map).map_err(|e| Error::Other(format!("the data's {e}")))
+        }
         other => Err(Error::Other(format!(
             "the data must be a JSON object like '{{\"key\": 1}}', not {}",
             json_kind(&other)

@@ -377,8 +377,8 @@ impl ControlPlane {
         let data = request
             .data
             .ok_or_else(|| Error::invalid("data", "missing"))?;
-        let data = EncodedStruct::check(data)
-            .map_err(|e| Error::invalid("data", format!("not a Struct: {e}")))?;
+        let data =
+            EncodedStruct::check(data).map_err(|e| Error::invalid(e.field("data"), e.reason()))?;
         Ok(self.supervisor.bus().publish_data(topic, &data)?)
     }
 }

@@ -199,18 +199,91 @@ impl Draft {
 pub struct EncodedStruct(Bytes);
 
 impl EncodedStruct {
-    /// Accepts the bytes if prost would decode them as a Struct: the wire format,
-    /// the field types and UTF-8 strings are checked, nothing is allocated.
+    /// Accepts the bytes if every standard client decodes them, and prints them as
+    /// JSON, with its default limits: prost would decode them as a Struct (wire
+    /// format, field types, UTF-8 strings), they nest at most [`MAX_DATA_DEPTH`]
+    /// levels, every number is finite, every value has a kind, and nothing else is in
+    /// them. Decodes nothing and allocates nothing unless it refuses.
     pub fn check(bytes: Bytes) -> Result<Self, Malformed> {
-        check_struct(&bytes, 0).map_err(Malformed)?;
+        check_struct(&bytes, 1).map_err(|fault| *fault)?;
         Ok(Self(bytes))
     }
 }
 
-/// Why bytes are not a well-formed Struct.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Malformed(&'static str);
+/// How deep data may nest: the data object is level 1, and each object or list inside
+/// it one level more. An object level is three messages deep once decoded (Struct, its
+/// map entry, Value) and a list level two, so an Event whose data nests this deep is at
+/// most 61 messages deep: well inside the 100 that prost, Python's protobuf and
+/// protobuf-es decode by default.
+pub const MAX_DATA_DEPTH: u32 = 20;
+
+/// Why bytes are not data the daemon passes on, and where in the data.
+#[derive(Debug)]
+pub struct Malformed {
+    /// From the fault outwards: each level adds its step as the check unwinds.
+    steps: Vec<Step>,
+    reason: std::borrow::Cow<'static, str>,
+}
+
+#[derive(Debug)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl Malformed {
+    /// Where the fault is, under `root` (the field the data came in): `data.a.b[2]`.
+    pub fn field(&self, root: &str) -> String {
+        let mut field = root.to_owned();
+        for step in self.steps.iter().rev() {
+            match step {
+                Step::Key(key) if is_plain_key(key) => field.push_str(&format!(".{key}")),
+                Step::Key(key) => field.push_str(&format!("[{}]", crate::topic::quoted(key))),
+                Step::Index(i) => field.push_str(&format!("[{i}]")),
+            }
+        }
+        field
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    fn at(mut self: Box<Self>, step: Step) -> Box<Self> {
+        self.steps.push(step);
+        self
+    }
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field("data"), self.reason)
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+fn is_plain_key(key: &str) -> bool {
+    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cold]
+#[inline(never)]
+fn fault(reason: impl Into<std::borrow::Cow<'static, str>>) -> Box<Malformed> {
+    Box::new(Malformed {
+        steps: Vec::new(),
+        reason: reason.into(),
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn unknown_field(tag: u32, message: &str) -> Box<Malformed> {
+    fault(format!(
+        "field {tag} is not part of google.protobuf.{message}; data carries only what \
+         JSON can"
+    ))
+}
 
 /// A `streamhandler.v1.PublishRequest` with its data left encoded. The daemon's server
 /// receives these in place of `pb::PublishRequest`: same fields, same wire format.
@@ -270,13 +343,9 @@ impl Message for RawPublish {
     }
 }
 
-/// How deep Structs may nest, as prost allows.
-const MAX_DEPTH: u32 = 100;
-
-/// What the check finds wrong, as prost would say it. A plain string until it leaves
-/// the check: the walk runs on every event a client publishes, and a small error type
-/// keeps its results in registers.
-type Checked<T> = Result<T, &'static str>;
+/// What the check finds wrong. Boxed, so that a result is one word: the walk runs on
+/// every event a client publishes.
+type Checked<T> = Result<T, Box<Malformed>>;
 
 /// A field's key off `buf`. Every key of a Struct fits one byte, read here; anything
 /// else, errors included, is prost's to read.
@@ -301,7 +370,7 @@ fn key(buf: &mut &[u8]) -> Checked<(u32, WireType)> {
 #[cold]
 #[inline(never)]
 fn long_key(buf: &mut &[u8]) -> Checked<(u32, WireType)> {
-    encoding::decode_key(buf).map_err(|_| "invalid key")
+    encoding::decode_key(buf).map_err(|_| fault("not a Struct: invalid key"))
 }
 
 /// A varint off `buf`: one byte, read here, for short lengths; prost reads the rest.
@@ -317,21 +386,14 @@ fn varint(buf: &mut &[u8]) -> Checked<u64> {
 #[cold]
 #[inline(never)]
 fn long_varint(buf: &mut &[u8]) -> Checked<u64> {
-    encoding::decode_varint(buf).map_err(|_| "invalid varint")
-}
-
-/// Skips a field the check does not look into, as prost would.
-#[cold]
-#[inline(never)]
-fn skip(wire_type: WireType, tag: u32, buf: &mut &[u8]) -> Checked<()> {
-    encoding::skip_field(wire_type, tag, buf, DecodeContext::default()).map_err(|_| "invalid field")
+    encoding::decode_varint(buf).map_err(|_| fault("not a Struct: invalid varint"))
 }
 
 /// The bytes of a length-delimited field, taken off `buf`.
 #[inline(always)]
 fn delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Checked<&'a [u8]> {
     if wire_type != WireType::LengthDelimited {
-        return Err("invalid wire type");
+        return Err(fault("not a Struct: invalid wire type"));
     }
     let len = varint(buf)?;
     match usize::try_from(len) {
@@ -340,7 +402,7 @@ fn delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Checked<&'a [u8]> {
             *buf = rest;
             Ok(field)
         }
-        _ => Err("buffer underflow"),
+        _ => Err(fault("not a Struct: buffer underflow")),
     }
 }
 
@@ -350,68 +412,129 @@ fn utf8(bytes: &[u8]) -> Checked<()> {
     if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() {
         Ok(())
     } else {
-        Err("invalid string value: data is not UTF-8 encoded")
+        Err(fault("a string is not UTF-8"))
     }
 }
 
 /// `Struct { map<string, Value> fields = 1; }`, each entry `{ string key = 1; Value
-/// value = 2; }`.
-fn check_struct(mut buf: &[u8], depth: u32) -> Checked<()> {
-    if depth > MAX_DEPTH {
-        return Err("recursion limit reached");
-    }
+/// value = 2; }`, at nesting `level`.
+fn check_struct(mut buf: &[u8], level: u32) -> Checked<()> {
     while !buf.is_empty() {
         let (tag, wire_type) = key(&mut buf)?;
         if tag != 1 {
-            skip(wire_type, tag, &mut buf)?;
-            continue;
+            return Err(unknown_field(tag, "Struct"));
         }
-        let mut entry = delimited(wire_type, &mut buf)?;
-        while !entry.is_empty() {
-            let (tag, wire_type) = key(&mut entry)?;
+        let entry = delimited(wire_type, &mut buf)?;
+        let mut rest = entry;
+        let mut has_value = false;
+        while !rest.is_empty() {
+            let (tag, wire_type) = key(&mut rest)?;
             match tag {
-                1 => utf8(delimited(wire_type, &mut entry)?)?,
-                2 => check_value(delimited(wire_type, &mut entry)?, depth + 1)?,
-                _ => skip(wire_type, tag, &mut entry)?,
+                1 => utf8(delimited(wire_type, &mut rest)?)?,
+                2 => {
+                    has_value = true;
+                    check_value(delimited(wire_type, &mut rest)?, level)
+                        .map_err(|fault| fault.at(Step::Key(entry_key(entry))))?;
+                }
+                _ => return Err(unknown_field(tag, "Struct's entry")),
             }
+        }
+        if !has_value {
+            return Err(fault("no value").at(Step::Key(entry_key(entry))));
         }
     }
     Ok(())
 }
 
+/// An entry's key, for saying where a fault is: the key may come after the value.
+#[cold]
+#[inline(never)]
+fn entry_key(mut entry: &[u8]) -> String {
+    let mut name = String::new();
+    while let Ok((tag, wire_type)) = encoding::decode_key(&mut entry) {
+        let mut field = String::new();
+        let read = match (tag, wire_type) {
+            (1, WireType::LengthDelimited) => {
+                encoding::string::merge(wire_type, &mut field, &mut entry, DecodeContext::default())
+            }
+            _ => encoding::skip_field(wire_type, tag, &mut entry, DecodeContext::default()),
+        };
+        match read {
+            Ok(()) if tag == 1 => name = field,
+            Ok(()) => {}
+            Err(_) => break,
+        }
+    }
+    name
+}
+
 /// `Value { oneof kind { NullValue null_value = 1; double number_value = 2;
 /// string string_value = 3; bool bool_value = 4; Struct struct_value = 5;
-/// ListValue list_value = 6; } }`, a list being `{ repeated Value values = 1; }`.
-fn check_value(mut buf: &[u8], depth: u32) -> Checked<()> {
-    if depth > MAX_DEPTH {
-        return Err("recursion limit reached");
+/// ListValue list_value = 6; } }`, inside data at nesting `level`.
+fn check_value(mut buf: &[u8], level: u32) -> Checked<()> {
+    if buf.is_empty() {
+        return Err(fault(
+            "a value has no kind: set one of null, number, string, bool, struct or list",
+        ));
     }
     while !buf.is_empty() {
         let (tag, wire_type) = key(&mut buf)?;
         match (tag, wire_type) {
-            (1 | 4, WireType::Varint) => {
-                varint(&mut buf)?;
-            }
-            (2, WireType::SixtyFourBit) => {
-                buf = buf.get(8..).ok_or("buffer underflow")?;
-            }
-            (3, _) => utf8(delimited(wire_type, &mut buf)?)?,
-            (5, _) => check_struct(delimited(wire_type, &mut buf)?, depth + 1)?,
-            (6, _) => {
-                let mut list = delimited(wire_type, &mut buf)?;
-                while !list.is_empty() {
-                    let (tag, wire_type) = key(&mut list)?;
-                    match tag {
-                        1 => check_value(delimited(wire_type, &mut list)?, depth + 1)?,
-                        _ => skip(wire_type, tag, &mut list)?,
-                    }
+            (1, WireType::Varint) => {
+                if varint(&mut buf)? != 0 {
+                    return Err(fault("null_value must be NULL_VALUE (0)"));
                 }
             }
-            (1 | 2 | 4, _) => return Err("invalid wire type"),
-            _ => skip(wire_type, tag, &mut buf)?,
+            (2, WireType::SixtyFourBit) => {
+                let (bits, rest) = buf
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| fault("not a Struct: buffer underflow"))?;
+                if !f64::from_le_bytes(*bits).is_finite() {
+                    return Err(fault(
+                        "a number must be finite, not NaN or an infinity, which JSON cannot \
+                         carry; send null or a string",
+                    ));
+                }
+                buf = rest;
+            }
+            (3, _) => utf8(delimited(wire_type, &mut buf)?)?,
+            (4, WireType::Varint) => {
+                varint(&mut buf)?;
+            }
+            (5, _) => check_struct(delimited(wire_type, &mut buf)?, nested(level)?)?,
+            (6, _) => check_list(delimited(wire_type, &mut buf)?, nested(level)?)?,
+            (1 | 2 | 4, _) => return Err(fault("not a Struct: invalid wire type")),
+            _ => return Err(unknown_field(tag, "Value")),
         }
     }
     Ok(())
+}
+
+/// `ListValue { repeated Value values = 1; }`, at nesting `level`.
+fn check_list(mut buf: &[u8], level: u32) -> Checked<()> {
+    let mut index = 0;
+    while !buf.is_empty() {
+        let (tag, wire_type) = key(&mut buf)?;
+        if tag != 1 {
+            return Err(unknown_field(tag, "ListValue"));
+        }
+        check_value(delimited(wire_type, &mut buf)?, level)
+            .map_err(|fault| fault.at(Step::Index(index)))?;
+        index += 1;
+    }
+    Ok(())
+}
+
+/// The level of an object or list inside one at `level`, if data may nest so deep.
+#[inline(always)]
+fn nested(level: u32) -> Checked<u32> {
+    if level < MAX_DATA_DEPTH {
+        Ok(level + 1)
+    } else {
+        Err(fault(format!(
+            "objects and lists nest deeper than {MAX_DATA_DEPTH} levels, the most data may"
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -442,6 +565,58 @@ mod tests {
 
     fn structs() -> impl Strategy<Value = Struct> {
         prop::collection::btree_map(".{0,8}", value(), 0..5).prop_map(|fields| Struct { fields })
+    }
+
+    /// Data nesting 1 to 30 levels down one path of objects and lists, with a leaf
+    /// (any number among them) at the bottom; with its depth, and whether the leaf is
+    /// finite.
+    fn deep_data() -> impl Strategy<Value = (Struct, u32, bool)> {
+        let leaf = prop_oneof![
+            any::<f64>().prop_map(Kind::NumberValue),
+            Just(Kind::StringValue("leaf".into())),
+            Just(Kind::NullValue(0)),
+        ];
+        (prop::collection::vec(any::<bool>(), 0..30), leaf).prop_map(|(lists, leaf)| {
+            let finite = !matches!(leaf, Kind::NumberValue(n) if !n.is_finite());
+            let depth = lists.len() as u32 + 1;
+            let bottom = Value { kind: Some(leaf) };
+            let value = lists.iter().rev().fold(bottom, |inner, &list| {
+                let kind = if list {
+                    Kind::ListValue(ListValue {
+                        values: vec![inner],
+                    })
+                } else {
+                    Kind::StructValue(Struct {
+                        fields: [("k".to_owned(), inner)].into(),
+                    })
+                };
+                Value { kind: Some(kind) }
+            });
+            let data = Struct {
+                fields: [("top".to_owned(), value)].into(),
+            };
+            (data, depth, finite)
+        })
+    }
+
+    fn is_finite(data: &Struct) -> bool {
+        fn value(v: &Value) -> bool {
+            match &v.kind {
+                Some(Kind::NumberValue(n)) => n.is_finite(),
+                Some(Kind::StructValue(s)) => is_finite(s),
+                Some(Kind::ListValue(l)) => l.values.iter().all(value),
+                _ => true,
+            }
+        }
+        data.fields.values().all(value)
+    }
+
+    /// The Event a client's data makes, decoded as a subscriber decodes it: prost with
+    /// its default limits.
+    fn event_with(data: &EncodedStruct) -> Result<pb::Event, DecodeError> {
+        let time = prost_types::Timestamp::default();
+        let event = Draft::with_data("t", &time, data).finish(u64::MAX);
+        pb::Event::decode(event.bytes().clone())
     }
 
     proptest! {
@@ -498,8 +673,29 @@ mod tests {
 
         #[test]
         fn whatever_the_check_accepts_prost_decodes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
-            if EncodedStruct::check(bytes.clone().into()).is_ok() {
+            if let Ok(data) = EncodedStruct::check(bytes.clone().into()) {
                 prop_assert!(Struct::decode(bytes.as_slice()).is_ok());
+                prop_assert!(event_with(&data).is_ok());
+            }
+        }
+
+        /// Any data a client may send, nested to 30 levels with any number at the
+        /// bottom: accepted exactly when it nests at most 20 levels and its numbers are
+        /// finite, and then the Event it makes decodes with prost's default limits.
+        #[test]
+        fn any_accepted_publish_makes_an_event_every_client_decodes(
+            (data, depth, finite) in deep_data(),
+            siblings in structs(),
+        ) {
+            let mut data = data;
+            data.fields.extend(siblings.fields.into_iter().map(|(k, v)| (format!("s{k}"), v)));
+            let finite = finite && is_finite(&data);
+            let request = pb::PublishRequest { topic: "t".into(), data: Some(data) }.encode_to_vec();
+            let raw = RawPublish::decode(request.as_slice()).unwrap();
+            let checked = EncodedStruct::check(raw.data.unwrap());
+            prop_assert_eq!(checked.is_ok(), depth <= MAX_DATA_DEPTH && finite, "{:?}", checked);
+            if let Ok(data) = checked {
+                prop_assert!(event_with(&data).is_ok());
             }
         }
 
@@ -552,6 +748,111 @@ mod tests {
         for garbage in [&b""[..], b"\x12\x01a", b"\x0a\x05ab"] {
             assert!(Draft::from_unnumbered(garbage).is_none(), "{garbage:?}");
         }
+    }
+
+    /// `levels` objects nested, the data object the first, a number at the bottom.
+    fn nested(levels: u32, number: f64) -> Struct {
+        let bottom = Value {
+            kind: Some(Kind::NumberValue(number)),
+        };
+        let mut data = Struct {
+            fields: [("a".to_owned(), bottom)].into(),
+        };
+        for _ in 1..levels {
+            data = Struct {
+                fields: [(
+                    "a".to_owned(),
+                    Value {
+                        kind: Some(Kind::StructValue(data)),
+                    },
+                )]
+                .into(),
+            };
+        }
+        data
+    }
+
+    fn check(data: &Struct) -> Result<EncodedStruct, Malformed> {
+        EncodedStruct::check(data.encode_to_vec().into())
+    }
+
+    #[test]
+    fn data_nests_at_most_twenty_levels_and_says_where_it_goes_deeper() {
+        let at_limit = check(&nested(MAX_DATA_DEPTH, 1.0)).unwrap();
+        let decoded = event_with(&at_limit).unwrap();
+        assert_eq!(
+            decoded.payload,
+            Some(pb::event::Payload::Data(nested(MAX_DATA_DEPTH, 1.0)))
+        );
+        let past = check(&nested(MAX_DATA_DEPTH + 1, 1.0)).unwrap_err();
+        assert_eq!(past.field("data"), format!("data{}", ".a".repeat(20)));
+        assert!(past.reason().contains("deeper than 20 levels"), "{past}");
+        // What the limit guards against: prost itself refuses an Event this deep.
+        let far = nested(40, 1.0);
+        let event = pb::Event {
+            payload: Some(pb::event::Payload::Data(far.clone())),
+            ..Default::default()
+        };
+        assert!(pb::Event::decode(event.encode_to_vec().as_slice()).is_err());
+        assert!(check(&far).is_err());
+    }
+
+    #[test]
+    fn numbers_must_be_finite() {
+        for odd in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let refused = check(&nested(3, odd)).unwrap_err();
+            assert_eq!(refused.field("data"), "data.a.a.a");
+            assert!(refused.reason().contains("finite"), "{refused}");
+        }
+        assert!(check(&nested(3, f64::MAX)).is_ok());
+        let list = Struct {
+            fields: [(
+                "odd key".to_owned(),
+                Value {
+                    kind: Some(Kind::ListValue(ListValue {
+                        values: vec![
+                            Value {
+                                kind: Some(Kind::NumberValue(1.0)),
+                            },
+                            Value {
+                                kind: Some(Kind::NumberValue(f64::NAN)),
+                            },
+                        ],
+                    })),
+                },
+            )]
+            .into(),
+        };
+        let refused = check(&list).unwrap_err();
+        assert_eq!(
+            refused.to_string().split(':').next(),
+            Some("data[\"odd key\"][1]")
+        );
+    }
+
+    #[test]
+    fn what_json_cannot_carry_is_refused() {
+        let refused = |bytes: &[u8]| {
+            EncodedStruct::check(Bytes::copy_from_slice(bytes))
+                .unwrap_err()
+                .to_string()
+        };
+        // fields { key: "k", value: {} }: a value of no kind.
+        let empty_value = [0x0a, 0x05, 0x0a, 0x01, b'k', 0x12, 0x00];
+        assert!(refused(&empty_value).contains("no kind"));
+        // fields { key: "k" }: no value at all.
+        assert!(refused(&[0x0a, 0x03, 0x0a, 0x01, b'k']).starts_with("data.k: no value"));
+        // fields { key: "k", value: { null_value: 1 } }
+        let null_one = [0x0a, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, 0x08, 0x01];
+        assert!(refused(&null_one).contains("null_value"));
+        // Field 2 of a Struct, and field 9 of a Value: not part of the types.
+        assert!(refused(&[0x10, 0x01]).contains("field 2 is not part of"));
+        let unknown = [0x0a, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, 0x48, 0x01];
+        assert!(refused(&unknown).contains("field 9 is not part of"));
+        // A group nested deep in an unknown field would trip a decoder's limit.
+        let mut groups = vec![0x0a, 0x00];
+        groups.extend(std::iter::repeat_n(0x1b, 200));
+        assert!(EncodedStruct::check(groups.into()).is_err());
     }
 
     #[test]

@@ -350,8 +350,11 @@ fn innermost(error: &reqwest::Error) -> String {
 
 /// The generic poller's payload: the named fields, or the whole reply.
 fn pick(json: &Value, fields: &BTreeMap<String, String>) -> Result<Payload, String> {
+    let too_deep = |e: crate::json::TooDeep| format!("the reply's {e}");
     if fields.is_empty() {
-        return Ok(Payload::Data(crate::json::to_struct_wrapped(json.clone())));
+        return crate::json::to_struct_wrapped(json.clone())
+            .map(Payload::Data)
+            .map_err(too_deep);
     }
     let mut picked = serde_json::Map::new();
     for (name, pointer) in fields {
@@ -360,7 +363,9 @@ fn pick(json: &Value, fields: &BTreeMap<String, String>) -> Result<Payload, Stri
             .ok_or_else(|| format!("field {name}: nothing at {pointer:?} in the reply"))?;
         picked.insert(name.clone(), value.clone());
     }
-    Ok(Payload::Data(crate::json::to_struct(picked)))
+    crate::json::to_struct(picked)
+        .map(Payload::Data)
+        .map_err(too_deep)
 }
 
 /// Reads JSON fields by pointer, with errors that say which field and why.

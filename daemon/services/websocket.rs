@@ -121,7 +121,13 @@ impl Protocol for Json {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
             return false;
         };
-        publish(ctx, Payload::Data(crate::json::to_struct_wrapped(value)));
+        match crate::json::to_struct_wrapped(value) {
+            Ok(data) => publish(ctx, Payload::Data(data)),
+            Err(too_deep) => {
+                ctx.report(format!("a frame was skipped: its {too_deep}"));
+                return false;
+            }
+        }
         true
     }
 }

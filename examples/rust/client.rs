@@ -46,7 +46,7 @@ async fn run(addr: String) -> Result<(), Box<dyn std::error::Error>> {
     let reply = client
         .publish(PublishRequest {
             topic: "demo/hello".into(),
-            data: Some(to_struct(sent)),
+            data: Some(to_struct(sent)?),
         })
         .await?;
     println!("published demo/hello #{}", reply.into_inner().seq);
