@@ -197,8 +197,8 @@ fn add_token<T>(token: &Option<MetadataValue<Ascii>>, request: &mut Request<T>) 
 }
 
 impl Addr {
-    /// `message` as a request to this daemon, with the bearer token if any: for the
-    /// bench's clients, which build their requests themselves.
+    /// `message` as a request to this daemon, with the bearer token if any: for
+    /// clients that build their calls themselves (the bench's, subscribe's).
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         add_token(&self.access.token, &mut request);

@@ -1,11 +1,21 @@
 //! `streamctl subscribe`: prints events as they arrive and rides out daemon restarts
 //! by reconnecting with backoff and subscribing again. Each stream counts as open once
-//! the daemon's Subscribed event says it is live.
+//! the daemon's Subscribed event says it is live. Events are decoded here, one by one,
+//! so that one this streamctl cannot decode or print is reported and passed over
+//! rather than ending the stream.
 
 use std::time::Duration;
 
-use streamhandler::pb::{Event, SubscribeRequest, event::Payload};
-use tonic::{Code, Streaming};
+use bytes::{Buf, Bytes};
+use prost::Message;
+use streamhandler::{
+    pb::{Event, SubscribeRequest, event::Payload},
+    wire::EncodedEvent,
+};
+use tonic::{
+    Code, Status, Streaming,
+    codec::{Codec, DecodeBuf, Decoder},
+};
 
 use crate::{
     args::{Output, SubscribeArgs},
@@ -53,7 +63,10 @@ async fn follow(
     loop {
         let reason = loop {
             match stream.message().await {
-                Ok(Some(event)) => printer.print(&event)?,
+                Ok(Some(bytes)) => match decode(bytes) {
+                    Ok(event) => printer.print(&event)?,
+                    Err(odd) => term::warn(&odd),
+                },
                 Ok(None) => break "the stream ended".to_string(),
                 // Asked for: the stream ends rather than skip events.
                 Err(status) if status.code() == Code::ResourceExhausted => {
@@ -74,18 +87,24 @@ async fn follow(
 
 /// Connects and subscribes once; returns the stream once it is live, with the
 /// Subscribed event that said so.
-async fn open(addr: &Addr, request: &SubscribeRequest) -> Result<(Event, Streaming<Event>), Error> {
-    let mut client = client::connect(addr).await?;
-    let mut stream = client
-        .subscribe(request.clone())
+async fn open(addr: &Addr, request: &SubscribeRequest) -> Result<(Event, Streaming<Bytes>), Error> {
+    let mut grpc = tonic::client::Grpc::new(client::channel(addr).await?);
+    grpc.ready()
+        .await
+        .map_err(|e| client::not_running(addr, &e))?;
+    let path = http::uri::PathAndQuery::from_static("/streamhandler.v1.StreamHandler/Subscribe");
+    let mut stream = grpc
+        .server_streaming(addr.request(request.clone()), path, RawEvents)
         .await
         .map_err(|status| Error::from_status(status, addr))?
         .into_inner();
-    match stream.message().await {
-        Ok(Some(event)) if matches!(event.payload, Some(Payload::Subscribed(_))) => {
+    let first = stream.message().await.map(|event| event.map(decode));
+    match first {
+        Ok(Some(Ok(event))) if matches!(event.payload, Some(Payload::Subscribed(_))) => {
             Ok((event, stream))
         }
-        Ok(Some(event)) => Err(Error::Other(format!(
+        Ok(Some(Err(odd))) => Err(Error::Other(odd)),
+        Ok(Some(Ok(event))) => Err(Error::Other(format!(
             "streamd at {addr} began the stream with an event of topic {:?} rather than \
              Subscribed; it may be older than this streamctl",
             event.topic
@@ -103,7 +122,7 @@ async fn open(addr: &Addr, request: &SubscribeRequest) -> Result<(Event, Streami
 async fn reopen(
     addr: &Addr,
     request: &SubscribeRequest,
-) -> Result<(Event, Streaming<Event>), Error> {
+) -> Result<(Event, Streaming<Bytes>), Error> {
     let mut backoff = Backoff::new();
     loop {
         tokio::time::sleep(backoff.next_delay(rand::random())).await;
@@ -114,6 +133,47 @@ async fn reopen(
             Err(Error::Server(status)) if status.code() == Code::Unavailable => {}
             Err(err) => return Err(err),
         }
+    }
+}
+
+/// An event as the daemon sent it; what cannot be decoded says which event it was,
+/// as far as its first fields tell.
+fn decode(bytes: Bytes) -> Result<Event, String> {
+    Event::decode(bytes.clone()).map_err(|e| {
+        let which = match EncodedEvent::from_bytes(bytes).topic_and_seq() {
+            Some((topic, seq)) => format!("event #{seq} of {topic:?}"),
+            None => "an event".to_owned(),
+        };
+        format!("passed over {which} that streamd sent and streamctl cannot decode: {e}")
+    })
+}
+
+/// Subscribe's events left encoded, for [`decode`] to read one by one.
+struct RawEvents;
+
+impl Codec for RawEvents {
+    type Encode = SubscribeRequest;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<SubscribeRequest>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Default::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }
 
@@ -160,14 +220,25 @@ impl Printer {
     }
 
     /// Prints one event and flushes it. Text leaves out Subscribed, which only says
-    /// the stream is live; JSON shows every event the stream carries.
+    /// the stream is live; JSON shows every event the stream carries. An event JSON
+    /// cannot hold (a NaN in its data, from a daemon that let one through) is reported
+    /// and passed over.
     fn print(&mut self, event: &Event) -> Result<(), Error> {
         let text = match self {
             Printer::Text(_) if matches!(event.payload, Some(Payload::Subscribed(_))) => {
                 return Ok(());
             }
             Printer::Text(printer) => printer.format(event),
-            Printer::Json(encoder) => encoder.encode(event)?,
+            Printer::Json(encoder) => match encoder.encode(event) {
+                Ok(line) => line,
+                Err(e) => {
+                    term::warn(&format!(
+                        "passed over event #{} of {:?}: {e}",
+                        event.seq, event.topic
+                    ));
+                    return Ok(());
+                }
+            },
         };
         term::emit(&text)
     }

@@ -296,3 +296,126 @@ fn show_prints_one_service_in_full() {
         "streamctl: no service named \"nope\" (`streamctl list` shows them)"
     );
 }
+
+/// A gRPC server answering Subscribe with a stream written by hand, as a daemon older
+/// or other than this one might send: the events given, each framed, then OK. For what
+/// streamctl does with events the daemon itself no longer lets through.
+async fn serve_subscribe(events: Vec<Vec<u8>>) -> std::net::SocketAddr {
+    use axum::{body::Body, http::HeaderMap, routing::post};
+    use http_body_util::StreamBody;
+    let answer = move || {
+        let events = events.clone();
+        async move {
+            let mut frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::io::Error>> = events
+                .into_iter()
+                .map(|event| {
+                    let mut framed = vec![0];
+                    framed.extend_from_slice(&(event.len() as u32).to_be_bytes());
+                    framed.extend_from_slice(&event);
+                    Ok(http_body::Frame::data(framed.into()))
+                })
+                .collect();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            frames.push(Ok(http_body::Frame::trailers(trailers)));
+            let body = Body::new(StreamBody::new(futures::stream::iter(frames)));
+            ([("content-type", "application/grpc")], body)
+        }
+    };
+    let app = axum::Router::new().route("/streamhandler.v1.StreamHandler/Subscribe", post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// An Event carrying `data`, encoded.
+fn data_event(topic: &str, seq: u64, data: prost_types::Struct) -> Vec<u8> {
+    use prost::Message;
+    pb::Event {
+        topic: topic.into(),
+        seq,
+        time: None,
+        payload: Some(pb::event::Payload::Data(data)),
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test]
+async fn subscribe_reports_an_event_it_cannot_decode_or_print_and_goes_on() {
+    use prost::Message;
+    use prost_types::{Struct, Value, value::Kind};
+    let value = |kind| Value { kind: Some(kind) };
+    // Nested past what prost decodes by default, as a daemon once let clients publish.
+    let poison = (0..60).fold(Struct::default(), |inner, _| Struct {
+        fields: [("a".to_owned(), value(Kind::StructValue(inner)))].into(),
+    });
+    let not_a_number = Struct {
+        fields: [("x".to_owned(), value(Kind::NumberValue(f64::NAN)))].into(),
+    };
+    let fine = Struct {
+        fields: [("ok".to_owned(), value(Kind::BoolValue(true)))].into(),
+    };
+    let subscribed = pb::Event {
+        payload: Some(pb::event::Payload::Subscribed(pb::Subscribed::default())),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let addr = serve_subscribe(vec![
+        subscribed,
+        data_event("adv", 1, poison),
+        data_event("adv", 2, not_a_number),
+        data_event("adv", 3, fine),
+    ])
+    .await;
+    for output in ["text", "json"] {
+        let mut child =
+            tokio::process::Command::from(crate::harness::streamctl_at(&addr.to_string()))
+                .args(["subscribe", "--output", output])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+        use tokio::io::AsyncBufReadExt;
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let patience = crate::harness::PATIENCE;
+        let printed = tokio::time::timeout(patience, async {
+            loop {
+                let line = stdout
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("streamctl went on");
+                if line.contains("ok") {
+                    return line;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{output}: the good event was never printed"));
+        let said = tokio::time::timeout(patience, async {
+            let mut said = String::new();
+            while !said.contains("reconnecting") {
+                said += &stderr.next_line().await.unwrap().unwrap_or_default();
+                said.push('\n');
+            }
+            said
+        })
+        .await
+        .expect("streamctl said nothing");
+        assert!(
+            said.contains("passed over event #1 of \"adv\"") && said.contains("cannot decode"),
+            "{output}: {said}"
+        );
+        if output == "json" {
+            assert!(printed.contains(r#""ok":true"#), "{printed}");
+            assert!(said.contains("passed over event #2 of \"adv\""), "{said}");
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{output}: streamctl exited"
+        );
+    }
+}
