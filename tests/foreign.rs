@@ -283,8 +283,9 @@ pub(crate) async fn python_stubs(python: &str) -> tempfile::TempDir {
     dir
 }
 
-/// Runs `tests/python/client.py ADDR MODE` on fresh stubs and returns its JSON summary.
-async fn python_client(python: &str, daemon: &Daemon, mode: &str) -> Value {
+/// Runs `tests/python/client.py ADDR MODE ARGS...` on fresh stubs and returns its JSON
+/// summary.
+async fn python_client(python: &str, daemon: &Daemon, mode: &[&str]) -> Value {
     let stubs = python_stubs(python).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py");
     // The script's own gRPC deadlines (20 s at most) end it first; this is a backstop.
@@ -292,7 +293,7 @@ async fn python_client(python: &str, daemon: &Daemon, mode: &str) -> Value {
         Command::new(python)
             .arg(&script)
             .arg(daemon.addr.to_string())
-            .arg(mode)
+            .args(mode)
             .env("PYTHONPATH", stubs.path())
             .env("PYTHONDONTWRITEBYTECODE", "1"),
         Duration::from_secs(60),
@@ -301,12 +302,12 @@ async fn python_client(python: &str, daemon: &Daemon, mode: &str) -> Value {
     let (stdout, stderr) = text(&output);
     assert!(
         output.status.success(),
-        "client.py {mode} failed ({}):\n{stderr}{stdout}\nstreamd:\n{}",
+        "client.py {mode:?} failed ({}):\n{stderr}{stdout}\nstreamd:\n{}",
         output.status,
         daemon.log()
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("client.py {mode} printed no JSON summary ({e}):\n{stdout}{stderr}")
+        panic!("client.py {mode:?} printed no JSON summary ({e}):\n{stdout}{stderr}")
     })
 }
 
@@ -317,7 +318,7 @@ async fn python_client_streams_points_then_stops_streamer() {
     };
     let daemon = Daemon::start();
 
-    let summary = python_client(&python, &daemon, "streamer").await;
+    let summary = python_client(&python, &daemon, &["streamer"]).await;
     assert_eq!(summary["points_events"], 3, "{summary}");
     let seqs: Vec<u64> = summary["seqs"]
         .as_array()
@@ -360,7 +361,7 @@ async fn python_client_publishes_a_struct_and_receives_it() {
     };
     let daemon = Daemon::start();
 
-    let summary = python_client(&python, &daemon, "publish").await;
+    let summary = python_client(&python, &daemon, &["publish"]).await;
     assert_eq!(
         summary["published_seq"], summary["received_seq"],
         "{summary}"
@@ -450,4 +451,55 @@ async fn the_rust_example_runs() {
     )
     .await;
     assert_example_ran(&output, &daemon, "rust");
+}
+
+/// What each foreign client says of data at the nesting limit and past it: it
+/// received the data LIMIT levels deep, and the daemon refused one level more, and a
+/// NaN, naming where in the data.
+pub(crate) fn assert_depth_summary(client: &str, summary: &Value) {
+    let limit = streamhandler::wire::MAX_DATA_DEPTH;
+    assert_eq!(summary["received_levels"], limit, "{client}: {summary}");
+    let deeper = summary["one_deeper"].as_str().unwrap_or_default();
+    let path = format!("data{}", ".a".repeat(limit as usize));
+    assert!(
+        deeper.starts_with(&path) && deeper.contains(&format!("deeper than {limit} levels")),
+        "{client}: {summary}"
+    );
+    let nan = summary["nan"].as_str().unwrap_or_default();
+    assert!(nan.contains("finite"), "{client}: {summary}");
+}
+
+#[tokio::test]
+async fn python_decodes_data_at_the_nesting_limit_and_one_level_more_is_refused() {
+    let Some(python) = tool(PYTHON) else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let limit = streamhandler::wire::MAX_DATA_DEPTH.to_string();
+    let summary = python_client(&python, &daemon, &["depth", &limit]).await;
+    assert_depth_summary("python", &summary);
+    assert!(
+        summary["infinity"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("data.x[0]: ") && m.contains("finite")),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn node_grpc_js_decodes_data_at_the_nesting_limit_and_one_level_more_is_refused() {
+    let Some(node) = tool(NODE) else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let limit = streamhandler::wire::MAX_DATA_DEPTH.to_string();
+    let output = run(
+        Command::new(node).args(["tests/node/depth.js", &daemon.addr.to_string(), &limit]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_depth_summary("node", &summary);
 }

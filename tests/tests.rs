@@ -13,6 +13,7 @@ mod confine;
 mod control;
 mod foreign;
 mod health;
+mod hostile;
 mod http;
 mod hygiene;
 mod kraken;

@@ -341,6 +341,28 @@ async fn a_grpc_web_client_from_node_lists_starts_and_subscribes() {
     assert!(stderr.contains("bearer token"), "{stderr}");
 }
 
+#[tokio::test]
+async fn protobuf_es_decodes_data_at_the_nesting_limit_and_one_level_more_is_refused() {
+    let Some(node) = tool(WEB_NODE) else {
+        return;
+    };
+    let daemon = Daemon::start_with(&["--http", "127.0.0.1:0"]);
+    let limit = streamhandler::wire::MAX_DATA_DEPTH.to_string();
+    let output = run(
+        Command::new(node).args([
+            "web/test/depth.mjs",
+            daemon.dashboard().trim_end_matches('/'),
+            &limit,
+        ]),
+        Duration::from_secs(60),
+    )
+    .await;
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    crate::foreign::assert_depth_summary("protobuf-es", &summary);
+}
+
 /// A browser script that asks the test to act: each line it prints is either a report
 /// or a request, which the test carries out and then answers.
 struct Conversation {

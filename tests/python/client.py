@@ -4,6 +4,8 @@ Run by tests/foreign.rs with the generated stubs on PYTHONPATH:
 
     client.py ADDR streamer   start streamer, read 3 Points events, stop it
     client.py ADDR publish    publish a Struct to py/hello and receive it back
+    client.py ADDR depth N    publish data nested N levels deep and receive it back;
+                              data one level deeper, and a NaN, are refused
 
 With STREAMD_TLS_CA set it connects over TLS trusting that CA, and with STREAMD_TOKEN
 it sends the token as `authorization: Bearer <token>`.
@@ -95,6 +97,46 @@ def publish(stub):
     return {"published_seq": reply.seq, "received_seq": event.seq, "data": received}
 
 
+def nested(levels):
+    """A dict `levels` objects deep, itself the first, with a number at the bottom."""
+    data = {"leaf": 1}
+    for _ in range(levels - 1):
+        data = {"a": data}
+    return data
+
+
+def refusal(stub, data):
+    """The INVALID_ARGUMENT message a Publish of `data` gets; anything else raises."""
+    request = pb.PublishRequest(topic="py/deep", data=struct_pb2.Struct())
+    request.data.update(data)
+    try:
+        stub.Publish(request, timeout=CALL_DEADLINE)
+    except grpc.RpcError as refused:
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT, refused
+        return refused.details()
+    raise AssertionError(f"published: {data}")
+
+
+def depth(stub, limit):
+    events = subscribe(stub, ["py/deep"])
+    sent = nested(limit)
+    request = pb.PublishRequest(topic="py/deep", data=struct_pb2.Struct())
+    request.data.update(sent)
+    reply = stub.Publish(request, timeout=CALL_DEADLINE)
+    # Decoded by Python's protobuf with its default limits, then read as JSON.
+    event = next(events)
+    events.cancel()
+    assert event.seq == reply.seq, f"published as seq {reply.seq}, received {event.seq}"
+    received = json_format.MessageToDict(event.data)
+    assert received == sent, f"sent {sent}, received {received}"
+    return {
+        "received_levels": limit,
+        "one_deeper": refusal(stub, nested(limit + 1)),
+        "nan": refusal(stub, {"x": float("nan")}),
+        "infinity": refusal(stub, {"x": [float("inf")]}),
+    }
+
+
 def channel_to(addr):
     ca, token = os.environ.get("STREAMD_TLS_CA"), os.environ.get("STREAMD_TOKEN")
     if not ca:
@@ -110,10 +152,10 @@ def channel_to(addr):
 
 
 def main():
-    addr, mode = sys.argv[1], sys.argv[2]
+    addr, mode, args = sys.argv[1], sys.argv[2], [int(a) for a in sys.argv[3:]]
     with channel_to(addr) as channel:
         stub = pb_grpc.StreamHandlerStub(channel)
-        summary = {"streamer": streamer, "publish": publish}[mode](stub)
+        summary = {"streamer": streamer, "publish": publish, "depth": depth}[mode](stub, *args)
     print(json.dumps(summary))
 
 

@@ -495,7 +495,10 @@ export declare type PublishRequest = Message<"streamhandler.v1.PublishRequest"> 
   topic: string;
 
   /**
-   * Free-form data.
+   * Free-form data: objects and lists nested at most 20 levels (this object is
+   * level 1), finite numbers, every Value with a kind set, nothing but Struct's own
+   * fields. Anything else is refused with INVALID_ARGUMENT naming where, so that every
+   * subscriber decodes every event with its default limits.
    *
    * @generated from field: google.protobuf.Struct data = 2;
    */
