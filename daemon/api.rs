@@ -2,7 +2,7 @@
 //! checked and answered from the supervisor, the bus and, on a node of a cluster, the
 //! placement of services; the same service as the --http listener serves it to browsers.
 
-use std::{future::Future, pin::Pin, time::Instant};
+use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming, server::NamedService, service::Interceptor};
@@ -62,6 +62,8 @@ pub(crate) fn internal_error(
 pub struct ControlPlane {
     supervisor: Supervisor,
     placement: Option<Placement>,
+    /// Held by the one Subscribe that compiles patterns and reads topics' names.
+    scanning: Arc<tokio::sync::Semaphore>,
 }
 
 impl ControlPlane {
@@ -69,6 +71,7 @@ impl ControlPlane {
         Self {
             supervisor,
             placement,
+            scanning: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -235,10 +238,6 @@ impl StreamHandler for ControlPlane {
     ) -> Result<Response<EventStream>, Status> {
         self.observe("Subscribe", async move {
             let request = request.into_inner();
-            let filter = TopicFilter::new(&request.topics).map_err(|bad| match bad.index {
-                Some(i) => Error::invalid(format!("topics[{i}]"), bad.message),
-                None => Error::invalid("topics", bad.message),
-            })?;
             let overflow = match pb::OverflowPolicy::try_from(request.on_overflow) {
                 Ok(pb::OverflowPolicy::Unspecified | pb::OverflowPolicy::Skip) => Overflow::Skip,
                 Ok(pb::OverflowPolicy::Close) => Overflow::Close,
@@ -250,17 +249,35 @@ impl StreamHandler for ControlPlane {
                     .into());
                 }
             };
-            let events = self
-                .supervisor
-                .bus()
-                .subscribe(SubscribeOptions {
+            let scans = TopicFilter::scans_topics(&request.topics);
+            let bus = self.supervisor.bus().clone();
+            let subscribe = move || {
+                let filter = TopicFilter::new(&request.topics).map_err(|bad| match bad.index {
+                    Some(i) => Error::invalid(format!("topics[{i}]"), bad.message),
+                    None => Error::invalid("topics", bad.message),
+                })?;
+                bus.subscribe(SubscribeOptions {
                     filter,
                     last: request.last,
                     buffer: (request.buffer_bytes > 0).then_some(request.buffer_bytes),
                     overflow,
                 })
-                .map_err(Error::from)?
-                .map(|event| event.map_err(|full| Error::BufferFull(full).into()));
+                .map_err(Error::from)
+            };
+            let events = if scans {
+                // Compiling patterns and reading every topic's name take milliseconds
+                // at most, but not on the threads that carry every stream's events;
+                // and one Subscribe at a time, so that they take at most one core.
+                let _turn = self.scanning.acquire().await;
+                match tokio::task::spawn_blocking(subscribe).await {
+                    Ok(subscribed) => subscribed,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => Err(Error::ShuttingDown),
+                }
+            } else {
+                subscribe()
+            }?
+            .map(|event| event.map_err(|full| Error::BufferFull(full).into()));
             // Counted in the metrics when the stream ends, however it ends.
             let mut life = StreamLife {
                 metrics: self.supervisor.environment().metrics.clone(),

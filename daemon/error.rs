@@ -60,6 +60,7 @@ impl From<Refused> for Error {
         match refused {
             Refused::TooLarge(_) => Self::invalid("data", refused.to_string()),
             Refused::Buffer { .. } => Self::invalid("buffer_bytes", refused.to_string()),
+            Refused::TooManyTopics => Self::invalid("topics", refused.to_string()),
             Refused::Closed => Self::ShuttingDown,
             Refused::Unavailable(_) => Self::Unavailable(refused.to_string()),
             Refused::Busy(_) => Self::ResourceExhausted(refused.to_string()),

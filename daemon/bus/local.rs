@@ -349,6 +349,10 @@ impl EventBus for LocalBus {
                         joining.entry(name.clone()).or_insert(false);
                     }
                 }
+                // Checked a shard at a time: past the cap, the rest need not be read.
+                if joining.len() > super::MAX_SUBSCRIBED_TOPICS {
+                    return Err(Refused::TooManyTopics);
+                }
             }
         }
         // In name order, so that the latest events and the positions come sorted.
@@ -1372,5 +1376,32 @@ mod tests {
             assert!(state.followers.is_empty() && state.named == 0, "{name}");
         }
         assert!(lock(&local.shared.pattern_followers).is_empty());
+    }
+
+    #[test]
+    fn a_subscription_that_would_start_on_too_many_topics_is_refused_and_leaves_nothing() {
+        let max = crate::bus::MAX_SUBSCRIBED_TOPICS;
+        let (local, bus) = bus_with(Settings {
+            max_topics: max + 10,
+            ..Settings::default()
+        });
+        let data = client_data(1.0);
+        for i in 0..=max {
+            bus.numbered_data(&format!("t/{i}"), &data).unwrap();
+        }
+        let refused = bus.subscribe(SubscribeOptions {
+            filter: TopicFilter::new(&["t/*"]).unwrap(),
+            ..Default::default()
+        });
+        assert_eq!(refused.err(), Some(Refused::TooManyTopics));
+        assert_eq!(bus.subscribers(), 0);
+        assert!(lock(&local.shared.pattern_followers).is_empty());
+        // One topic fewer, and it starts.
+        assert!(local.shared.find("t/0").is_some());
+        local
+            .shared
+            .forget(&local.shared.find("t/0").unwrap(), |_| true);
+        let (positions, _events) = subscribe_at(&bus, &["t/*"], Default::default());
+        assert_eq!(positions.len(), max);
     }
 }

@@ -46,6 +46,11 @@ use crate::{
 /// The largest encoded event the bus accepts.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
+/// The most topics a subscription may join as it starts: each takes its position in
+/// the Subscribed event, which must stay within the 4 MiB a gRPC client decodes by
+/// default (a position takes at most 144 bytes).
+pub const MAX_SUBSCRIBED_TOPICS: usize = 25_000;
+
 /// What an event held for a subscriber costs beyond its encoded bytes: the slot it
 /// takes and the bookkeeping. Counted against the subscriber's buffer, so that the
 /// buffer bounds memory however small the events.
@@ -184,6 +189,11 @@ pub enum Refused {
     TooLarge(usize),
     #[error("{asked} bytes is outside what this daemon allows: {min} to {max}")]
     Buffer { asked: u64, min: usize, max: usize },
+    #[error(
+        "the names and patterns match more than {MAX_SUBSCRIBED_TOPICS} topics, the most a \
+         subscription may start on; narrow them"
+    )]
+    TooManyTopics,
     #[error("the daemon is shutting down")]
     Closed,
     /// The cluster could not take the event (NATS unreachable, say).
