@@ -42,10 +42,12 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            // Something accepted the connection, then closed it unanswered.
+            // Something accepted the connection, then closed it unanswered (before
+            // HTTP/2 was set up on it, hyper says "not ready").
             Error::NotRunning { addr, reason }
                 if reason.starts_with("connection closed")
-                    || reason.starts_with("connection reset") =>
+                    || reason.starts_with("connection reset")
+                    || reason.starts_with("connection was not ready") =>
             {
                 write!(
                     f,

@@ -1,13 +1,16 @@
 //! What one client connection may spend: connections are counted against a cap, each
-//! must start speaking within a deadline, and each has a request-rate budget of its
-//! own, checked on every RPC; and the HTTP/2 settings (windows, streams, keepalives)
-//! every connection of both listeners is served with.
+//! must start speaking and finish its handshake within a deadline of its own, no
+//! peer may hold more than a few connections in their handshake, and each connection
+//! has a request-rate budget of its own, checked on every RPC; and the HTTP/2 settings
+//! (windows, streams, keepalives) every connection of both listeners is served with.
 
 use std::{
+    collections::HashMap,
     io,
+    net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -36,6 +39,10 @@ pub struct Limits {
     /// How long a new connection may take to send its first bytes (the HTTP/2
     /// preface, or a TLS hello) and to finish a TLS handshake.
     pub handshake_timeout: Duration,
+    /// Connections from one peer (an IPv4 address, an IPv6 /64) that may be in their
+    /// handshake at once; past it, that peer's new connections are closed as they
+    /// arrive.
+    pub handshakes_per_peer: usize,
 }
 
 impl Default for Limits {
@@ -44,74 +51,198 @@ impl Default for Limits {
             max_connections: 1024,
             request_rate: NonZeroU32::new(5_000).expect("not zero"),
             handshake_timeout: Duration::from_secs(10),
+            handshakes_per_peer: 64,
         }
     }
 }
 
-/// Admits the connections `incoming` yields while fewer than the cap are open, each
-/// with its deadline and request budget; those past the cap are closed at once.
-pub fn admit<IO, E>(
+/// Where a connection's handshake ends, and with it the hold on its peer's count of
+/// connections in their handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeEnd {
+    /// Once the client's first bytes (the HTTP/2 preface, an HTTP/1.1 request line)
+    /// are in.
+    Greeting,
+    /// Once [`handshakes`] has finished its TLS handshake.
+    Tls,
+}
+
+/// Admits the connections `incoming` yields while fewer than the cap are open and
+/// their peer has fewer than its share in their handshake, each with its deadline and
+/// request budget; others are closed at once.
+pub fn admit<IO: Peer, E>(
     incoming: impl Stream<Item = Result<IO, E>>,
     limits: Limits,
+    end: HandshakeEnd,
 ) -> impl Stream<Item = Result<Admitted<IO>, E>> {
     let open = Arc::new(Semaphore::new(limits.max_connections));
-    let mut refusals = Refusals::default();
+    let handshaking = Handshaking::default();
+    let (mut at_cap, mut at_peer_cap) = (Refusals::default(), Refusals::default());
     incoming.filter_map(move |accepted| {
         let admitted = match accepted {
             Err(e) => Some(Err(e)),
             Ok(io) => match open.clone().try_acquire_owned() {
-                Ok(slot) => Some(Ok(Admitted::new(io, slot, &limits))),
                 Err(_) => {
-                    refusals.note(limits.max_connections);
+                    at_cap.note(|count| {
+                        format!(
+                            "closed {count} new connection(s): {} are open, the most \
+                             --max-connections allows",
+                            limits.max_connections
+                        )
+                    });
                     None
                 }
+                Ok(slot) => match handshaking.begin(io.peer(), limits.handshakes_per_peer) {
+                    Ok(peer_slot) => Some(Ok(Admitted::new(io, slot, peer_slot, end, &limits))),
+                    Err(peer) => {
+                        at_peer_cap.note(|count| {
+                            format!(
+                                "closed {count} new connection(s) from {peer}: {} of its \
+                                 connections are in their handshake, the most \
+                                 --max-handshakes-per-peer allows",
+                                limits.handshakes_per_peer
+                            )
+                        });
+                        None
+                    }
+                },
             },
         };
         std::future::ready(admitted)
     })
 }
 
-/// TLS handshakes with the connections `incoming` yields, side by side, each within
-/// the handshake deadline; those that fail are dropped (and logged at debug).
-pub fn handshakes<IO, E>(
-    incoming: impl Stream<Item = Result<IO, E>>,
-    acceptor: TlsAcceptor,
-    limits: Limits,
-) -> impl Stream<Item = Result<TlsStream<IO>, E>>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    incoming
-        .map(move |accepted| {
-            let acceptor = acceptor.clone();
-            async move {
-                let io = match accepted {
-                    Ok(io) => io,
-                    Err(e) => return Some(Err(e)),
-                };
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(io)).await {
-                    Ok(Ok(tls)) => Some(Ok(tls)),
-                    Ok(Err(e)) => {
-                        tracing::debug!("TLS handshake failed: {e}");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake not done within --handshake-timeout");
-                        None
-                    }
-                }
-            }
-        })
-        .buffer_unordered(MAX_HANDSHAKES)
-        .filter_map(std::future::ready)
+/// A peer a connection comes from, as its connections are counted together: an IPv4
+/// address, or an IPv6 address's /64 (what one host is given); None for a Unix socket,
+/// which only its owner may reach.
+pub trait Peer {
+    fn peer(&self) -> Option<IpAddr>;
 }
 
-/// Handshakes in progress at once; more connections wait their turn, and a stalled
-/// one holds its place no longer than the handshake deadline.
-const MAX_HANDSHAKES: usize = 128;
+impl Peer for tokio::net::TcpStream {
+    fn peer(&self) -> Option<IpAddr> {
+        let ip = self.peer_addr().ok()?.ip().to_canonical();
+        Some(match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !u128::from(u64::MAX);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        })
+    }
+}
 
-/// Logs connections refused at the cap: the first at once, then a count at most every
-/// ten seconds, so that a flood of them cannot flood the log.
+impl Peer for tokio::net::UnixStream {
+    fn peer(&self) -> Option<IpAddr> {
+        None
+    }
+}
+
+/// How many connections of each peer are in their handshake.
+#[derive(Clone, Default)]
+struct Handshaking(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl Handshaking {
+    /// Counts one more connection of `peer` in its handshake, if it has fewer than
+    /// `cap`; otherwise gives the peer back, refused.
+    fn begin(&self, peer: Option<IpAddr>, cap: usize) -> Result<Option<HandshakeSlot>, IpAddr> {
+        let Some(peer) = peer else {
+            return Ok(None);
+        };
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(peer).or_default();
+        if *count >= cap {
+            return Err(peer);
+        }
+        *count += 1;
+        Ok(Some(HandshakeSlot {
+            peer,
+            handshaking: self.clone(),
+        }))
+    }
+}
+
+/// One connection counted in its peer's handshakes until dropped.
+struct HandshakeSlot {
+    peer: IpAddr,
+    handshaking: Handshaking,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .handshaking
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// TLS handshakes with the connections `incoming` yields, each in a task of its own
+/// within its own deadline, so that none waits for another; those that fail are
+/// dropped (and logged at debug). Dropping the stream ends the handshakes under way.
+pub fn handshakes<IO, E>(
+    incoming: impl Stream<Item = Result<Admitted<IO>, E>> + Send + 'static,
+    acceptor: TlsAcceptor,
+    limits: Limits,
+) -> impl Stream<Item = Result<TlsStream<Admitted<IO>>, E>> + Send
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    E: Send + 'static,
+{
+    let mut incoming = Box::pin(incoming.fuse());
+    let mut under_way = tokio::task::JoinSet::new();
+    futures::stream::poll_fn(move |cx| {
+        while let Poll::Ready(accepted) = incoming.poll_next_unpin(cx) {
+            match accepted {
+                Some(Ok(io)) => {
+                    let accept = acceptor.accept(io);
+                    under_way.spawn(async move {
+                        match tokio::time::timeout(limits.handshake_timeout, accept).await {
+                            Ok(Ok(mut tls)) => {
+                                tls.get_mut().0.handshake_done();
+                                Some(tls)
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!("TLS handshake failed: {e}");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!(
+                                    "TLS handshake not done within --handshake-timeout"
+                                );
+                                None
+                            }
+                        }
+                    });
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => break,
+            }
+        }
+        loop {
+            match under_way.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(tls)))) => return Poll::Ready(Some(Ok(tls))),
+                // Failed, or (its panic logged) ended: the connection is closed.
+                Poll::Ready(Some(_)) => {}
+                Poll::Ready(None) if incoming.is_done() => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+}
+
+/// Logs refused connections: the first at once, then a count at most every ten
+/// seconds, so that a flood of them cannot flood the log.
 #[derive(Default)]
 struct Refusals {
     unreported: u64,
@@ -121,7 +252,7 @@ struct Refusals {
 impl Refusals {
     const EVERY: Duration = Duration::from_secs(10);
 
-    fn note(&mut self, cap: usize) {
+    fn note(&mut self, message: impl FnOnce(u64) -> String) {
         self.unreported += 1;
         if self
             .last_report
@@ -129,21 +260,21 @@ impl Refusals {
         {
             return;
         }
-        tracing::warn!(
-            "closed {} new connection(s): {cap} are open, the most --max-connections allows",
-            self.unreported
-        );
+        tracing::warn!("{}", message(self.unreported));
         self.unreported = 0;
         self.last_report = Some(Instant::now());
     }
 }
 
-/// A connection admitted under the cap: holds its place until it closes, and fails
-/// reads if the client has not sent its greeting in time.
+/// A connection admitted under the cap: holds its place until it closes, counts in
+/// its peer's connections in their handshake until its handshake ends, and fails reads
+/// if the client has not sent its greeting in time.
 pub struct Admitted<IO> {
     io: IO,
     budget: RequestBudget,
     greeting: Option<Greeting>,
+    handshake: Option<HandshakeSlot>,
+    end: HandshakeEnd,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -161,7 +292,13 @@ impl<IO> Admitted<IO> {
         &self.io
     }
 
-    fn new(io: IO, slot: OwnedSemaphorePermit, limits: &Limits) -> Self {
+    fn new(
+        io: IO,
+        slot: OwnedSemaphorePermit,
+        handshake: Option<HandshakeSlot>,
+        end: HandshakeEnd,
+        limits: &Limits,
+    ) -> Self {
         let quota = Quota::per_second(limits.request_rate);
         Self {
             io,
@@ -170,8 +307,15 @@ impl<IO> Admitted<IO> {
                 missing: GREETING_BYTES,
                 deadline: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
             }),
+            handshake,
+            end,
             _slot: slot,
         }
+    }
+
+    /// The connection's handshake is over: it no longer counts in its peer's.
+    fn handshake_done(&mut self) {
+        self.handshake = None;
     }
 }
 
@@ -193,6 +337,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Admitted<IO> {
                 greeting.missing = greeting.missing.saturating_sub(got);
                 if greeting.missing == 0 || got == 0 {
                     this.greeting = None;
+                    if this.end == HandshakeEnd::Greeting {
+                        this.handshake_done();
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -332,6 +479,22 @@ mod tests {
             max_connections: 2,
             request_rate: NonZeroU32::new(3).unwrap(),
             handshake_timeout,
+            handshakes_per_peer: 2,
+        }
+    }
+
+    impl Peer for tokio::io::DuplexStream {
+        fn peer(&self) -> Option<IpAddr> {
+            None
+        }
+    }
+
+    /// A connection from a peer, as far as admission sees it.
+    struct From(Option<IpAddr>);
+
+    impl Peer for From {
+        fn peer(&self) -> Option<IpAddr> {
+            self.0
         }
     }
 
@@ -341,6 +504,7 @@ mod tests {
         let admitted = admit(
             tokio_stream::wrappers::UnboundedReceiverStream::new(accepted),
             limits(Duration::from_secs(10)),
+            HandshakeEnd::Greeting,
         );
         tokio::pin!(admitted);
         let connect = || accept.send(Ok(tokio::io::duplex(64).0)).unwrap();
@@ -358,6 +522,45 @@ mod tests {
         assert!(admitted.next().await.unwrap().is_ok());
     }
 
+    #[tokio::test]
+    async fn a_peer_holds_at_most_its_share_of_connections_in_their_handshake() {
+        let (accept, accepted) = tokio::sync::mpsc::unbounded_channel::<Result<_, ()>>();
+        let admitted = admit(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(accepted),
+            Limits {
+                max_connections: 100,
+                ..limits(Duration::from_secs(10))
+            },
+            HandshakeEnd::Tls,
+        );
+        tokio::pin!(admitted);
+        let (one, other): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for peer in [one, one, one, other] {
+            accept.send(Ok(From(Some(peer)))).unwrap();
+        }
+        let mut first = admitted.next().await.unwrap().unwrap();
+        let _second = admitted.next().await.unwrap().unwrap();
+        let third = admitted.next().await.unwrap().unwrap();
+        assert_eq!(
+            third.get_ref().0,
+            Some(other),
+            "the third of one peer's is closed"
+        );
+        // Once one of its handshakes is done, the peer may start another.
+        first.handshake_done();
+        accept.send(Ok(From(Some(one)))).unwrap();
+        let fourth = admitted.next().await.unwrap().unwrap();
+        assert_eq!(fourth.get_ref().0, Some(one));
+        accept.send(Ok(From(Some(one)))).unwrap();
+        accept.send(Ok(From(None))).unwrap();
+        assert_eq!(
+            admitted.next().await.unwrap().unwrap().get_ref().0,
+            None,
+            "closed again at two; a Unix socket's connections are not counted"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_cut_off_at_the_deadline() {
         let slots = Arc::new(Semaphore::new(1));
@@ -365,6 +568,8 @@ mod tests {
         let mut silent = Admitted::new(
             server,
             slots.try_acquire_owned().unwrap(),
+            None,
+            HandshakeEnd::Greeting,
             &limits(Duration::from_secs(10)),
         );
         let mut buf = [0; 64];
@@ -380,6 +585,8 @@ mod tests {
         let mut greeted = Admitted::new(
             server,
             slots.try_acquire_owned().unwrap(),
+            None,
+            HandshakeEnd::Greeting,
             &limits(Duration::from_secs(10)),
         );
         client.write_all(&[0; GREETING_BYTES]).await.unwrap();
@@ -399,7 +606,8 @@ mod tests {
             .unwrap();
         let _entered = runtime.enter();
         let connection = |slots: &Arc<Semaphore>| {
-            let io = Admitted::new((), slots.clone().try_acquire_owned().unwrap(), &limits);
+            let slot = slots.clone().try_acquire_owned().unwrap();
+            let io = Admitted::new((), slot, None, HandshakeEnd::Greeting, &limits);
             io.connect_info()
         };
         let (busy, other) = (connection(&slots), connection(&slots));

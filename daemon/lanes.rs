@@ -404,6 +404,12 @@ fn lost() -> io::Error {
     io::Error::other("the connection's socket was lost as it moved between lanes")
 }
 
+impl<S: crate::connection::Peer> crate::connection::Peer for LaneIo<S> {
+    fn peer(&self) -> Option<std::net::IpAddr> {
+        self.socket.as_ref().and_then(|socket| socket.peer())
+    }
+}
+
 impl<S: Rehome + AsyncRead + Unpin> AsyncRead for LaneIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -53,6 +53,10 @@ struct Args {
     /// TLS handshake before it is closed [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = streamhandler::duration::parse_positive)]
     handshake_timeout: Option<Duration>,
+    /// Connections from one address (an IPv6 /64) that may be in their handshake at
+    /// once; more from it are closed as they arrive [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_handshakes_per_peer: Option<u32>,
     /// Serve the dashboard, and the API as gRPC-Web for it, on this IP:PORT [default:
     /// the config file's [http] listen; off without either]. The same TLS, token and
     /// limits apply as to --listen.
@@ -282,6 +286,7 @@ fn default_data_dir() -> PathBuf {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let access = access(&args).map_err(|e| anyhow::anyhow!(e))?;
+    raise_open_files(access.limits.max_connections);
     let data_dir = args.data_dir;
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display()))?;
@@ -375,6 +380,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await
 }
 
+/// Raises the soft limit on open files to the hard one, as a server that holds up to
+/// `max_connections` sockets on each listener must: many systems start processes at
+/// 1024. Warns when even the hard limit leaves too little room.
+fn raise_open_files(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // Both listeners at their cap, and room for the database, files and NATS.
+    let wanted = (2 * max_connections + 256) as u64;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+    }
+    if hard < wanted {
+        tracing::warn!(
+            "the open-file limit is {hard}: fewer than --max-connections ({max_connections}) \
+             on each listener may be open at once; raise it (ulimit -n, systemd LimitNOFILE)"
+        );
+    }
+}
+
 /// Reads the TLS files and the token once, and checks they suffice for the address.
 fn access(args: &Args) -> Result<Access, String> {
     let defaults = Limits::default();
@@ -384,6 +412,9 @@ fn access(args: &Args) -> Result<Access, String> {
             .map_or(defaults.max_connections, |n| n as usize),
         request_rate: args.max_request_rate.unwrap_or(defaults.request_rate),
         handshake_timeout: args.handshake_timeout.unwrap_or(defaults.handshake_timeout),
+        handshakes_per_peer: args
+            .max_handshakes_per_peer
+            .map_or(defaults.handshakes_per_peer, |n| n as usize),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(load_tls(&TlsFiles {

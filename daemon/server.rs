@@ -23,7 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::{
     api::{ControlPlane, StreamHandlerServer, internal_error},
     auth::{Access, RequireToken},
-    connection::{self, Admitted, KEEPALIVE, LimitRequestRate, RequestBudget},
+    connection::{self, Admitted, HandshakeEnd, KEEPALIVE, LimitRequestRate, RequestBudget},
     lanes::{ConnectionLane, LaneExecutor, LaneIo, Lanes, QuietLane},
     listen::Listener,
     pb,
@@ -126,14 +126,18 @@ pub async fn serve(
             // Events are small and latency matters more than packet count; keepalives
             // find subscribers whose host vanished without closing the connection.
             Listener::Tcp(listener) => {
+                let lanes = lanes.clone();
                 let incoming = TcpIncoming::from(listener)
                     .with_nodelay(Some(true))
                     .with_keepalive(Some(KEEPALIVE))
-                    .map_ok(|socket| LaneIo::new(socket, lanes.connection()));
-                let incoming = connection::admit(incoming, limits);
+                    .map_ok(move |socket| LaneIo::new(socket, lanes.connection()));
                 match tls {
-                    None => serve_connections(incoming, service, stop).await,
+                    None => {
+                        let incoming = connection::admit(incoming, limits, HandshakeEnd::Greeting);
+                        serve_connections(incoming, service, stop).await
+                    }
                     Some(tls) => {
+                        let incoming = connection::admit(incoming, limits, HandshakeEnd::Tls);
                         let incoming =
                             connection::handshakes(incoming, tls.acceptor(&[b"h2"]), limits);
                         serve_connections(incoming, service, stop).await
@@ -147,7 +151,7 @@ pub async fn serve(
             } => {
                 let incoming = UnixListenerStream::new(listener)
                     .map_ok(|socket| LaneIo::new(socket, lanes.connection()));
-                let incoming = connection::admit(incoming, limits);
+                let incoming = connection::admit(incoming, limits, HandshakeEnd::Greeting);
                 serve_connections(incoming, service, stop).await
             }
         }

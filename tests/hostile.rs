@@ -221,3 +221,147 @@ async fn backtracking_globs_over_thousands_of_topics_leave_a_probe_subscriber_al
         "{answered:?}"
     );
 }
+
+/// Connections from `from` (another loopback address than the real clients') to
+/// `to`, each having sent one byte of a TLS hello and gone silent. Those the daemon
+/// closes at once are kept all the same, as an attacker would.
+async fn silent_connections(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+    count: usize,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut silent = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        let Ok(mut stream) = socket.connect(to).await else {
+            continue;
+        };
+        let _ = stream.write_all(&[0x16]).await;
+        silent.push(stream);
+    }
+    silent
+}
+
+/// Raises this process's open-file limit as far as allowed: an attacker's thousand
+/// connections are a thousand descriptors on its side too.
+fn allow_many_sockets() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+}
+
+/// How long a fresh TLS connection takes to answer ListServices with the token.
+async fn timed_list(certs: &crate::transport::Certs, port: u16) -> Duration {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let ca = std::fs::read(certs.path("ca.pem")).unwrap();
+    let began = std::time::Instant::now();
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(pb::ListServicesRequest {});
+    let bearer = format!("Bearer {}", crate::transport::TOKEN);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    pb::stream_handler_client::StreamHandlerClient::new(channel)
+        .list_services(request)
+        .await
+        .unwrap();
+    began.elapsed()
+}
+
+/// 128 connections that sent one byte and went silent once held every new TLS
+/// client at the handshake deadline (`streamctl list` 0.01 s -> 9.70 s), and renewing
+/// 130 of them every 9 s kept every gRPC and HTTPS request at 8-8.5 s, with no token.
+/// Now every handshake runs on its own with its own deadline, and one address may
+/// hold only 64 connections in their handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_tls_connections_delay_no_one_elses_handshake_alone() {
+    allow_many_sockets();
+    let certs = crate::transport::Certs::new();
+    let daemon = certs.daemon(&["--http", "127.0.0.1:0", "--handshake-timeout", "5s"]);
+    let dashboard = daemon.dashboard().replace("127.0.0.1", "localhost");
+    let (grpc, http) = (daemon.addr, dashboard_addr(&dashboard));
+    // Twenty addresses, each under its share: a thousand handshakes under way at once.
+    let attackers: Vec<std::net::IpAddr> = (2..22)
+        .map(|i| format!("127.0.0.{i}").parse().unwrap())
+        .collect();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(certs.path("ca.pem")).unwrap()).unwrap(),
+        )
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let measure = || async {
+        let list = timed_list(&certs, grpc.port()).await;
+        let began = std::time::Instant::now();
+        let page = https.get(&dashboard).send().await.unwrap();
+        assert!(page.status().is_success(), "{page:?}");
+        (list, began.elapsed())
+    };
+    let (mut lists, mut pages) = (Vec::new(), Vec::new());
+
+    let mut held = Vec::new();
+    for &from in &attackers {
+        held.extend(silent_connections(from, grpc, 50).await);
+        held.extend(silent_connections(from, http, 50).await);
+    }
+    // One address past its share: the rest of its connections are closed at once.
+    held.extend(silent_connections(attackers[0], grpc, 100).await);
+    for _ in 0..15 {
+        let (list, page) = measure().await;
+        lists.push(list);
+        pages.push(page);
+    }
+    drop(held);
+
+    // The renewing kind: 130 more each second, each held until the daemon drops it.
+    let renewing = tokio::spawn(async move {
+        let mut waves = Vec::new();
+        for wave in 0..6 {
+            let from = attackers[wave % attackers.len()];
+            let mut connections = silent_connections(from, grpc, 130).await;
+            connections.extend(silent_connections(from, http, 130).await);
+            waves.push(connections);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    while !renewing.is_finished() {
+        let (list, page) = measure().await;
+        lists.push(list);
+        pages.push(page);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    renewing.await.unwrap();
+    let (list, page) = (p99(&mut lists), p99(&mut pages));
+    assert!(
+        list < Duration::from_millis(100),
+        "ListServices p99 {list:?} of {}",
+        lists.len()
+    );
+    assert!(
+        page < Duration::from_millis(100),
+        "HTTPS page p99 {page:?} of {}",
+        pages.len()
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("from 127.0.0.2: 64 of its connections are in their handshake"),
+        "{}",
+        daemon.log()
+    );
+}
+
+/// The address a dashboard URL names.
+fn dashboard_addr(url: &str) -> std::net::SocketAddr {
+    let port = url.trim_end_matches('/').rsplit(':').next().unwrap();
+    format!("127.0.0.1:{port}").parse().unwrap()
+}

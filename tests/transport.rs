@@ -794,3 +794,41 @@ fn a_port_in_use_names_its_holder_and_another_way_to_listen() {
         "{log}"
     );
 }
+
+/// Started with the common soft limit of open files far below what its connection caps
+/// need, streamd raises it to the hard limit.
+#[test]
+fn streamd_raises_its_open_file_limit_to_the_hard_one() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            r#"ulimit -Sn 256 && exec "$0" --listen 127.0.0.1:0 --data-dir "$1""#,
+            STREAMD,
+        ])
+        .arg(data_dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains("listening on") {
+            break;
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(open_files[0], open_files[1], "{limits}");
+    assert_ne!(open_files[0], "256", "{limits}");
+}

@@ -25,7 +25,8 @@ pub use self::guard::AllowedHosts;
 use crate::{
     api::{self, ControlPlane},
     auth::{Access, Token},
-    connection, metrics,
+    connection::{self, HandshakeEnd},
+    metrics,
     supervisor::Supervisor,
 };
 
@@ -124,11 +125,14 @@ pub async fn serve(
     let incoming = TcpIncoming::from(http.listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(connection::KEEPALIVE));
-    let incoming = connection::admit(incoming, access.limits);
     match &access.tls {
-        None => server.serve_with_incoming_shutdown(incoming, stop).await,
+        None => {
+            let incoming = connection::admit(incoming, access.limits, HandshakeEnd::Greeting);
+            server.serve_with_incoming_shutdown(incoming, stop).await
+        }
         // Browsers speak either; other fetch clients (Node's, say) HTTP/1.1 only.
         Some(tls) => {
+            let incoming = connection::admit(incoming, access.limits, HandshakeEnd::Tls);
             let acceptor = tls.acceptor(&[b"h2", b"http/1.1"]);
             let incoming = connection::handshakes(incoming, acceptor, access.limits);
             server.serve_with_incoming_shutdown(incoming, stop).await
