@@ -1,8 +1,9 @@
 //! Compiles `proto/` with protox (pure Rust, so no protoc is needed) into two modules:
 //! the public API (messages and client, plus the server for Rust users) and the
 //! daemon's own server, whose Subscribe stream yields events encoded once at publish
-//! time rather than once per subscriber, and whose Publish passes the client's data
-//! through without decoding it (see daemon/wire.rs).
+//! time rather than once per subscriber, whose Publish passes the client's data
+//! through without decoding it, and whose codec answers a request that does not
+//! decode with INVALID_ARGUMENT (see daemon/wire.rs).
 
 use std::{env, fs, path::PathBuf};
 
@@ -32,6 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .out_dir(&daemon)
         .build_client(false)
+        // A request that does not decode is answered INVALID_ARGUMENT.
+        .codec_path("crate::wire::Codec")
         .extern_path(".streamhandler.v1.Event", "crate::wire::EncodedEvent")
         .extern_path(
             ".streamhandler.v1.PublishRequest",

@@ -5,14 +5,12 @@
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
 use futures::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming, server::NamedService, service::Interceptor};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::{
-    auth::{Access, RequireToken},
     bus::{Overflow, Published, SubscribeOptions},
     cluster::Placement,
-    connection::LimitRequestRate,
     duration,
     error::Error,
     metrics::Metrics,
@@ -31,23 +29,6 @@ mod generated {
 
 use generated::stream_handler_server::StreamHandler;
 pub(crate) use generated::stream_handler_server::StreamHandlerServer;
-
-/// The StreamHandler API as the --http listener serves it: translated from gRPC-Web
-/// for browsers (plain gRPC passes through), each RPC passing the same request budget
-/// and token checks as on the gRPC listener.
-pub(crate) fn browser_api(control: ControlPlane, access: &Access) -> axum::Router {
-    let mut budget = LimitRequestRate(access.limits.request_rate);
-    let mut token = RequireToken(access.token.clone());
-    let checks = move |request| budget.call(request).and_then(|request| token.call(request));
-    let api = tower::ServiceBuilder::new()
-        .map_request(|request: tonic::codegen::http::Request<axum::body::Body>| {
-            request.map(tonic::body::Body::new)
-        })
-        .layer(tonic_web::GrpcWebLayer::new())
-        .service(StreamHandlerServer::with_interceptor(control, checks));
-    let path = format!("/{}/{{*method}}", StreamHandlerServer::<ControlPlane>::NAME);
-    axum::Router::new().route_service(&path, api)
-}
 
 /// The answer to an RPC whose handler panicked; the panic hook has logged it.
 pub(crate) fn internal_error(

@@ -398,28 +398,46 @@ impl<IO> Connected for Admitted<IO> {
 #[derive(Clone)]
 pub struct RequestBudget(Arc<DefaultDirectRateLimiter>);
 
-/// Refuses an RPC when its connection has spent its request budget.
+impl RequestBudget {
+    /// The budget of the connection a request came on, as the server put it in the
+    /// request's extensions.
+    pub fn of(extensions: &http::Extensions) -> Option<&Self> {
+        extensions.get::<Self>().or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<Self>>()
+                .map(TlsConnectInfo::get_ref)
+        })
+    }
+
+    /// Spends one request of the connection's budget, if it has one left.
+    pub fn spend(&self) -> bool {
+        self.0.check().is_ok()
+    }
+}
+
+/// Refuses a request when its connection has spent its request budget.
 #[derive(Clone)]
 pub struct LimitRequestRate(pub NonZeroU32);
 
+impl LimitRequestRate {
+    /// Spends a request of its connection's budget; when none is left, says so.
+    pub fn check(&self, extensions: &http::Extensions) -> Result<(), String> {
+        match RequestBudget::of(extensions) {
+            Some(budget) if !budget.spend() => Err(format!(
+                "this connection started more than {} requests in a second \
+                 (--max-request-rate); wait, or send many events in one PublishStream",
+                self.0
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Interceptor for LimitRequestRate {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let extensions = request.extensions();
-        let budget = extensions.get::<RequestBudget>().or_else(|| {
-            extensions
-                .get::<TlsConnectInfo<RequestBudget>>()
-                .map(TlsConnectInfo::get_ref)
-        });
-        match budget {
-            Some(RequestBudget(limiter)) if limiter.check().is_err() => {
-                Err(Status::resource_exhausted(format!(
-                    "this connection started more than {} RPCs in a second \
-                     (--max-request-rate); wait, or send many events in one PublishStream",
-                    self.0
-                )))
-            }
-            _ => Ok(request),
-        }
+        self.check(request.extensions())
+            .map_err(Status::resource_exhausted)?;
+        Ok(request)
     }
 }
 

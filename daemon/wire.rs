@@ -285,6 +285,59 @@ fn unknown_field(tag: u32, message: &str) -> Box<Malformed> {
     ))
 }
 
+/// The daemon's gRPC codec: prost's, but a request that does not decode is the
+/// client's fault, answered INVALID_ARGUMENT, not INTERNAL.
+pub struct Codec<T, U>(tonic_prost::ProstCodec<T, U>);
+
+impl<T, U> Default for Codec<T, U> {
+    fn default() -> Self {
+        Self(tonic_prost::ProstCodec::default())
+    }
+}
+
+impl<T, U> tonic::codec::Codec for Codec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = <tonic_prost::ProstCodec<T, U> as tonic::codec::Codec>::Encoder;
+    type Decoder = Decoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Decoder(self.0.decoder())
+    }
+}
+
+/// Decodes requests as prost does, saying that the client sent what does not decode.
+pub struct Decoder<U>(tonic_prost::ProstDecoder<U>);
+
+impl<U: Message + Default> tonic::codec::Decoder for Decoder<U> {
+    type Item = U;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<U>, tonic::Status> {
+        self.0.decode(buf).map_err(|status| {
+            tonic::Status::invalid_argument(format!(
+                "the request does not decode: {}",
+                status.message()
+            ))
+        })
+    }
+
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        self.0.buffer_settings()
+    }
+}
+
 /// A `streamhandler.v1.PublishRequest` with its data left encoded. The daemon's server
 /// receives these in place of `pb::PublishRequest`: same fields, same wire format.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -365,3 +365,213 @@ fn dashboard_addr(url: &str) -> std::net::SocketAddr {
     let port = url.trim_end_matches('/').rsplit(':').next().unwrap();
     format!("127.0.0.1:{port}").parse().unwrap()
 }
+
+/// An HTTPS client of a test daemon's dashboard, trusting the test's CA.
+fn https_client(certs: &crate::transport::Certs) -> reqwest::Client {
+    let ca = std::fs::read(certs.path("ca.pem")).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .timeout(PATIENCE)
+        .build()
+        .unwrap()
+}
+
+/// `/images/SERVICE/FILE` once answered an unauthenticated caller of a daemon with a
+/// token, 200 and the image, and its 404s said which services exist. Now every route
+/// but the page's own files needs the token, and without it every path, real or not,
+/// gets the same answer.
+#[tokio::test]
+async fn without_the_token_no_route_answers_and_no_name_shows() {
+    let certs = crate::transport::Certs::new();
+    let daemon = certs.daemon(&["--http", "127.0.0.1:0"]);
+    let url = daemon.dashboard().replace("127.0.0.1", "localhost");
+    let https = https_client(&certs);
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = https.get(format!("{url}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let mut refusals = std::collections::BTreeSet::new();
+    for path in [
+        "images/images/bee.png",
+        "images/images/missing.png",
+        "images/nobody/bee.png",
+        "metrics",
+        "no/such/route",
+    ] {
+        for token in [None, Some("a-guess")] {
+            let response = get(path, token).await.unwrap();
+            assert_eq!(
+                response.status(),
+                reqwest::StatusCode::UNAUTHORIZED,
+                "/{path}"
+            );
+            refusals.insert((token.is_some(), response.text().await.unwrap()));
+        }
+    }
+    // One answer without a token and one with a wrong one, whatever the path.
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    for path in ["", "app.js", "app.css"] {
+        assert!(
+            get(path, None).await.unwrap().status().is_success(),
+            "/{path}"
+        );
+    }
+    let token = Some(crate::transport::TOKEN);
+    let bee = get("images/images/bee.png", token).await.unwrap();
+    assert_eq!(bee.status(), reqwest::StatusCode::OK);
+    assert_eq!(bee.headers()["content-type"], "image/png");
+    let nobody = get("images/nobody/bee.png", token).await.unwrap();
+    assert_eq!(nobody.status(), reqwest::StatusCode::NOT_FOUND);
+    assert!(get("metrics", token).await.unwrap().status().is_success());
+}
+
+/// Wrong tokens for /metrics were answered as fast as they came (15,000 guesses in
+/// 0.87 s on one connection). Now every request of the listener spends its
+/// connection's request budget, as gRPC-Web's always did.
+#[tokio::test]
+async fn guessing_the_token_on_any_route_is_paced() {
+    let certs = crate::transport::Certs::new();
+    let daemon = certs.daemon(&["--http", "127.0.0.1:0", "--max-request-rate", "5"]);
+    let url = daemon.dashboard().replace("127.0.0.1", "localhost");
+    let https = https_client(&certs);
+    for path in ["metrics", "images/images/bee.png", "no/such/route"] {
+        let mut codes = Vec::new();
+        for _ in 0..20 {
+            let guess = https.get(format!("{url}{path}")).bearer_auth("guess");
+            codes.push(guess.send().await.unwrap().status().as_u16());
+        }
+        let paced = codes.iter().filter(|&&code| code == 429).count();
+        assert!(
+            paced >= 10 && codes.iter().all(|c| [401, 429].contains(c)),
+            "/{path}: {codes:?}"
+        );
+        // The budget refills.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    }
+}
+
+/// A gRPC-Web request whose body came at a byte a second was still open after 25 s.
+/// Now an API request's body must arrive whole within --handshake-timeout.
+#[tokio::test]
+async fn a_trickled_request_body_is_cut_off_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = Daemon::start_with(&["--http", "127.0.0.1:0", "--handshake-timeout", "2s"]);
+    let addr = dashboard_addr(&daemon.dashboard());
+    let (mut reader, mut writer) = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap()
+        .into_split();
+    let head = format!(
+        "POST /streamhandler.v1.StreamHandler/ListServices HTTP/1.1\r\nhost: {addr}\r\n\
+         content-type: application/grpc-web+proto\r\ncontent-length: 30\r\n\r\n"
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let began = std::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..30 {
+            if writer.write_all(&[0]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut chunk = [0; 4096];
+    while !String::from_utf8_lossy(&answer).contains("grpc-status") {
+        let read = tokio::time::timeout(PATIENCE, reader.read(&mut chunk)).await;
+        match read.expect("an answer before the trickle is over") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let waited = began.elapsed();
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("grpc-status: 4"), "{answer}");
+    assert!(answer.contains("--handshake-timeout"), "{answer}");
+    assert!(waited < Duration::from_secs(6), "answered after {waited:?}");
+}
+
+/// Garbage for a body, over gRPC-Web or gRPC, was answered INTERNAL, as if the daemon
+/// had failed. It is the client's: INVALID_ARGUMENT.
+#[tokio::test]
+async fn a_body_that_does_not_decode_is_an_invalid_argument() {
+    let daemon = Daemon::start_with(&["--http", "127.0.0.1:0"]);
+    let url = daemon.dashboard();
+    let web = reqwest::Client::new();
+    for (content_type, body) in [
+        (
+            "application/grpc-web+proto",
+            &b"\0\0\0\0\x05\xff\xff\xff\xff\xff"[..],
+        ),
+        ("application/grpc-web-text", &b"not base64!!"[..]),
+    ] {
+        let answer = web
+            .post(format!("{url}streamhandler.v1.StreamHandler/Publish"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.headers()["grpc-status"],
+            "3",
+            "{content_type}: {answer:?}"
+        );
+    }
+    // The same over the gRPC listener, from a client that sends what it likes.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", daemon.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/streamhandler.v1.StreamHandler/Publish");
+    let refused = grpc
+        .unary::<_, pb::PublishResponse, _>(
+            tonic::Request::new(bytes::Bytes::from_static(b"\xff\xff\xff")),
+            path,
+            RawRequests,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+}
+
+/// A codec that sends requests as the bytes given, and decodes replies as prost does.
+struct RawRequests;
+
+impl tonic::codec::Codec for RawRequests {
+    type Encode = bytes::Bytes;
+    type Decode = pb::PublishResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<pb::PublishResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Default::default()
+    }
+}
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}

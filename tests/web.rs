@@ -537,6 +537,7 @@ async fn the_page_asks_once_for_the_token_of_a_daemon_that_needs_one() {
         "asks for the token",
         "wrong token is refused",
         "still has the token",
+        "fetched with the token, loaded",
     ] {
         assert!(stdout.contains(step), "no `{step}` in:\n{stdout}");
     }

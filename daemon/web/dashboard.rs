@@ -9,10 +9,11 @@ use axum::{
 
 use crate::{services::images, supervisor::Supervisor};
 
-/// The page may load its own script, styles and images, and talk to its own origin:
-/// nothing else, and no other site may frame it.
+/// The page may load its own script and styles, show images it fetched from its own
+/// origin (with the token, as `blob:` URLs), and talk to its own origin: nothing else,
+/// and no other site may frame it.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
+     style-src 'self'; img-src 'self' blob:; connect-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
 /// A file of the dashboard.

@@ -1,17 +1,36 @@
-//! Which browser requests the --http listener answers. The page can start and stop
-//! services, so a request must name this daemon in its `Host` (a DNS-rebinding page
-//! names its own domain) and must not come from another site's page (its `Origin`, or
-//! the browser's `Sec-Fetch-Site`). No CORS headers are ever sent, so no other origin
-//! can read a response either.
+//! Which requests the --http listener answers, whatever their route: one gate in front
+//! of the whole router, the unknown paths included.
+//!
+//! Every request must name this daemon in its `Host` (a DNS-rebinding page names its
+//! own domain) and must not come from another site's page (its `Origin`, or the
+//! browser's `Sec-Fetch-Site`); no CORS headers are ever sent, so no other origin can
+//! read a response either. Every request spends its connection's request budget, and
+//! needs the bearer token when the daemon has one, but for the page's own files, which
+//! carry nothing of this daemon's: so an unauthenticated caller learns nothing, not
+//! even which paths exist. The API's requests are checked the same way by its own
+//! interceptor, which answers in gRPC, and their bodies must arrive whole within the
+//! handshake deadline.
 
-use std::{collections::BTreeSet, net::SocketAddr, sync::Arc};
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderMap, Method, StatusCode, Uri, header, uri::Authority},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header, uri::Authority},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
+use http_body::Frame;
+use tonic::Status;
+
+use crate::{auth::Token, connection::LimitRequestRate};
 
 /// The names and ports under which a browser may reach this listener.
 #[derive(Clone, Debug)]
@@ -101,15 +120,98 @@ impl AllowedHosts {
     }
 }
 
-/// Middleware: answers 403, saying why, to requests the hosts refuse.
-pub async fn refuse_foreign(
-    State(allowed): State<Arc<AllowedHosts>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match allowed.check(request.method(), request.uri(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(why) => (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
+/// Who may use the listener, and how: the gate every request passes.
+pub struct Gate {
+    pub allowed: AllowedHosts,
+    pub token: Option<Token>,
+    pub rate: LimitRequestRate,
+    /// The paths anyone may fetch: the page's own files.
+    pub public: &'static [&'static str],
+    /// The API's prefix: its requests are checked by its interceptor.
+    pub api: String,
+}
+
+/// Middleware: answers 403 to requests the hosts refuse, 429 to those past their
+/// connection's budget and 401 to those without the token, each saying why.
+pub async fn admit(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    if let Err(why) = gate
+        .allowed
+        .check(request.method(), request.uri(), request.headers())
+    {
+        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    }
+    let path = request.uri().path();
+    if !path.starts_with(&gate.api) {
+        if let Err(why) = gate.rate.check(request.extensions()) {
+            return (StatusCode::TOO_MANY_REQUESTS, format!("{why}\n")).into_response();
+        }
+        if let Some(token) = &gate.token
+            && !gate.public.contains(&path)
+        {
+            let sent = request.headers().get(header::AUTHORIZATION);
+            if let Err(why) = token.admits(sent.map(HeaderValue::as_bytes)) {
+                let mut refused = (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response();
+                refused
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return refused;
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// An API request's body as the gRPC-Web translation hands it on: it must arrive whole
+/// by a deadline, so that one trickled in a byte at a time holds its request no
+/// longer; and what the translation cannot read (bad base64, say) is the client's
+/// fault, INVALID_ARGUMENT rather than INTERNAL.
+pub struct ApiBody {
+    body: tonic::body::Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+impl ApiBody {
+    pub fn new(body: tonic::body::Body, limit: Duration) -> Self {
+        Self {
+            body,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+}
+
+impl http_body::Body for ApiBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| {
+                frame.map_err(|status| {
+                    let message = status.message();
+                    Status::invalid_argument(message.strip_prefix("tonic-web: ").unwrap_or(message))
+                })
+            }));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                "the request's body did not arrive whole within {:?} (--handshake-timeout)",
+                self.limit
+            ))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -1,8 +1,8 @@
 // The dashboard of a daemon that needs a token, in Chromium over HTTPS. Usage:
 //   node test/token.mjs URL TOKEN
 // The page must ask for the token, say so when a wrong one is given, go live with the
-// right one, and keep it for the tab: a reload does not ask again. Prints `ok: ...` per
-// check; exits 1 on the first failure.
+// right one, and keep it for the tab: a reload does not ask again; images, which need
+// the token too, load. Prints `ok: ...` per check; exits 1 on the first failure.
 import { chromium } from "playwright-core";
 import { ok, steps } from "./steps.mjs";
 
@@ -36,6 +36,14 @@ await steps(async () => {
   await page.waitForSelector('[data-connection="live"]');
   if (await page.$("form[data-token]")) throw new Error("the token was asked for again");
   ok("after a reload the tab still has the token");
+
+  // Images need the token too: the page fetches them with it.
+  await page.click('[data-card="images"] [data-action="start"]');
+  await page.waitForFunction(() => {
+    const image = document.querySelector('[data-card="images"] img');
+    return image?.complete && image.naturalWidth > 0;
+  });
+  ok("an image, fetched with the token, loaded");
 }, async () => {
   await browser.close();
 });
