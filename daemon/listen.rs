@@ -64,9 +64,10 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds `addr`. A Unix socket is created mode 0600 in a directory only its owner
-    /// can write (created 0700 if missing); a socket file left by a daemon that is
-    /// gone is replaced, anything else at that path is refused and left alone.
+    /// Binds `addr`. A Unix socket is created mode 0600 in a directory that only root
+    /// and this user can change (created 0700 if missing; see [`check_socket_dir`]); a
+    /// socket file left by a daemon that is gone is replaced, anything else at that
+    /// path is refused and left alone.
     pub async fn bind(addr: &ListenAddr) -> Result<Self, String> {
         match addr {
             ListenAddr::Tcp(socket) => {
@@ -162,17 +163,7 @@ fn bind_unix(path: &Path) -> Result<Listener, String> {
             .create(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let dir_meta =
-        std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    // Whoever can write the directory can replace the socket with one of their own.
-    let mode = dir_meta.permissions().mode() & 0o777;
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by users other than its owner (mode {mode:o}); put the socket \
-             in a directory only its owner can write, e.g. mode 700",
-            dir.display()
-        ));
-    }
+    check_socket_dir(dir)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(format!(
@@ -195,17 +186,59 @@ fn bind_unix(path: &Path) -> Result<Listener, String> {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot read {shown}: {e}")),
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| format!("cannot listen on {shown}: {e}"))?;
+    // Made owner-only as it is made: set after, a shared directory's users could
+    // connect in between, and keep the connection.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(umask);
+    let listener = listener.map_err(|e| format!("cannot listen on {shown}: {e}"))?;
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let file = SocketFile {
         path: path.to_path_buf(),
         dev: meta.dev(),
         ino: meta.ino(),
     };
+    // Again, explicitly: a directory's default ACL takes precedence over the umask.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot make {shown} owner-only: {e}"))?;
     Ok(Listener::Unix { listener, file })
+}
+
+/// Checks that a socket in `dir` stays this daemon's, the way OpenSSH checks the paths
+/// it trusts: `dir` and every directory above it must be owned by root or by this
+/// user, and writable by no one else unless sticky (as /tmp is, where no one may
+/// remove or rename another's file). Whoever could write one of them could move the
+/// socket aside and bind their own in its place, for clients to talk to.
+fn check_socket_dir(dir: &Path) -> Result<(), String> {
+    let real = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let me = nix::unistd::geteuid();
+    for ancestor in real.ancestors() {
+        let shown = ancestor.display();
+        let meta = std::fs::metadata(ancestor).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let owner = nix::unistd::Uid::from_raw(meta.uid());
+        if !owner.is_root() && owner != me {
+            let name = nix::unistd::User::from_uid(owner)
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("uid {owner}"), |user| user.name);
+            return Err(format!(
+                "{shown} belongs to {name}, who could replace the socket with one of their \
+                 own; put it in a directory of this user's or root's, e.g. mode 700"
+            ));
+        }
+        let mode = meta.permissions().mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(format!(
+                "{shown} is writable by users other than its owner (mode {:o}) and not \
+                 sticky; put the socket in a directory only its owner can write, e.g. mode \
+                 700",
+                mode & 0o7777
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A socket file this daemon created; dropping it removes the file, unless something
@@ -252,6 +285,42 @@ mod tests {
         drop(listener);
         assert_eq!(pid_listening_on(addr), None);
         assert_eq!(pid_listening_on("192.0.2.1:80".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn a_socket_directory_must_be_this_users_or_roots_and_private_or_sticky() {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |dir: &Path, mode| {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        for (mode, allowed) in [
+            (0o700, true),
+            (0o755, true),
+            (0o775, false),
+            (0o777, false),
+            (0o1777, true),
+        ] {
+            set(&dir, mode);
+            assert_eq!(check_socket_dir(&dir).is_ok(), allowed, "{mode:o}");
+        }
+        set(&dir, 0o700);
+        // A directory above that others may write: the socket's can be moved aside.
+        set(top.path(), 0o777);
+        let refused = check_socket_dir(&dir).unwrap_err();
+        assert!(
+            refused.contains(&top.path().display().to_string()),
+            "{refused}"
+        );
+        set(top.path(), 0o700);
+        if nix::unistd::geteuid().is_root() {
+            let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+            std::os::unix::fs::chown(&dir, Some(nobody.uid.as_raw()), None).unwrap();
+            let refused = check_socket_dir(&dir).unwrap_err();
+            assert!(refused.contains("belongs to nobody"), "{refused}");
+        }
     }
 
     #[test]

@@ -575,3 +575,32 @@ impl tonic::codec::Encoder for RawEncoder {
         Ok(())
     }
 }
+
+/// A socket directory that `nobody` owned (mode 755) was accepted: `nobody` moved the
+/// socket aside, bound its own, and root's streamctl spoke to it. Now the directory
+/// and those above it must be root's or the daemon user's, and private or sticky.
+#[test]
+fn a_socket_directory_another_user_owns_is_refused() {
+    let Some((uid, gid)) = crate::harness::unprivileged_user() else {
+        eprintln!("skipped: only root can give a directory to another user");
+        return;
+    };
+    let top = tempfile::tempdir().unwrap();
+    let theirs = top.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(uid), Some(gid)).unwrap();
+    let socket = format!("unix:{}", theirs.join("streamd.sock").display());
+    let stderr = crate::transport::refused(&["--listen", &socket]);
+    assert!(stderr.contains("belongs to nobody"), "{stderr}");
+    // Sticky and shared, as /tmp is, it is allowed: no one may move another's file.
+    let shared = top.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(
+        &shared,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let socket = format!("unix:{}", shared.join("streamd.sock").display());
+    let daemon = Daemon::try_start(&[], &socket).unwrap();
+    assert!(daemon.ctl(&["list"]).status.success());
+}
