@@ -604,3 +604,62 @@ fn a_socket_directory_another_user_owns_is_refused() {
     let daemon = Daemon::try_start(&[], &socket).unwrap();
     assert!(daemon.ctl(&["list"]).status.success());
 }
+
+/// A reader whose `dir` was a cgroup2 mount outside /sys published the kernel's
+/// `cpu.stat`. Every kernel pseudo-filesystem is now refused by its magic number,
+/// wherever it is mounted. Mounts one where allowed (root), else says it could not run.
+#[tokio::test]
+async fn a_reader_on_a_cgroup2_mount_is_refused() {
+    let mount = tempfile::tempdir().unwrap();
+    let mounted = nix::mount::mount(
+        Some("none"),
+        mount.path(),
+        Some("cgroup2"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
+    if let Err(e) = mounted {
+        eprintln!("skipped: cannot mount cgroup2 here ({e})");
+        return;
+    }
+    let unmount = unmount_on_drop(mount.path().to_owned());
+    let config = tempfile::tempdir().unwrap();
+    let services = format!(
+        "[services.cgroup]\nkind = \"reader\"\ninterval = \"50ms\"\nparams = {{ dir = {:?} }}\n",
+        mount.path().display().to_string()
+    );
+    let file = crate::harness::write(config.path(), "streamd.toml", &services);
+    let daemon = Daemon::start_with(&["--config", file.to_str().unwrap()]);
+    let mut client = daemon.client().await;
+    let mut events = Events::open(&mut client, &["cgroup"], false).await;
+    client
+        .start_service(crate::harness::start_request("cgroup", 50, &[]))
+        .await
+        .unwrap();
+    let refused = events
+        .next_where(|e| {
+            matches!(&e.payload, Some(pb::event::Payload::Lifecycle(l)) if l.kind() == pb::lifecycle::Kind::Error)
+                || matches!(&e.payload, Some(pb::event::Payload::Text(_)))
+        })
+        .await;
+    let Some(pb::event::Payload::Lifecycle(error)) = refused.payload else {
+        panic!("published from a cgroup2 mount: {refused:?}");
+    };
+    assert!(
+        error.message.contains("kernel pseudo-filesystem"),
+        "{}",
+        error.message
+    );
+    drop(unmount);
+}
+
+/// Unmounts a test's mount when dropped, however the test ends.
+fn unmount_on_drop(path: std::path::PathBuf) -> impl Drop {
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount(&self.0);
+        }
+    }
+    Unmount(path)
+}

@@ -24,17 +24,46 @@ use super::StepError;
 /// Trees never read from, whatever they are mounted as.
 const REFUSED_TREES: &[&str] = &["/proc", "/sys", "/dev"];
 
-/// Kernel pseudo-filesystems: their files describe the running system, not data.
+/// Kernel pseudo-filesystems, by their magic numbers (linux/magic.h), wherever they
+/// are mounted: their files describe or steer the running system, not data.
 const PSEUDO_FILESYSTEMS: &[FsType] = &[
     statfs::PROC_SUPER_MAGIC,
     statfs::SYSFS_MAGIC,
     statfs::DEVPTS_SUPER_MAGIC,
     statfs::CGROUP_SUPER_MAGIC,
+    statfs::CGROUP2_SUPER_MAGIC,
     statfs::DEBUGFS_MAGIC,
     statfs::TRACEFS_MAGIC,
     statfs::SECURITYFS_MAGIC,
     statfs::BPF_FS_MAGIC,
+    statfs::SELINUX_MAGIC,
+    statfs::SMACK_MAGIC,
+    statfs::NSFS_MAGIC,
+    statfs::RDTGROUP_SUPER_MAGIC,
+    statfs::HUGETLBFS_MAGIC,
+    statfs::OPENPROM_SUPER_MAGIC,
+    statfs::USBDEVICE_SUPER_MAGIC,
+    statfs::XENFS_SUPER_MAGIC,
+    statfs::FUTEXFS_SUPER_MAGIC,
+    CONFIGFS_MAGIC,
+    PSTOREFS_MAGIC,
+    EFIVARFS_MAGIC,
+    BINFMTFS_MAGIC,
+    MQUEUE_MAGIC,
+    FUSECTL_SUPER_MAGIC,
+    BINDERFS_SUPER_MAGIC,
+    RPC_PIPEFS_MAGIC,
 ];
+
+// Those nix does not name.
+const CONFIGFS_MAGIC: FsType = FsType(0x6265_6570 as _);
+const PSTOREFS_MAGIC: FsType = FsType(0x6165_676C as _);
+const EFIVARFS_MAGIC: FsType = FsType(0xDE5E_81E4_u32 as _);
+const BINFMTFS_MAGIC: FsType = FsType(0x4249_4E4D as _);
+const MQUEUE_MAGIC: FsType = FsType(0x1980_0202 as _);
+const FUSECTL_SUPER_MAGIC: FsType = FsType(0x6573_5543 as _);
+const BINDERFS_SUPER_MAGIC: FsType = FsType(0x6C6F_6F70 as _);
+const RPC_PIPEFS_MAGIC: FsType = FsType(0x6759_6969 as _);
 
 /// A directory whose regular files may be read.
 #[derive(Clone, Debug)]
@@ -204,6 +233,28 @@ mod tests {
         assert!(e.contains("is a FIFO"), "{e}");
         let e = message(confined.read(Path::new("/dev/null"), 10).await.unwrap_err());
         assert!(e.contains("is a device"), "{e}");
+    }
+
+    /// A cgroup2 mount outside /sys was served once (its `cpu.stat` published). Mounts
+    /// one where allowed (root), else says the test could not run.
+    #[tokio::test]
+    async fn a_pseudo_filesystem_mounted_anywhere_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = nix::mount::mount(
+            Some("none"),
+            dir.path(),
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+        if let Err(e) = mounted {
+            eprintln!("skipped: cannot mount cgroup2 here ({e})");
+            return;
+        }
+        let refused = Confined::new(dir.path()).await;
+        nix::mount::umount(dir.path()).unwrap();
+        let e = message(refused.unwrap_err());
+        assert!(e.contains("kernel pseudo-filesystem"), "{e}");
     }
 
     #[tokio::test]
