@@ -10,7 +10,7 @@ use streamhandler::{
     connection::Limits,
     lanes::QuietLane,
     listen::{ListenAddr, Listener},
-    lock::DataDirLock,
+    lock::{DataDirLock, DatabaseLock},
     server::Listeners,
     services::Environment,
     web::HttpListener,
@@ -294,6 +294,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _data_dir_lock = DataDirLock::acquire(&data_dir)?;
     let mut env =
         Environment::new(data_dir, args.database_url.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    // Also held until the process ends.
+    let _database_lock = env
+        .store
+        .sqlite_file()
+        .map(DatabaseLock::acquire)
+        .transpose()?;
     let mut config = match &args.config {
         Some(path) => Config::load(path, &env).map_err(|e| anyhow::anyhow!("bad config: {e}"))?,
         None => Config::builtin(),

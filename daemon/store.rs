@@ -60,6 +60,22 @@ impl Store {
     pub fn is_local_file(&self) -> bool {
         matches!(self.connect.expose(), Connect::Sqlite(_))
     }
+
+    /// The SQLite database's file, if the database is one (not PostgreSQL, nor SQLite
+    /// in memory).
+    pub fn sqlite_file(&self) -> Option<&Path> {
+        match self.connect.expose() {
+            Connect::Sqlite(options) => {
+                let file = options.get_filename();
+                // sqlx names an in-memory database `file:sqlx-in-memory-N`.
+                let in_memory = file.as_os_str().is_empty()
+                    || file == Path::new(":memory:")
+                    || file.as_os_str().as_encoded_bytes().starts_with(b"file:");
+                (!in_memory).then_some(file)
+            }
+            Connect::Postgres(_) => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -435,6 +451,21 @@ mod tests {
     use chrono::NaiveDate;
 
     use super::*;
+
+    #[test]
+    fn only_a_sqlite_database_on_disk_has_a_file_to_lock() {
+        let dir = Path::new("/data");
+        let file = |url: Option<&str>| {
+            Store::open(url, dir)
+                .unwrap()
+                .sqlite_file()
+                .map(Path::to_path_buf)
+        };
+        assert_eq!(file(None), Some(dir.join("streamd.db")));
+        assert_eq!(file(Some("sqlite:///x/y.db")), Some("/x/y.db".into()));
+        assert_eq!(file(Some("sqlite::memory:")), None);
+        assert_eq!(file(Some("postgres://u@h/db")), None);
+    }
 
     #[tokio::test]
     async fn usernames_longer_than_255_characters_are_refused() {

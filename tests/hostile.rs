@@ -663,3 +663,19 @@ fn unmount_on_drop(path: std::path::PathBuf) -> impl Drop {
     }
     Unmount(path)
 }
+
+/// A second daemon pointed by --database-url at another's `streamd.db` started and
+/// wrote beside it. The database file itself is now locked, not only the data
+/// directory.
+#[test]
+fn a_second_daemon_on_another_daemons_database_is_refused() {
+    let first = Daemon::start();
+    let database = first.data_dir.path().join("streamd.db");
+    let url = format!("sqlite://{}", database.display());
+    let stderr = crate::transport::refused(&["--database-url", &url]);
+    assert!(
+        stderr.contains("in use by another streamd") && stderr.contains("streamd.db"),
+        "{stderr}"
+    );
+    assert!(first.ctl(&["list"]).status.success());
+}
