@@ -9,6 +9,7 @@
 //! initial_backoff = "200ms"
 //! max_backoff = "30s"
 //! stop_timeout = "5s"
+//! min_client_interval = "10ms"        # the shortest interval a client may ask for
 //!
 //! [bus]
 //! subscriber_buffer = "64MiB"         # events held for a slow subscriber
@@ -170,6 +171,11 @@ fn apply_supervisor(file: &SupervisorFile, settings: &mut Settings) -> Result<()
             &file.stop_timeout,
             "stop_timeout",
             &mut settings.stop_timeout,
+        ),
+        (
+            &file.min_client_interval,
+            "min_client_interval",
+            &mut settings.min_client_interval,
         ),
     ];
     for (value, key, target) in durations {
@@ -564,6 +570,7 @@ struct SupervisorFile {
     initial_backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<String>>,
+    min_client_interval: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -712,6 +719,7 @@ mod tests {
             [supervisor]
             max_restarts = 2
             stop_timeout = "1500ms"
+            min_client_interval = "1ms"
             [services.streamer]
             interval = "250ms"
             [services.poems]
@@ -723,6 +731,10 @@ mod tests {
         assert_eq!(config.start, ["poems", "streamer"]);
         assert_eq!(config.settings.restart.max_restarts, 2);
         assert_eq!(config.settings.stop_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            config.settings.min_client_interval,
+            Duration::from_millis(1)
+        );
         let find = |n: &str| config.services.iter().find(|s| s.name == n).unwrap();
         assert_eq!(find("streamer").interval, Duration::from_millis(250));
         assert_eq!(find("poems").kind.name, "reader");

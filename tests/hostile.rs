@@ -679,3 +679,43 @@ fn a_second_daemon_on_another_daemons_database_is_refused() {
     );
     assert!(first.ctl(&["list"]).status.success());
 }
+
+/// A client could start services at `interval=1ns` (five of them: 51% CPU). A client's
+/// interval is now at least 10 ms, unless the operator lowers that.
+#[tokio::test]
+async fn a_client_may_not_ask_for_an_interval_shorter_than_the_operator_allows() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let mut nanosecond = crate::harness::start_request("streamer", 1, &[]);
+    nanosecond.interval = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 1,
+    });
+    let refused_ns = client.start_service(nanosecond.clone()).await.unwrap_err();
+    assert_eq!(refused_ns.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused_ns
+            .message()
+            .starts_with("interval: 1ns is shorter than the 10ms"),
+        "{refused_ns:?}"
+    );
+    let allowed = client
+        .start_service(crate::harness::start_request("streamer", 10, &[]))
+        .await
+        .unwrap();
+    assert!(!allowed.into_inner().already_running);
+    // The operator may allow less.
+    let config = tempfile::tempdir().unwrap();
+    let file = crate::harness::write(
+        config.path(),
+        "streamd.toml",
+        "[supervisor]\nmin_client_interval = \"1ns\"\n",
+    );
+    let lenient = Daemon::start_with(&["--config", file.to_str().unwrap()]);
+    let mut client = lenient.client().await;
+    nanosecond.interval = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 1_000_000,
+    });
+    assert!(client.start_service(nanosecond).await.is_ok());
+}

@@ -48,6 +48,8 @@ pub(super) fn supervisor(stop_timeout: Duration, kinds: &[&'static Kind]) -> Sup
             max_backoff: Duration::from_millis(40),
         },
         stop_timeout,
+        // The supervisor's tests run services at a millisecond or two.
+        min_client_interval: Duration::from_millis(1),
     };
     let env = Environment::new("/nonexistent".into(), None).unwrap();
     Supervisor::new(Bus::local(), env, settings, specs, None)

@@ -171,6 +171,10 @@ pub struct Settings {
     pub restart: RestartPolicy,
     /// How long a stopping service's current step may take before it is cancelled.
     pub stop_timeout: Duration,
+    /// The shortest interval a client may ask a service to run at: a step every few
+    /// nanoseconds would keep a core busy for nothing. The config file's intervals are
+    /// the operator's and not held to it.
+    pub min_client_interval: Duration,
 }
 
 impl Default for Settings {
@@ -178,6 +182,7 @@ impl Default for Settings {
         Self {
             restart: RestartPolicy::default(),
             stop_timeout: Duration::from_secs(5),
+            min_client_interval: Duration::from_millis(10),
         }
     }
 }
@@ -336,6 +341,18 @@ impl Supervisor {
         let interval = overrides.interval.unwrap_or(spec.interval);
         if interval.is_zero() {
             return Err(Error::invalid("interval", "must be greater than zero"));
+        }
+        let min = self.shared.settings.min_client_interval;
+        if overrides.interval.is_some_and(|asked| asked < min) {
+            return Err(Error::invalid(
+                "interval",
+                format!(
+                    "{} is shorter than the {} a client may ask for (the operator sets \
+                     supervisor.min_client_interval)",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(min)
+                ),
+            ));
         }
         let (shown, params) = spec.params_for_run(&overrides.params)?;
         let worker = spec
