@@ -19,6 +19,12 @@ use tracing_subscriber::{
     EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
+/// jemalloc, whose background thread gives freed memory back to the system within
+/// seconds even while the daemon is idle: glibc's malloc kept most of what stalled
+/// subscribers' buffers had held after they were gone.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Supervises long-running services and streams their events over gRPC.
 #[derive(Parser)]
 #[command(name = "streamd", version)]
@@ -285,6 +291,9 @@ fn default_data_dir() -> PathBuf {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!("freed memory goes back to the system only as memory is used: {e}");
+    }
     let access = access(&args).map_err(|e| anyhow::anyhow!(e))?;
     raise_open_files(access.limits.max_connections);
     let data_dir = args.data_dir;

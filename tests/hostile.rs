@@ -719,3 +719,44 @@ async fn a_client_may_not_ask_for_an_interval_shorter_than_the_operator_allows()
     });
     assert!(client.start_service(nanosecond).await.is_ok());
 }
+
+/// Twelve subscribers that stopped reading their sockets once left the daemon at its
+/// 3.08 GB peak after they had gone. Now, within 30 s of their leaving, the daemon's
+/// memory is back within 64 MiB of where it was before them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_held_for_stalled_subscribers_comes_back_when_they_go() {
+    const STALLED: usize = 12;
+    let daemon = Daemon::start_with(&["--subscriber-buffer", "48MiB"]);
+    let mut publisher = daemon.client().await;
+    // Each on a topic of its own, so that each holds events of its own.
+    let mut stalled = Vec::new();
+    for i in 0..STALLED {
+        let mut client = daemon.client().await;
+        let request = pb::SubscribeRequest {
+            topics: vec![format!("stall.{i}")],
+            ..Default::default()
+        };
+        // Opened, and never read.
+        stalled.push((client.subscribe(request).await.unwrap(), client));
+    }
+    let before = daemon.rss_kib();
+    for i in 0..STALLED {
+        crate::bus::flood(&mut publisher, &format!("stall.{i}"), 45_000, 1000).await;
+    }
+    let peak = daemon.rss_kib();
+    assert!(
+        peak > before + 300 * 1024,
+        "the buffers filled: {before} -> {peak} KiB"
+    );
+    drop(stalled);
+    let left = std::time::Instant::now();
+    let mut after = daemon.rss_kib();
+    while after > before + 64 * 1024 && left.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = daemon.rss_kib();
+    }
+    assert!(
+        after <= before + 64 * 1024,
+        "{before} KiB before, {peak} KiB at the peak, {after} KiB 30 s after they left"
+    );
+}
