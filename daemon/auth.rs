@@ -6,7 +6,10 @@ use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status, service::Interceptor};
 
-use crate::{connection::Limits, listen::ListenAddr};
+use crate::{
+    connection::{Admission, HandshakeEnd, Limits},
+    listen::ListenAddr,
+};
 
 /// What a client must bring: nothing (loopback by default, a Unix socket), or TLS
 /// and a bearer token; and what its connections may spend.
@@ -39,6 +42,17 @@ pub struct TlsFiles<'a> {
 }
 
 impl Access {
+    /// Where a new connection's handshake ends: at its first request with the token
+    /// where there is one, so that a client without it holds a connection no longer
+    /// than the handshake deadline; else once TLS, or its first bytes, are through.
+    pub fn handshake_end(&self) -> HandshakeEnd {
+        match (&self.token, &self.tls) {
+            (Some(_), _) => HandshakeEnd::Token,
+            (None, Some(_)) => HandshakeEnd::Tls,
+            (None, None) => HandshakeEnd::Greeting,
+        }
+    }
+
     /// Refuses to serve an address that other hosts can reach without both TLS and a
     /// token, and says exactly what to add.
     pub fn check(&self, listen: &ListenAddr) -> Result<(), String> {
@@ -194,11 +208,24 @@ impl Interceptor for RequireToken {
             return Ok(request);
         };
         let sent = request.metadata().get("authorization");
-        token
-            .admits(sent.map(|value| value.as_bytes()))
+        admit(token, sent.map(|value| value.as_bytes()), request.extensions())
             .map_err(Status::unauthenticated)?;
         Ok(request)
     }
+}
+
+/// Checks a request's `authorization` against the token; once one carries it, its
+/// connection's handshake is over.
+pub fn admit(
+    token: &Token,
+    authorization: Option<&[u8]>,
+    extensions: &http::Extensions,
+) -> Result<(), &'static str> {
+    token.admits(authorization)?;
+    if let Some(admission) = Admission::of(extensions) {
+        admission.handshake_over(HandshakeEnd::Token);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

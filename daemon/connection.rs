@@ -1,5 +1,6 @@
 //! What one client connection may spend: connections are counted against a cap, each
-//! must start speaking and finish its handshake within a deadline of its own, no
+//! must finish its handshake (its first bytes, its TLS handshake and, where the daemon
+//! has a token, its first request that carries it) within a deadline of its own, no
 //! peer may hold more than a few connections in their handshake, and each connection
 //! has a request-rate budget of its own, checked on every RPC; and the HTTP/2 settings
 //! (windows, streams, keepalives) every connection of both listeners is served with.
@@ -10,7 +11,10 @@ use std::{
     net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -36,8 +40,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// RPCs one connection may start per second, in bursts of as many.
     pub request_rate: NonZeroU32,
-    /// How long a new connection may take to send its first bytes (the HTTP/2
-    /// preface, or a TLS hello) and to finish a TLS handshake.
+    /// How long a new connection may take to finish its handshake: to send its first
+    /// bytes (the HTTP/2 preface, or a TLS hello), to finish a TLS handshake and, where
+    /// the daemon has a token, to make a request that carries it.
     pub handshake_timeout: Duration,
     /// Connections from one peer (an IPv4 address, an IPv6 /64) that may be in their
     /// handshake at once; past it, that peer's new connections are closed as they
@@ -56,8 +61,8 @@ impl Default for Limits {
     }
 }
 
-/// Where a connection's handshake ends, and with it the hold on its peer's count of
-/// connections in their handshake.
+/// Where a connection's handshake ends, and with it its deadline and its hold on its
+/// peer's count of connections in their handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandshakeEnd {
     /// Once the client's first bytes (the HTTP/2 preface, an HTTP/1.1 request line)
@@ -65,6 +70,9 @@ pub enum HandshakeEnd {
     Greeting,
     /// Once [`handshakes`] has finished its TLS handshake.
     Tls,
+    /// Once a request has carried the daemon's token: until then the connection is a
+    /// stranger's, as NATS holds a client that has not authenticated.
+    Token,
 }
 
 /// Admits the connections `incoming` yields while fewer than the cap are open and
@@ -208,8 +216,8 @@ where
                     let accept = acceptor.accept(io);
                     under_way.spawn(async move {
                         match tokio::time::timeout(limits.handshake_timeout, accept).await {
-                            Ok(Ok(mut tls)) => {
-                                tls.get_mut().0.handshake_done();
+                            Ok(Ok(tls)) => {
+                                tls.get_ref().0.admission.handshake_over(HandshakeEnd::Tls);
                                 Some(tls)
                             }
                             Ok(Err(e)) => {
@@ -266,22 +274,16 @@ impl Refusals {
     }
 }
 
-/// A connection admitted under the cap: holds its place until it closes, counts in
-/// its peer's connections in their handshake until its handshake ends, and fails reads
-/// if the client has not sent its greeting in time.
+/// A connection admitted under the cap: holds its place until it closes, and fails
+/// reads if it has not finished its handshake in time.
 pub struct Admitted<IO> {
     io: IO,
-    budget: RequestBudget,
-    greeting: Option<Greeting>,
-    handshake: Option<HandshakeSlot>,
-    end: HandshakeEnd,
+    admission: Admission,
+    /// How many of the first bytes are still to come, until they have.
+    greeting: Option<usize>,
+    /// When the handshake must be over by, until it is.
+    deadline: Option<Pin<Box<Sleep>>>,
     _slot: OwnedSemaphorePermit,
-}
-
-/// The first bytes a client owes, and until when.
-struct Greeting {
-    missing: usize,
-    deadline: Pin<Box<Sleep>>,
 }
 
 /// The HTTP/2 connection preface's length; a TLS hello is longer.
@@ -302,20 +304,16 @@ impl<IO> Admitted<IO> {
         let quota = Quota::per_second(limits.request_rate);
         Self {
             io,
-            budget: RequestBudget(Arc::new(RateLimiter::direct(quota))),
-            greeting: Some(Greeting {
-                missing: GREETING_BYTES,
-                deadline: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
-            }),
-            handshake,
-            end,
+            admission: Admission(Arc::new(AdmissionState {
+                budget: RateLimiter::direct(quota),
+                handshake: Mutex::new(handshake),
+                over: AtomicBool::new(false),
+                end,
+            })),
+            greeting: Some(GREETING_BYTES),
+            deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
             _slot: slot,
         }
-    }
-
-    /// The connection's handshake is over: it no longer counts in its peer's.
-    fn handshake_done(&mut self) {
-        self.handshake = None;
     }
 }
 
@@ -328,29 +326,35 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Admitted<IO> {
         let this = &mut *self;
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        let Some(greeting) = &mut this.greeting else {
+        if let (Some(missing), Poll::Ready(Ok(()))) = (&mut this.greeting, &read) {
+            let got = buf.filled().len() - before;
+            *missing = missing.saturating_sub(got);
+            if *missing == 0 || got == 0 {
+                this.greeting = None;
+                this.admission.handshake_over(HandshakeEnd::Greeting);
+            }
+        }
+        let Some(deadline) = &mut this.deadline else {
             return read;
         };
+        if this.admission.0.over.load(Ordering::Acquire) {
+            this.deadline = None;
+            return read;
+        }
         match read {
-            Poll::Ready(Ok(())) => {
-                let got = buf.filled().len() - before;
-                greeting.missing = greeting.missing.saturating_sub(got);
-                if greeting.missing == 0 || got == 0 {
-                    this.greeting = None;
-                    if this.end == HandshakeEnd::Greeting {
-                        this.handshake_done();
-                    }
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => match greeting.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                let what = if this.greeting.is_some() {
+                    "sent no greeting"
+                } else {
+                    "did not finish its handshake (or, where the daemon has a token, make a \
+                     request with it)"
+                };
+                Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "the client sent no greeting within --handshake-timeout",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
-            failed => failed,
+                    format!("the client {what} within --handshake-timeout"),
+                )))
+            }
+            read => read,
         }
     }
 }
@@ -386,20 +390,30 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Admitted<IO> {
 }
 
 impl<IO> Connected for Admitted<IO> {
-    type ConnectInfo = RequestBudget;
+    type ConnectInfo = Admission;
 
-    fn connect_info(&self) -> RequestBudget {
-        self.budget.clone()
+    fn connect_info(&self) -> Admission {
+        self.admission.clone()
     }
 }
 
-/// One connection's request rate, shared by its requests: tonic hands each request
-/// the connection's info.
+/// What a connection's requests share: its request budget, and its place among its
+/// peer's connections in their handshake until that is over. tonic hands each request
+/// its connection's.
 #[derive(Clone)]
-pub struct RequestBudget(Arc<DefaultDirectRateLimiter>);
+pub struct Admission(Arc<AdmissionState>);
 
-impl RequestBudget {
-    /// The budget of the connection a request came on, as the server put it in the
+struct AdmissionState {
+    budget: DefaultDirectRateLimiter,
+    /// Held while the connection is in its handshake.
+    handshake: Mutex<Option<HandshakeSlot>>,
+    /// Whether the handshake is over, for reads to stop watching its deadline.
+    over: AtomicBool,
+    end: HandshakeEnd,
+}
+
+impl Admission {
+    /// The admission of the connection a request came on, as the server put it in the
     /// request's extensions.
     pub fn of(extensions: &http::Extensions) -> Option<&Self> {
         extensions.get::<Self>().or_else(|| {
@@ -411,7 +425,21 @@ impl RequestBudget {
 
     /// Spends one request of the connection's budget, if it has one left.
     pub fn spend(&self) -> bool {
-        self.0.check().is_ok()
+        self.0.budget.check().is_ok()
+    }
+
+    /// The connection has come to `point`: if its handshake ends there, it is over, and
+    /// the connection no longer counts in its peer's.
+    pub fn handshake_over(&self, point: HandshakeEnd) {
+        if self.0.end == point && !self.0.over.swap(true, Ordering::AcqRel) {
+            let slot = self
+                .0
+                .handshake
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            drop(slot);
+        }
     }
 }
 
@@ -422,8 +450,8 @@ pub struct LimitRequestRate(pub NonZeroU32);
 impl LimitRequestRate {
     /// Spends a request of its connection's budget; when none is left, says so.
     pub fn check(&self, extensions: &http::Extensions) -> Result<(), String> {
-        match RequestBudget::of(extensions) {
-            Some(budget) if !budget.spend() => Err(format!(
+        match Admission::of(extensions) {
+            Some(admission) if !admission.spend() => Err(format!(
                 "this connection started more than {} requests in a second \
                  (--max-request-rate); wait, or send many events in one PublishStream",
                 self.0
@@ -557,7 +585,7 @@ mod tests {
         for peer in [one, one, one, other] {
             accept.send(Ok(From(Some(peer)))).unwrap();
         }
-        let mut first = admitted.next().await.unwrap().unwrap();
+        let first = admitted.next().await.unwrap().unwrap();
         let _second = admitted.next().await.unwrap().unwrap();
         let third = admitted.next().await.unwrap().unwrap();
         assert_eq!(
@@ -566,7 +594,7 @@ mod tests {
             "the third of one peer's is closed"
         );
         // Once one of its handshakes is done, the peer may start another.
-        first.handshake_done();
+        first.admission.handshake_over(HandshakeEnd::Tls);
         accept.send(Ok(From(Some(one)))).unwrap();
         let fourth = admitted.next().await.unwrap().unwrap();
         assert_eq!(fourth.get_ref().0, Some(one));
@@ -614,6 +642,35 @@ mod tests {
         assert!(quiet.is_err(), "still waiting after a minute of silence");
     }
 
+    /// Where the daemon has a token, a connection's handshake lasts until a request
+    /// carries it: one that greets and then sends nothing with it is cut off.
+    #[tokio::test(start_paused = true)]
+    async fn a_stranger_is_cut_off_at_the_deadline_and_a_client_with_the_token_is_not() {
+        let slots = Arc::new(Semaphore::new(2));
+        let limits = limits(Duration::from_secs(10));
+        let mut connection = || {
+            let (mut client, server) = tokio::io::duplex(64);
+            let slot = slots.clone().try_acquire_owned().unwrap();
+            let admitted = Admitted::new(server, slot, None, HandshakeEnd::Token, &limits);
+            async move {
+                client.write_all(&[0; GREETING_BYTES]).await.unwrap();
+                (client, admitted)
+            }
+        };
+        let mut buf = [0; 64];
+        let (_stranger, mut strangers) = connection().await;
+        assert_eq!(strangers.read(&mut buf).await.unwrap(), GREETING_BYTES);
+        let cut = strangers.read(&mut buf).await.unwrap_err();
+        assert_eq!(cut.kind(), io::ErrorKind::TimedOut);
+        assert!(cut.to_string().contains("token"), "{cut}");
+
+        let (_client, mut clients) = connection().await;
+        assert_eq!(clients.read(&mut buf).await.unwrap(), GREETING_BYTES);
+        clients.connect_info().handshake_over(HandshakeEnd::Token);
+        let quiet = tokio::time::timeout(Duration::from_secs(60), clients.read(&mut buf)).await;
+        assert!(quiet.is_err(), "still waiting after a minute of silence");
+    }
+
     #[test]
     fn each_connection_has_a_budget_of_its_own() {
         let slots = Arc::new(Semaphore::new(2));
@@ -630,9 +687,9 @@ mod tests {
         };
         let (busy, other) = (connection(&slots), connection(&slots));
         let mut check = LimitRequestRate(limits.request_rate);
-        let rpc = |budget: &RequestBudget| {
+        let rpc = |admission: &Admission| {
             let mut request = Request::new(());
-            request.extensions_mut().insert(budget.clone());
+            request.extensions_mut().insert(admission.clone());
             request
         };
         for _ in 0..3 {

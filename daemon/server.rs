@@ -23,7 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::{
     api::{ControlPlane, StreamHandlerServer, internal_error},
     auth::{Access, RequireToken},
-    connection::{self, Admitted, HandshakeEnd, KEEPALIVE, LimitRequestRate, RequestBudget},
+    connection::{self, Admission, Admitted, KEEPALIVE, LimitRequestRate},
     lanes::{ConnectionLane, LaneExecutor, LaneIo, Lanes, QuietLane},
     listen::Listener,
     pb,
@@ -121,6 +121,7 @@ pub async fn serve(
                 .prepare(),
         );
     let tls = access.tls.clone();
+    let handshake_end = access.handshake_end();
     let grpc = async move {
         match listener {
             // Events are small and latency matters more than packet count; keepalives
@@ -133,11 +134,11 @@ pub async fn serve(
                     .map_ok(move |socket| LaneIo::new(socket, lanes.connection()));
                 match tls {
                     None => {
-                        let incoming = connection::admit(incoming, limits, HandshakeEnd::Greeting);
+                        let incoming = connection::admit(incoming, limits, handshake_end);
                         serve_connections(incoming, service, stop).await
                     }
                     Some(tls) => {
-                        let incoming = connection::admit(incoming, limits, HandshakeEnd::Tls);
+                        let incoming = connection::admit(incoming, limits, handshake_end);
                         let incoming =
                             connection::handshakes(incoming, tls.acceptor(&[b"h2"]), limits);
                         serve_connections(incoming, service, stop).await
@@ -151,7 +152,7 @@ pub async fn serve(
             } => {
                 let incoming = UnixListenerStream::new(listener)
                     .map_ok(|socket| LaneIo::new(socket, lanes.connection()));
-                let incoming = connection::admit(incoming, limits, HandshakeEnd::Greeting);
+                let incoming = connection::admit(incoming, limits, handshake_end);
                 serve_connections(incoming, service, stop).await
             }
         }
@@ -220,12 +221,12 @@ async fn serve_connections<IO, E, S, B>(
                 },
             };
             let lane = io.lane().clone();
-            let budget = io.budget();
+            let admission = io.admission();
             let service = service.clone();
             let service = hyper::service::service_fn(move |request: http::Request<_>| {
                 let mut request = request.map(Body::new);
-                // The request-rate check finds the connection's budget here.
-                request.extensions_mut().insert(budget.clone());
+                // The request-rate and token checks find the connection's here.
+                request.extensions_mut().insert(admission.clone());
                 service.clone().oneshot(request)
             });
             let served = connection::http2(LaneExecutor(lane.clone()))
@@ -255,7 +256,7 @@ fn log_end(result: Result<(), hyper::Error>) {
 /// What the server needs of an accepted connection, under whatever layers it has.
 trait Client {
     fn lane(&self) -> &Arc<ConnectionLane>;
-    fn budget(&self) -> RequestBudget;
+    fn admission(&self) -> Admission;
 }
 
 impl<S: crate::lanes::Rehome> Client for Admitted<LaneIo<S>> {
@@ -263,7 +264,7 @@ impl<S: crate::lanes::Rehome> Client for Admitted<LaneIo<S>> {
         self.get_ref().lane()
     }
 
-    fn budget(&self) -> RequestBudget {
+    fn admission(&self) -> Admission {
         self.connect_info()
     }
 }
@@ -273,7 +274,7 @@ impl<IO: Client> Client for TlsStream<IO> {
         self.get_ref().0.lane()
     }
 
-    fn budget(&self) -> RequestBudget {
-        self.get_ref().0.budget()
+    fn admission(&self) -> Admission {
+        self.get_ref().0.admission()
     }
 }

@@ -760,3 +760,50 @@ async fn memory_held_for_stalled_subscribers_comes_back_when_they_go() {
         "{before} KiB before, {peak} KiB at the peak, {after} KiB 30 s after they left"
     );
 }
+
+/// Finished handshakes that never send the token once held their connections for as
+/// long as they liked: one address could fill the daemon's cap. Where the daemon has a
+/// token, a connection's handshake now lasts until a request carries it, so a stranger
+/// holds at most 64 connections from one address, each for --handshake-timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_who_finish_the_handshake_but_send_no_token_are_let_go_alone() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let certs = crate::transport::Certs::new();
+    let daemon = certs.daemon(&["--handshake-timeout", "2s", "--max-connections", "100"]);
+    let ca = std::fs::read(certs.path("ca.pem")).unwrap();
+    let endpoint = Endpoint::from_shared(format!("https://localhost:{}", daemon.addr.port()))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .unwrap();
+    let stranger = || endpoint.connect();
+    // TLS and HTTP/2 through, then nothing: more than the cap, from one address.
+    let mut strangers = Vec::new();
+    for _ in 0..150 {
+        if let Ok(channel) = stranger().await {
+            strangers.push(channel);
+        }
+    }
+    assert_eq!(strangers.len(), 64, "one address's share of connections in their handshake");
+    // A client with the token is served meanwhile, as fast as ever.
+    let mut lists = Vec::new();
+    for _ in 0..20 {
+        lists.push(timed_list(&certs, daemon.addr.port()).await);
+    }
+    let list = p99(&mut lists);
+    assert!(list < Duration::from_millis(100), "ListServices p99 {list:?}");
+    // Past the deadline the daemon has closed the strangers' connections (the test
+    // still holds its ends): the address may open another 64.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut again = 0;
+    for _ in 0..64 {
+        again += usize::from(stranger().await.is_ok());
+    }
+    assert_eq!(again, 64);
+    drop(strangers);
+    assert!(
+        daemon.log().contains("from 127.0.0.2: 64 of its connections are in their handshake"),
+        "{}",
+        daemon.log()
+    );
+}

@@ -27,7 +27,7 @@ use self::guard::{ApiBody, Gate};
 use crate::{
     api::{self, ControlPlane, StreamHandlerServer},
     auth::{Access, RequireToken},
-    connection::{self, HandshakeEnd, LimitRequestRate},
+    connection::{self, LimitRequestRate},
     metrics,
     supervisor::Supervisor,
 };
@@ -175,14 +175,11 @@ pub async fn serve(
     let incoming = TcpIncoming::from(http.listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(connection::KEEPALIVE));
+    let incoming = connection::admit(incoming, access.limits, access.handshake_end());
     match &access.tls {
-        None => {
-            let incoming = connection::admit(incoming, access.limits, HandshakeEnd::Greeting);
-            server.serve_with_incoming_shutdown(incoming, stop).await
-        }
+        None => server.serve_with_incoming_shutdown(incoming, stop).await,
         // Browsers speak either; other fetch clients (Node's, say) HTTP/1.1 only.
         Some(tls) => {
-            let incoming = connection::admit(incoming, access.limits, HandshakeEnd::Tls);
             let acceptor = tls.acceptor(&[b"h2", b"http/1.1"]);
             let incoming = connection::handshakes(incoming, acceptor, access.limits);
             server.serve_with_incoming_shutdown(incoming, stop).await
