@@ -55,8 +55,9 @@ struct Args {
     /// RESOURCE_EXHAUSTED [default: 5000].
     #[arg(long, value_name = "N")]
     max_request_rate: Option<NonZeroU32>,
-    /// How long a new connection may take to send its first bytes and to finish its
-    /// TLS handshake before it is closed [default: 10s].
+    /// How long a new connection may take to send its first bytes, to finish its TLS
+    /// handshake and, with --token-file, to make a request with the token, before it
+    /// is closed [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = streamhandler::duration::parse_positive)]
     handshake_timeout: Option<Duration>,
     /// Connections from one address (an IPv6 /64) that may be in their handshake at
