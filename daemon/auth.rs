@@ -208,8 +208,12 @@ impl Interceptor for RequireToken {
             return Ok(request);
         };
         let sent = request.metadata().get("authorization");
-        admit(token, sent.map(|value| value.as_bytes()), request.extensions())
-            .map_err(Status::unauthenticated)?;
+        admit(
+            token,
+            sent.map(|value| value.as_bytes()),
+            request.extensions(),
+        )
+        .map_err(Status::unauthenticated)?;
         Ok(request)
     }
 }

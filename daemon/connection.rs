@@ -648,7 +648,7 @@ mod tests {
     async fn a_stranger_is_cut_off_at_the_deadline_and_a_client_with_the_token_is_not() {
         let slots = Arc::new(Semaphore::new(2));
         let limits = limits(Duration::from_secs(10));
-        let mut connection = || {
+        let connection = || {
             let (mut client, server) = tokio::io::duplex(64);
             let slot = slots.clone().try_acquire_owned().unwrap();
             let admitted = Admitted::new(server, slot, None, HandshakeEnd::Token, &limits);

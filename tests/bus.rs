@@ -58,13 +58,8 @@ fn topics(topics: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn a_topic_ticking_at_1000_per_second_loses_nothing_while_another_floods() {
     // A millisecond is shorter than a client may ask for unless the operator allows it.
-    let config = tempfile::tempdir().unwrap();
-    let file = crate::harness::write(
-        config.path(),
-        "streamd.toml",
-        "[supervisor]\nmin_client_interval = \"1ms\"\n",
-    );
-    let daemon = Daemon::start_with(&["--config", file.to_str().unwrap()]);
+    let (daemon, _config) =
+        crate::harness::with_config("[supervisor]\nmin_client_interval = \"1ms\"\n");
     let mut client = daemon.client().await;
     // A reader of every topic that never reads, so that the flood overflows a buffer.
     let mut stalled_client = daemon.client().await;

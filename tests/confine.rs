@@ -13,16 +13,8 @@ use tonic::Code;
 
 use crate::{
     config::refused,
-    harness::{Daemon, Events, PATIENCE, start_request, write},
+    harness::{Daemon, Events, PATIENCE, start_request, with_config, write},
 };
-
-/// A daemon whose config file holds `services` (TOML), and the directory of that file.
-fn daemon_with(services: &str) -> (Daemon, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "streamd.toml", services);
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
-    (daemon, dir)
-}
 
 /// A reader service named `name` over `dir`, ticking every 50 ms.
 fn reader(name: &str, params: &str) -> String {
@@ -52,7 +44,7 @@ async fn watch(daemon: &Daemon, name: &str) -> Events {
 
 #[tokio::test]
 async fn a_directory_under_proc_is_refused_and_the_service_stops_cleanly() {
-    let (daemon, _config) = daemon_with(&reader("procs", "dir = \"/proc/self\""));
+    let (daemon, _config) = with_config(&reader("procs", "dir = \"/proc/self\""));
     let mut events = watch(&daemon, "procs").await;
     let error = events.next_where(|e| error_message(e).is_some()).await;
     let message = error_message(&error).unwrap();
@@ -89,7 +81,7 @@ async fn symlinks_out_of_the_directory_are_refused() {
     write(texts.path(), "poem.txt", "A Title\nbody\n");
     std::os::unix::fs::symlink(&secret, texts.path().join("secret.txt")).unwrap();
     std::os::unix::fs::symlink("/proc/self/pagemap", texts.path().join("pagemap.txt")).unwrap();
-    let (daemon, _config) = daemon_with(&reader(
+    let (daemon, _config) = with_config(&reader(
         "texts",
         &format!("dir = \"{}\"", texts.path().display()),
     ));
@@ -122,7 +114,7 @@ async fn a_fifo_is_skipped_and_never_holds_a_step() {
         nix::sys::stat::Mode::S_IRWXU,
     )
     .unwrap();
-    let (daemon, _config) = daemon_with(&reader(
+    let (daemon, _config) = with_config(&reader(
         "texts",
         &format!("dir = \"{}\"", texts.path().display()),
     ));
@@ -151,7 +143,7 @@ async fn a_fifo_is_skipped_and_never_holds_a_step() {
 async fn a_file_over_the_cap_is_passed_over_with_a_clear_error() {
     let texts = tempfile::tempdir().unwrap();
     write(texts.path(), "huge.txt", &"x".repeat(10 << 20));
-    let (daemon, _config) = daemon_with(&reader(
+    let (daemon, _config) = with_config(&reader(
         "texts",
         &format!("dir = \"{}\"", texts.path().display()),
     ));
@@ -193,7 +185,7 @@ async fn follow_stays_inside_its_directory() {
     );
 
     // Reached through a symlink inside: refused when opened.
-    let (daemon, _config) = daemon_with(&reader(
+    let (daemon, _config) = with_config(&reader(
         "tail",
         &format!("dir = \"{}\", follow = \"app.log\"", logs.path().display()),
     ));
@@ -341,7 +333,7 @@ async fn twenty_thousand_services_load_and_list() {
         .map(|i| format!("[services.s{i}]\nkind = \"streamer\"\n"))
         .collect();
     let started = Instant::now();
-    let (daemon, _config) = daemon_with(&services);
+    let (daemon, _config) = with_config(&services);
     assert_eq!(
         daemon.services().await.len(),
         20_000 + crate::harness::SERVICES.len()
@@ -357,7 +349,7 @@ async fn a_hundred_thousand_services_load_in_linear_time() {
         .map(|i| format!("[services.s{i}]\nkind = \"streamer\"\n"))
         .collect();
     let started = Instant::now();
-    let (daemon, _config) = daemon_with(&services);
+    let (daemon, _config) = with_config(&services);
     let reply = daemon
         .client()
         .await
@@ -437,7 +429,7 @@ async fn images_keep_to_their_directory_too() {
     let secret = write(outside.path(), "secret.png", "not for clients");
     let images = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(&secret, images.path().join("secret.png")).unwrap();
-    let (daemon, _config) = daemon_with(&format!(
+    let (daemon, _config) = with_config(&format!(
         "[services.pics]\nkind = \"images\"\ninterval = \"50ms\"\nparams = {{ dir = \"{}\" }}\n\
          [services.kernel]\nkind = \"images\"\ninterval = \"50ms\"\nparams = {{ dir = \"/sys/kernel\" }}\n",
         images.path().display()

@@ -254,16 +254,8 @@ fn allow_many_sockets() {
 
 /// How long a fresh TLS connection takes to answer ListServices with the token.
 async fn timed_list(certs: &crate::transport::Certs, port: u16) -> Duration {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-    let ca = std::fs::read(certs.path("ca.pem")).unwrap();
     let began = std::time::Instant::now();
-    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = certs.endpoint(port).connect().await.unwrap();
     let mut request = tonic::Request::new(pb::ListServicesRequest {});
     let bearer = format!("Bearer {}", crate::transport::TOKEN);
     request
@@ -623,13 +615,11 @@ async fn a_reader_on_a_cgroup2_mount_is_refused() {
         return;
     }
     let unmount = unmount_on_drop(mount.path().to_owned());
-    let config = tempfile::tempdir().unwrap();
     let services = format!(
         "[services.cgroup]\nkind = \"reader\"\ninterval = \"50ms\"\nparams = {{ dir = {:?} }}\n",
         mount.path().display().to_string()
     );
-    let file = crate::harness::write(config.path(), "streamd.toml", &services);
-    let daemon = Daemon::start_with(&["--config", file.to_str().unwrap()]);
+    let (daemon, _config) = crate::harness::with_config(&services);
     let mut client = daemon.client().await;
     let mut events = Events::open(&mut client, &["cgroup"], false).await;
     client
@@ -705,13 +695,8 @@ async fn a_client_may_not_ask_for_an_interval_shorter_than_the_operator_allows()
         .unwrap();
     assert!(!allowed.into_inner().already_running);
     // The operator may allow less.
-    let config = tempfile::tempdir().unwrap();
-    let file = crate::harness::write(
-        config.path(),
-        "streamd.toml",
-        "[supervisor]\nmin_client_interval = \"1ns\"\n",
-    );
-    let lenient = Daemon::start_with(&["--config", file.to_str().unwrap()]);
+    let (lenient, _config) =
+        crate::harness::with_config("[supervisor]\nmin_client_interval = \"1ns\"\n");
     let mut client = lenient.client().await;
     nanosecond.interval = Some(prost_types::Duration {
         seconds: 0,
@@ -767,15 +752,11 @@ async fn memory_held_for_stalled_subscribers_comes_back_when_they_go() {
 /// holds at most 64 connections from one address, each for --handshake-timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_who_finish_the_handshake_but_send_no_token_are_let_go_alone() {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
     let certs = crate::transport::Certs::new();
     let daemon = certs.daemon(&["--handshake-timeout", "2s", "--max-connections", "100"]);
-    let ca = std::fs::read(certs.path("ca.pem")).unwrap();
-    let endpoint = Endpoint::from_shared(format!("https://localhost:{}", daemon.addr.port()))
-        .unwrap()
-        .local_address(Some("127.0.0.2".parse().unwrap()))
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-        .unwrap();
+    let endpoint = certs
+        .endpoint(daemon.addr.port())
+        .local_address(Some("127.0.0.2".parse().unwrap()));
     let stranger = || endpoint.connect();
     // TLS and HTTP/2 through, then nothing: more than the cap, from one address.
     let mut strangers = Vec::new();
@@ -784,14 +765,21 @@ async fn strangers_who_finish_the_handshake_but_send_no_token_are_let_go_alone()
             strangers.push(channel);
         }
     }
-    assert_eq!(strangers.len(), 64, "one address's share of connections in their handshake");
+    assert_eq!(
+        strangers.len(),
+        64,
+        "one address's share of connections in their handshake"
+    );
     // A client with the token is served meanwhile, as fast as ever.
     let mut lists = Vec::new();
     for _ in 0..20 {
         lists.push(timed_list(&certs, daemon.addr.port()).await);
     }
     let list = p99(&mut lists);
-    assert!(list < Duration::from_millis(100), "ListServices p99 {list:?}");
+    assert!(
+        list < Duration::from_millis(100),
+        "ListServices p99 {list:?}"
+    );
     // Past the deadline the daemon has closed the strangers' connections (the test
     // still holds its ends): the address may open another 64.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -802,7 +790,9 @@ async fn strangers_who_finish_the_handshake_but_send_no_token_are_let_go_alone()
     assert_eq!(again, 64);
     drop(strangers);
     assert!(
-        daemon.log().contains("from 127.0.0.2: 64 of its connections are in their handshake"),
+        daemon
+            .log()
+            .contains("from 127.0.0.2: 64 of its connections are in their handshake"),
         "{}",
         daemon.log()
     );

@@ -320,6 +320,15 @@ impl Certs {
         Daemon::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    /// An endpoint of a TLS daemon on loopback port `port`, trusting the CA.
+    pub fn endpoint(&self, port: u16) -> Endpoint {
+        let ca = std::fs::read(self.path("ca.pem")).unwrap();
+        Endpoint::from_shared(format!("https://localhost:{port}"))
+            .unwrap()
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .unwrap()
+    }
+
     /// streamctl aimed at `daemon` over TLS, trusting the CA, sending `token` if any.
     fn streamctl(&self, daemon: &Daemon, token: Option<&str>) -> Command {
         let mut command = streamctl_at(&format!("https://localhost:{}", daemon.addr.port()));
@@ -639,14 +648,7 @@ async fn a_connection_past_its_request_rate_is_refused_while_others_are_served()
 async fn guessing_the_token_over_tls_is_paced_too() {
     let certs = Certs::new();
     let daemon = certs.daemon(&["--max-request-rate", "5"]);
-    let ca = std::fs::read(certs.path("ca.pem")).unwrap();
-    let channel = Endpoint::from_shared(format!("https://localhost:{}", daemon.addr.port()))
-        .unwrap()
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = certs.endpoint(daemon.addr.port()).connect().await.unwrap();
     let guesses = list_codes(&channel, 20, Some("guess")).await;
     let refused_fast = guesses
         .iter()

@@ -149,7 +149,9 @@ pub async fn admit(State(gate): State<Arc<Gate>>, request: Request, next: Next) 
             && !gate.public.contains(&path)
         {
             let sent = request.headers().get(header::AUTHORIZATION);
-            if let Err(why) = crate::auth::admit(token, sent.map(HeaderValue::as_bytes), request.extensions()) {
+            if let Err(why) =
+                crate::auth::admit(token, sent.map(HeaderValue::as_bytes), request.extensions())
+            {
                 let mut refused = (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response();
                 refused
                     .headers_mut()

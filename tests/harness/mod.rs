@@ -253,6 +253,14 @@ pub fn streamctl_at(addr: &str) -> Command {
     command
 }
 
+/// A daemon whose config file holds `config` (TOML), and the directory of that file.
+pub fn with_config(config: &str) -> (Daemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "streamd.toml", config);
+    let daemon = Daemon::start_with(&["--config", file.to_str().unwrap()]);
+    (daemon, dir)
+}
+
 /// The user and group a test drops to for what an unprivileged user meets: `nobody`
 /// when the tests run as root, None when they already run unprivileged.
 pub fn unprivileged_user() -> Option<(u32, u32)> {
