@@ -343,13 +343,14 @@ async fn silent_tls_connections_delay_no_one_elses_handshake_alone() {
         "HTTPS page p99 {page:?} of {}",
         pages.len()
     );
-    assert!(
-        daemon
-            .log()
-            .contains("from 127.0.0.2: 64 of its connections are in their handshake"),
-        "{}",
-        daemon.log()
-    );
+    assert_closed_past_its_share(&daemon, "127.0.0.2");
+}
+
+/// Checks that the daemon closed connections of `peer` past its share of connections
+/// in their handshake, and said so.
+fn assert_closed_past_its_share(daemon: &Daemon, peer: &str) {
+    let said = format!("from {peer}: 64 of its connections are in their handshake");
+    assert!(daemon.log().contains(&said), "{}", daemon.log());
 }
 
 /// The address a dashboard URL names.
@@ -789,11 +790,5 @@ async fn strangers_who_finish_the_handshake_but_send_no_token_are_let_go_alone()
     }
     assert_eq!(again, 64);
     drop(strangers);
-    assert!(
-        daemon
-            .log()
-            .contains("from 127.0.0.2: 64 of its connections are in their handshake"),
-        "{}",
-        daemon.log()
-    );
+    assert_closed_past_its_share(&daemon, "127.0.0.2");
 }
