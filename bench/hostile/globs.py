@@ -1,4 +1,4 @@
-"""Point 3: 64 backtracking globs over 9,000 topics, 3 Subscribes/s, beside a probe
+"""64 backtracking globs over 9,000 topics, 3 Subscribes/s, beside a probe
 subscriber of a 200/s topic. Prints the probe's p50/p99/max in ms and the attack's
 answers. Usage: globs.py ADDR SECONDS"""
 import sys, threading, time, statistics

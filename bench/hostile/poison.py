@@ -1,4 +1,4 @@
-"""Point 1: publish data 49 levels deep (566 bytes), a NaN and ±Inf, and data at the
+"""Publish data 49 levels deep (under 600 bytes), a NaN and ±Inf, and data at the
 limit; a Python subscriber of adv.* (and a new one with last) must see only what decodes.
 The poison is encoded by hand: Python's protobuf will not even build it. Usage: poison.py ADDR"""
 import sys, grpc, math, struct as st

@@ -1,4 +1,4 @@
-"""Point 2: 1,000 silent connections (one byte of a TLS hello, then nothing) from
+"""1,000 silent connections (one byte of a TLS hello, then nothing) from
 127.0.0.2 to both listeners, then 130 renewed every 9 s, while `streamctl list` and an
 HTTPS GET of the page are timed. Usage: tls.py GRPC_PORT HTTP_PORT CA TOKEN STREAMCTL SECONDS"""
 import os, socket, subprocess, sys, threading, time, ssl, urllib.request
