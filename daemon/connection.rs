@@ -431,7 +431,12 @@ impl Admission {
     /// The connection has come to `point`: if its handshake ends there, it is over, and
     /// the connection no longer counts in its peer's.
     pub fn handshake_over(&self, point: HandshakeEnd) {
-        if self.0.end == point && !self.0.over.swap(true, Ordering::AcqRel) {
+        // Read first: every request with the token comes here, and only the first of
+        // a connection's has anything to change.
+        if self.0.end == point
+            && !self.0.over.load(Ordering::Acquire)
+            && !self.0.over.swap(true, Ordering::AcqRel)
+        {
             let slot = self
                 .0
                 .handshake
